@@ -1,0 +1,125 @@
+//! `orgo-agent` owns one desktop from the inside: it starts and supervises Xvfb and the window
+//! manager (or attaches to an existing display), captures the screen with MIT-SHM and encodes it
+//! with libjpeg-turbo, injects pointer and keyboard input with XTest (typing any Unicode text by
+//! borrowing spare keycodes), runs bash and Python in their own process groups with hard
+//! timeouts and capped output, reaps orphans, and serves all of it over gRPC.
+//!
+//! Layers, outside in: [`server`] (sockets, auth) → [`service`] (prost ↔ domain) → [`desktop`]
+//! (async operations) → [`capture`], [`encode`], [`input`], [`exec`] (the work) over [`x11`]
+//! connections; [`keys`] and [`keymap`] are pure planning logic.
+
+pub mod capture;
+pub mod cli;
+pub mod desktop;
+pub mod encode;
+pub mod error;
+pub mod exec;
+pub mod input;
+pub mod keymap;
+pub mod keys;
+pub mod reaper;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod x11;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::cli::Cli;
+use crate::desktop::{Desktop, DesktopConfig};
+use crate::exec::Runner;
+use crate::input::InputTiming;
+use crate::reaper::Children;
+use crate::session::SessionSpec;
+
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let token = cli.token()?;
+    let children = Children::default();
+    reaper::start(children.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let (display, ready) = match &cli.spawn_xvfb {
+        Some(screen) => {
+            let wm = (cli.wm != "none").then(|| cli.wm.clone());
+            let spec = SessionSpec {
+                display: cli.display.clone(),
+                screen: screen.clone(),
+                wm,
+            };
+            session::start(spec, children.clone(), stop_rx.clone()).await?
+        }
+        None => {
+            let display = cli
+                .display
+                .clone()
+                .or_else(|| std::env::var("DISPLAY").ok())
+                .ok_or_else(|| anyhow::anyhow!("no display: pass --spawn-xvfb, --display or set DISPLAY"))?;
+            (display, watch::channel(true).1)
+        }
+    };
+    let home = cli
+        .home
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(Into::into))
+        .unwrap_or_else(|| "/".into());
+    let runner = Runner {
+        children,
+        display: display.clone(),
+        home,
+    };
+    let config = DesktopConfig {
+        timing: InputTiming {
+            double_click: cli.double_click(),
+        },
+        keymap_restore: cli.keymap_restore(),
+    };
+    let desktop = Arc::new(Desktop::new(display.clone(), ready, config, runner));
+    let name = display.as_str();
+    tracing::info!(
+        display = name,
+        version = env!("CARGO_PKG_VERSION"),
+        "desktop ready"
+    );
+
+    let mut stopping = stop_rx.clone();
+    let serve = server::serve(
+        cli.listen.clone(),
+        token,
+        service::AgentService::new(desktop),
+        async move {
+            let _ = stopping.changed().await;
+        },
+    );
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        result = &mut serve => result,
+        () = termination() => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            // In-flight calls get a moment to finish; open client connections do not hold us.
+            tokio::time::timeout(SHUTDOWN_GRACE, serve).await.unwrap_or(Ok(()))
+        }
+    };
+    let _ = stop_tx.send(true);
+    // Let the supervisor stop Xvfb and the window manager before the process exits.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    result
+}

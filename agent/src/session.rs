@@ -1,0 +1,186 @@
+//! The desktop session the agent owns with `--spawn-xvfb`: Xvfb (`-noreset -nolisten tcp`) and a
+//! window manager, started in order, supervised, and started again when either dies. Readiness
+//! comes from Xvfb itself (`-displayfd`), not from polling. Everyone else learns whether the
+//! display is up from a watch channel.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
+
+use crate::error::{AgentError, Result};
+use crate::reaper::Children;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    /// `:N`, or `None` to let Xvfb pick a free display.
+    pub display: Option<String>,
+    /// `WIDTHxHEIGHTxDEPTH`.
+    pub screen: String,
+    /// Window manager program, or `None`.
+    pub wm: Option<String>,
+}
+
+const BACKOFF: Duration = Duration::from_millis(250);
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Starts Xvfb and waits until it accepts clients; answers its display name.
+async fn start_xvfb(
+    spec: &SessionSpec,
+    children: &Children,
+) -> Result<(String, tokio::process::Child, crate::reaper::Owned)> {
+    let mut cmd = tokio::process::Command::new("Xvfb");
+    if let Some(d) = &spec.display {
+        cmd.arg(d);
+    }
+    cmd.args([
+        "-screen",
+        "0",
+        &spec.screen,
+        "-noreset",
+        "-nolisten",
+        "tcp",
+        "-displayfd",
+        "1",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .kill_on_drop(true);
+    let (mut child, owned) = children
+        .spawn(&mut cmd)
+        .map_err(|e| AgentError::DisplayUnavailable(format!("cannot start Xvfb: {e}")))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        READY_TIMEOUT,
+        tokio::io::BufReader::new(stdout).read_line(&mut line),
+    )
+    .await;
+    match read {
+        Ok(Ok(n)) if n > 0 && line.trim().parse::<u32>().is_ok() => {
+            Ok((format!(":{}", line.trim()), child, owned))
+        }
+        _ => {
+            let _ = child.kill().await;
+            Err(AgentError::DisplayUnavailable(format!(
+                "Xvfb did not become ready (screen {}, display {})",
+                spec.screen,
+                spec.display.as_deref().unwrap_or("auto")
+            )))
+        }
+    }
+}
+
+fn start_wm(
+    wm: &str,
+    display: &str,
+    children: &Children,
+) -> Option<(tokio::process::Child, crate::reaper::Owned)> {
+    let mut cmd = tokio::process::Command::new(wm);
+    cmd.env("DISPLAY", display)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    match children.spawn(&mut cmd) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(wm, error = %e, "cannot start the window manager");
+            None
+        }
+    }
+}
+
+/// Waits until a window manager owns the `WM_S0` selection (ICCCM), so the desktop is only
+/// reported ready once windows get managed and focus no longer jumps at start-up.
+async fn wait_for_wm(display: String) {
+    let waited = tokio::task::spawn_blocking(move || -> Result<bool> {
+        use x11rb::protocol::xproto::ConnectionExt as _;
+        let x = crate::x11::XConn::open(&display)?;
+        let atom = x.conn.intern_atom(false, b"WM_S0")?.reply()?.atom;
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if x.conn.get_selection_owner(atom)?.reply()?.owner != x11rb::NONE {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(false)
+    })
+    .await;
+    if !matches!(waited, Ok(Ok(true))) {
+        tracing::warn!("the window manager did not take WM_S0; going on without waiting");
+    }
+}
+
+/// Starts the session and supervises it in the background until `shutdown` fires. Answers the
+/// display name once Xvfb is first ready, and a channel saying whether it is up.
+pub async fn start(
+    mut spec: SessionSpec,
+    children: Children,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(String, watch::Receiver<bool>)> {
+    let (display, mut xvfb, mut xvfb_owned) = start_xvfb(&spec, &children).await?;
+    // Later restarts reuse the display that clients were told about.
+    spec.display = Some(display.clone());
+    let (ready_tx, ready_rx) = watch::channel(true);
+    let name = display.as_str();
+    tracing::info!(display = name, screen = spec.screen.as_str(), "Xvfb ready");
+    let fixed = display.clone();
+    let first_wm = spec.wm.as_deref().and_then(|w| start_wm(w, &display, &children));
+    if first_wm.is_some() {
+        wait_for_wm(display.clone()).await;
+    }
+    tokio::spawn(async move {
+        let spawn_wm = || spec.wm.as_deref().and_then(|w| start_wm(w, &fixed, &children));
+        let mut wm = first_wm;
+        loop {
+            let wm_exit = async {
+                match wm.as_mut() {
+                    Some((child, _)) => child.wait().await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                status = xvfb.wait() => {
+                    tracing::warn!(?status, "Xvfb exited; starting it again");
+                    let _ = ready_tx.send(false);
+                    if let Some((mut child, _)) = wm.take() {
+                        let _ = child.kill().await;
+                    }
+                    loop {
+                        tokio::time::sleep(BACKOFF).await;
+                        if *shutdown.borrow() {
+                            return;
+                        }
+                        match start_xvfb(&spec, &children).await {
+                            Ok((_, child, owned)) => {
+                                (xvfb, xvfb_owned) = (child, owned);
+                                break;
+                            }
+                            Err(e) => tracing::error!(error = %e, "Xvfb restart failed"),
+                        }
+                    }
+                    let _ = ready_tx.send(true);
+                    wm = spawn_wm();
+                }
+                status = wm_exit => {
+                    tracing::warn!(?status, "window manager exited; starting it again");
+                    tokio::time::sleep(BACKOFF).await;
+                    wm = spawn_wm();
+                }
+            }
+        }
+        if let Some((mut child, _)) = wm.take() {
+            let _ = child.kill().await;
+        }
+        let _ = xvfb.kill().await;
+        drop(xvfb_owned);
+        let _ = ready_tx.send(false);
+    });
+    Ok((display, ready_rx))
+}
