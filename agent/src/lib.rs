@@ -10,6 +10,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod client;
 pub mod desktop;
 pub mod encode;
 pub mod error;
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     reaper::start(children.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let mut supervisor = None;
     let (display, ready) = match &cli.spawn_xvfb {
         Some(screen) => {
             let wm = (cli.wm != "none").then(|| cli.wm.clone());
@@ -64,7 +66,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 screen: screen.clone(),
                 wm,
             };
-            session::start(spec, children.clone(), stop_rx.clone()).await?
+            let session = session::start(spec, children.clone(), stop_rx.clone()).await?;
+            supervisor = Some(session.supervisor);
+            (session.display, session.ready)
         }
         None => {
             let display = cli
@@ -119,7 +123,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let _ = stop_tx.send(true);
-    // Let the supervisor stop Xvfb and the window manager before the process exits.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    if let Some(supervisor) = supervisor {
+        let _ = supervisor.await;
+    }
     result
 }

@@ -38,6 +38,16 @@ impl std::str::FromStr for Listen {
     }
 }
 
+/// Removes the socket file when serving ends, however it ends (the caller may drop the
+/// serving future after a shutdown grace period).
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Checks `authorization: Bearer <token>` against the expected token in constant time.
 fn check_token(expected: &Arc<Vec<u8>>, req: &Request<()>) -> Result<(), Status> {
     let given = req
@@ -71,14 +81,13 @@ pub async fn serve(
             let listener = tokio::net::UnixListener::bind(&path)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+            let _remove_on_exit = SocketFile(path.clone());
             tracing::info!(socket = %path.display(), "agent listening");
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            let result = Server::builder()
+            Server::builder()
                 .add_service(AgentServer::new(service))
                 .serve_with_incoming_shutdown(incoming, shutdown)
-                .await;
-            let _ = std::fs::remove_file(&path);
-            result?;
+                .await?;
         }
         Listen::Tcp(addr) => {
             let token = token.ok_or_else(|| {

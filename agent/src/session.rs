@@ -116,13 +116,39 @@ async fn wait_for_wm(display: String) {
     }
 }
 
-/// Starts the session and supervises it in the background until `shutdown` fires. Answers the
-/// display name once Xvfb is first ready, and a channel saying whether it is up.
+/// Terminates a child politely, then forcibly if it lingers.
+async fn stop(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        if tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// A running session.
+pub struct Session {
+    pub display: String,
+    /// Whether the X server is up right now.
+    pub ready: watch::Receiver<bool>,
+    /// Ends after `shutdown` fired and Xvfb and the window manager have stopped.
+    pub supervisor: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the session and supervises it in the background until `shutdown` fires; answers
+/// once Xvfb is first ready (and the window manager has taken over, if there is one).
 pub async fn start(
     mut spec: SessionSpec,
     children: Children,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(String, watch::Receiver<bool>)> {
+) -> Result<Session> {
     let (display, mut xvfb, mut xvfb_owned) = start_xvfb(&spec, &children).await?;
     // Later restarts reuse the display that clients were told about.
     spec.display = Some(display.clone());
@@ -134,7 +160,7 @@ pub async fn start(
     if first_wm.is_some() {
         wait_for_wm(display.clone()).await;
     }
-    tokio::spawn(async move {
+    let supervisor = tokio::spawn(async move {
         let spawn_wm = || spec.wm.as_deref().and_then(|w| start_wm(w, &fixed, &children));
         let mut wm = first_wm;
         loop {
@@ -175,12 +201,17 @@ pub async fn start(
                 }
             }
         }
-        if let Some((mut child, _)) = wm.take() {
-            let _ = child.kill().await;
-        }
-        let _ = xvfb.kill().await;
-        drop(xvfb_owned);
         let _ = ready_tx.send(false);
+        if let Some((mut child, _)) = wm.take() {
+            stop(&mut child).await;
+        }
+        // SIGTERM lets Xvfb remove its socket and lock file; SIGKILL would leave them behind.
+        stop(&mut xvfb).await;
+        drop(xvfb_owned);
     });
-    Ok((display, ready_rx))
+    Ok(Session {
+        display,
+        ready: ready_rx,
+        supervisor,
+    })
 }

@@ -8,9 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use orgo_agent::client::connect_unix;
 use orgo_proto::v1 as pb;
 use orgo_proto::v1::agent_client::AgentClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use x11rb::connection::Connection;
 use x11rb::protocol::Event;
 use x11rb::protocol::xproto::*;
@@ -32,20 +33,6 @@ fn scratch_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Connects a gRPC client to a Unix socket.
-pub async fn connect_unix(socket: PathBuf) -> Result<AgentClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::try_from("http://agent.invalid")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await?;
-    Ok(AgentClient::new(channel).max_decoding_message_size(64 << 20))
 }
 
 impl Agent {

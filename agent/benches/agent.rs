@@ -1,0 +1,357 @@
+//! `cargo xtask bench agent`: our agent over gRPC (Unix socket) against the reference stack the
+//! public API documents (xdotool for input, `scrot -q 100` + base64 for screenshots, a spawned
+//! `python3 -c` for code), in one run on one Xvfb with openbox. Typing integrity is checked in a
+//! real client: an xterm in a UTF-8 locale running `cat`, whose output file must hold exactly the
+//! typed line. Prints medians, p90 and the ratio per action, plus bytes and window-manager CPU.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orgo_agent::client::connect_unix;
+use orgo_proto::v1 as pb;
+use orgo_proto::v1::agent_client::AgentClient;
+use tonic::transport::Channel;
+
+const ASCII_50: &str = "The quick brown fox jumps over the lazy dog 0123!?";
+const UNICODE_LINE: &str = "Crème brûlée Ελληνικά привет 中文 日本語 😀🚀 ∑√ €";
+
+struct Stats {
+    median: Duration,
+    p90: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Stats {
+        median: at(0.5),
+        p90: at(0.9),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Row {
+    action: &'static str,
+    ours: Stats,
+    reference: Stats,
+    note: String,
+}
+
+fn print_rows(rows: &[Row]) {
+    println!(
+        "\n{:<22} {:>11} {:>11} {:>11} {:>11} {:>9}  note",
+        "action", "ours p50", "ours p90", "ref p50", "ref p90", "ratio"
+    );
+    for r in rows {
+        println!(
+            "{:<22} {:>8.3} ms {:>8.3} ms {:>8.3} ms {:>8.3} ms {:>8.1}x  {}",
+            r.action,
+            ms(r.ours.median),
+            ms(r.ours.p90),
+            ms(r.reference.median),
+            ms(r.reference.p90),
+            r.reference.median.as_secs_f64() / r.ours.median.as_secs_f64(),
+            r.note
+        );
+    }
+}
+
+fn run(cmd: &str, display: &str) -> std::process::Output {
+    Command::new("bash")
+        .args(["-c", cmd])
+        .env("DISPLAY", display)
+        .output()
+        .expect("run reference command")
+}
+
+fn timed(cmd: &str, display: &str) -> Duration {
+    let t = Instant::now();
+    let out = run(cmd, display);
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed()
+}
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+fn child_named(parent: u32, comm: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let name = stat.split(['(', ')']).nth(1).unwrap_or("");
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1));
+            name == comm && ppid == Some(&parent.to_string())
+        })
+}
+
+/// An xterm running `cat >> file`: what the keyboard delivers ends up in the file, line by line.
+struct Typist {
+    xterm: Child,
+    file: PathBuf,
+}
+
+impl Typist {
+    fn start(display: &str, dir: &Path) -> Typist {
+        let file = dir.join("typed.txt");
+        std::fs::write(&file, "").unwrap();
+        let xterm = Command::new("xterm")
+            .args(["-geometry", "100x10+0+0", "-e", "sh", "-c"])
+            .arg(format!("stty -echo; exec cat >> {}", file.display()))
+            .env("DISPLAY", display)
+            .env("LC_ALL", "C.UTF-8")
+            .env("LANG", "C.UTF-8")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start xterm");
+        Typist { xterm, file }
+    }
+
+    fn clear(&self) {
+        std::fs::write(&self.file, "").unwrap();
+    }
+
+    /// The first complete line in the file, waiting a while for it.
+    fn line(&self) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+            if let Some((line, _)) = text.split_once('\n') {
+                return Some(line.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+}
+
+impl Drop for Typist {
+    fn drop(&mut self) {
+        let _ = self.xterm.kill();
+        let _ = self.xterm.wait();
+    }
+}
+
+async fn type_ours(client: &mut AgentClient<Channel>, text: &str) -> Duration {
+    let t = Instant::now();
+    client
+        .type_text(pb::TypeTextRequest {
+            text: text.into(),
+            delay_millis: 0,
+        })
+        .await
+        .unwrap();
+    t.elapsed()
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[tokio::main]
+async fn main() {
+    let iterations: usize = std::env::var("BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = std::env::temp_dir().join(format!("orgo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("agent.sock");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_orgo-agent"))
+        .args(["--spawn-xvfb", "1280x800x24", "--wm", "openbox", "--listen"])
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--home")
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start orgo-agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = loop {
+        if let (true, Ok(c)) = (socket.exists(), connect_unix(socket.clone()).await) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "agent did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let display = client
+        .health(pb::HealthRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .display;
+    let wm = child_named(agent.id(), "openbox").expect("openbox runs");
+    println!("orgo-agent bench: display {display}, 1280x800, {iterations} iterations per action");
+    let mut rows = Vec::new();
+
+    // Screenshots.
+    let (mut ours, mut reference, mut our_bytes, mut ref_bytes) = (vec![], vec![], 0, 0);
+    let shot_file = dir.join("shot.jpg");
+    let scrot = format!(
+        "scrot -o -q 100 {f} && base64 -w0 {f} > /dev/null",
+        f = shot_file.display()
+    );
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let shot = client
+            .screenshot(pb::ScreenshotRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        ours.push(t.elapsed());
+        our_bytes = shot.image.len();
+        reference.push(timed(&scrot, &display));
+        ref_bytes = std::fs::metadata(&shot_file)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+    }
+    rows.push(Row {
+        action: "screenshot",
+        ours: stats(ours),
+        reference: stats(reference),
+        note: format!("JPEG q75 {our_bytes} B vs scrot q100 {ref_bytes} B (+base64)"),
+    });
+
+    // Clicks, at two spots far apart so none is spaced out as a would-be double click.
+    let (mut ours, mut reference) = (vec![], vec![]);
+    for i in 0..iterations {
+        let x = if i % 2 == 0 { 700 } else { 1000 };
+        let t = Instant::now();
+        client
+            .click(pb::ClickRequest {
+                at: Some(pb::Point { x, y: 600 }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        ours.push(t.elapsed());
+        reference.push(timed(&format!("xdotool mousemove {x} 650 click 1"), &display));
+    }
+    rows.push(Row {
+        action: "click",
+        ours: stats(ours),
+        reference: stats(reference),
+        note: String::new(),
+    });
+
+    let (mut ours, mut reference) = (vec![], vec![]);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        client
+            .press_key(pb::KeyRequest {
+                combo: "ctrl+shift+i".into(),
+                repeat: 1,
+            })
+            .await
+            .unwrap();
+        ours.push(t.elapsed());
+        reference.push(timed("xdotool key ctrl+shift+i", &display));
+    }
+    rows.push(Row {
+        action: "key ctrl+shift+i",
+        ours: stats(ours),
+        reference: stats(reference),
+        note: String::new(),
+    });
+
+    // Typing into a real client, with integrity counted.
+    let typist = Typist::start(&display, &dir);
+    let ready = Instant::now() + Duration::from_secs(20);
+    loop {
+        typist.clear();
+        type_ours(&mut client, "ready\n").await;
+        if typist.line().as_deref() == Some("ready") {
+            break;
+        }
+        assert!(Instant::now() < ready, "xterm never took keyboard input");
+    }
+    for (action, text) in [
+        ("type 50 ASCII chars", ASCII_50),
+        ("type a Unicode line", UNICODE_LINE),
+    ] {
+        let line = format!("{text}\n");
+        let (mut ours, mut reference, mut ours_ok, mut ref_ok) = (vec![], vec![], 0, 0);
+        let (mut ours_wm, mut ref_wm) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..iterations {
+            typist.clear();
+            let cpu = cpu_time(wm);
+            ours.push(type_ours(&mut client, &line).await);
+            ours_ok += usize::from(typist.line().as_deref() == Some(text));
+            ours_wm += cpu_time(wm) - cpu;
+            typist.clear();
+            let cpu = cpu_time(wm);
+            reference.push(timed(&format!("xdotool type -- {}", quote(&line)), &display));
+            ref_ok += usize::from(typist.line().as_deref() == Some(text));
+            ref_wm += cpu_time(wm) - cpu;
+            // Lines that never completed leave a partial line behind; end it before the next try.
+            if std::fs::read_to_string(&typist.file)
+                .map(|t| !t.ends_with('\n') && !t.is_empty())
+                .unwrap_or(false)
+            {
+                type_ours(&mut client, "\n").await;
+            }
+        }
+        let n = iterations as u32;
+        rows.push(Row {
+            action,
+            ours: stats(ours),
+            reference: stats(reference),
+            note: format!(
+                "intact {ours_ok}/{iterations} vs {ref_ok}/{iterations}; openbox CPU {:.0} vs {:.0} ms/call",
+                ms(ours_wm / n),
+                ms(ref_wm / n)
+            ),
+        });
+    }
+    drop(typist);
+
+    let (mut ours, mut reference) = (vec![], vec![]);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let r = client
+            .exec(pb::ExecRequest {
+                interpreter: pb::Interpreter::Python.into(),
+                source: "print('hello')".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ours.push(t.elapsed());
+        assert_eq!(r.stdout, b"hello\n");
+        reference.push(timed("python3 -c \"print('hello')\"", &display));
+    }
+    rows.push(Row {
+        action: "python print",
+        ours: stats(ours),
+        reference: stats(reference),
+        note: "both start a python3; ours adds the gRPC hop".into(),
+    });
+
+    print_rows(&rows);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
