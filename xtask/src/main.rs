@@ -123,7 +123,52 @@ fn ci() -> Result<()> {
         "cargo",
         &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
     )?;
-    run("cargo", &["test", "--workspace"])
+    test_workspace()
+}
+
+/// Runs every test, passing its output through, and ends with one total line: cargo prints a
+/// result line per test binary, and the last of those is usually an empty doc-test run.
+fn test_workspace() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("$ cargo test --workspace");
+    let mut child = Command::new("cargo")
+        .args(["test", "--workspace"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().context("no stdout")?).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result_line(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+/// `(passed, failed)` from cargo's `test result: ok. 20 passed; 0 failed; ...` lines.
+fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |word: &str| {
+        rest.split(';').find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(word)?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    Some((count("passed")?, count("failed")?))
 }
 
 fn bench_agent() -> Result<()> {
@@ -158,4 +203,22 @@ fn up() -> Result<()> {
             &format!("unix://{}", socket.display()),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result_line;
+
+    #[test]
+    fn result_lines() {
+        assert_eq!(
+            parse_result_line("test result: ok. 20 passed; 0 failed; 0 ignored; 0 measured"),
+            Some((20, 0))
+        );
+        assert_eq!(
+            parse_result_line("test result: FAILED. 5 passed; 2 failed; 0 ignored"),
+            Some((5, 2))
+        );
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
 }
