@@ -528,3 +528,32 @@ async fn health_and_screen_info() {
         .into_inner();
     assert_eq!((s.width, s.height, s.depth), (1280, 800, 24));
 }
+
+#[tokio::test]
+async fn watch_screen_sends_a_frame_when_the_screen_changes() {
+    let mut agent = Agent::start("none").await;
+    let mut frames = agent
+        .client
+        .watch_screen(pb::WatchScreenRequest {
+            max_fps: 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = frames.message().await.unwrap().expect("a first frame at once");
+    assert_eq!((first.width, first.height, first.sequence), (1280, 800, 1));
+    let black = turbojpeg::decompress(&first.jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+    assert!(
+        black.pixels[..3].iter().all(|&c| c < 20),
+        "the bare root is black"
+    );
+
+    let _w = TestWindow::open(&agent.display, 0, 0, 400, 400, RED, RED);
+    let next = frames.message().await.unwrap().expect("a frame after the change");
+    assert_eq!(next.sequence, 2, "nothing was sent while the screen stood still");
+    let img = turbojpeg::decompress(&next.jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+    let px = &img.pixels[(200 * img.width + 200) * 3..][..3];
+    assert!(px[0] > 230 && px[1] < 25, "the new window shows: {px:?}");
+    assert!(next.captured_at_micros >= first.captured_at_micros);
+}
