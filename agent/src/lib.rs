@@ -10,7 +10,6 @@
 
 pub mod capture;
 pub mod cli;
-pub mod client;
 pub mod desktop;
 pub mod encode;
 pub mod error;

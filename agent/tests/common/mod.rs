@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use orgo_agent::client::connect_unix;
+use orgo_proto::connect::connect_unix;
 use orgo_proto::v1 as pb;
 use orgo_proto::v1::agent_client::AgentClient;
 use tonic::transport::Channel;

@@ -1,9 +1,9 @@
-//! Reaching an agent from another process: a tonic channel over the agent's Unix socket, for
-//! the benchmarks, the tests and tools.
+//! Reaching an agent over its Unix socket: transport glue shared by the gateway, the tests and
+//! the benchmarks (tonic has no Unix-socket endpoint of its own).
 
 use std::path::PathBuf;
 
-use orgo_proto::v1::agent_client::AgentClient;
+use crate::v1::agent_client::AgentClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Largest message a client accepts: a PNG of a large screen fits.
