@@ -1,7 +1,139 @@
-//! `orgo-gateway`: the public REST API of orgo-rs. Its routes, accounts, state and runtimes arrive
-//! with their own issue; until then the binary only says so, so the workspace builds end to end.
+//! `orgo-gateway` binary: `serve` and `keys`. A thin shell over the library.
 
-fn main() {
-    eprintln!("orgo-gateway: the REST gateway is not built yet; see the project's issues.");
-    std::process::exit(2);
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use orgo_gateway::config::Config;
+use orgo_gateway::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "orgo-gateway",
+    version,
+    about = "The Orgo REST API for self-hosted Linux desktops"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the REST API (env overrides: ORGO_LISTEN, ORGO_DATA_DIR, ORGO_RUNTIME).
+    Serve {
+        /// TOML config file; embedded defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCmd,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key (and the account if new); the key is printed alone on the last line.
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// List keys: id, account, created, revoked.
+    List,
+    /// Revoke a key by id (the part after `orgo_`, before the second `_`).
+    Revoke { id: String },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let json_logs = matches!(cli.command, Cmd::Serve { log_json: true, .. });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json_logs {
+        logs.json().init()
+    } else {
+        logs.init()
+    }
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orgo-gateway: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Serve { config, .. } => {
+            let config = Config::load(config.as_deref())?;
+            tokio::runtime::Runtime::new()?.block_on(serve(config))
+        }
+        Cmd::Keys { command, config } => {
+            let config = Config::load(config.as_deref())?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            let store = Store::open(&config.db_path())?;
+            match command {
+                KeysCmd::Create { account, plan } => {
+                    let key = orgo_gateway::create_key(&store, &config, &account, plan.as_deref())?;
+                    println!("created a key for account {account:?}; it is shown only once:");
+                    println!("{key}");
+                }
+                KeysCmd::List => {
+                    for k in store.list_keys().map_err(|e| anyhow::anyhow!("{e:?}"))? {
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            k.id,
+                            k.account,
+                            k.created_at,
+                            if k.revoked { "revoked" } else { "live" }
+                        );
+                    }
+                }
+                KeysCmd::Revoke { id } => {
+                    if !store.revoke_key(&id).map_err(|e| anyhow::anyhow!("{e:?}"))? {
+                        anyhow::bail!("no live key with id {id:?}");
+                    }
+                    println!("revoked {id}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let state = orgo_gateway::build_state(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "orgo-gateway serving");
+    axum::serve(listener, orgo_gateway::app(state))
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

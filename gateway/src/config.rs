@@ -1,0 +1,218 @@
+//! Gateway configuration: embedded defaults, an optional TOML file, then `ORGO_*` environment
+//! overrides, validated once at start-up with a message that says what to fix.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Limits of one plan. Only running desktops count against them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub max_desktops: u32,
+    pub max_ram_gb: u32,
+    pub max_cpu: u32,
+    /// Desktops stop by themselves after this long without API activity; 0 never.
+    #[serde(default = "default_idle")]
+    pub idle_stop_seconds: u64,
+}
+
+fn default_idle() -> u64 {
+    1800
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Local,
+    Docker,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub runtime: RuntimeKind,
+    /// Base URL clients reach the gateway at, for `desktop.url`; defaults to `http://{listen}`.
+    pub public_url: Option<String>,
+    /// The `orgo-agent` binary the local runtime starts; defaults to the one beside the gateway.
+    pub agent_bin: Option<PathBuf>,
+    pub screen_width: u32,
+    pub screen_height: u32,
+    pub default_plan: String,
+    pub plans: BTreeMap<String, Plan>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let free = Plan {
+            max_desktops: 2,
+            max_ram_gb: 4,
+            max_cpu: 4,
+            idle_stop_seconds: default_idle(),
+        };
+        let pro = Plan {
+            max_desktops: 10,
+            max_ram_gb: 64,
+            max_cpu: 32,
+            idle_stop_seconds: 3600,
+        };
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            data_dir: PathBuf::from(".orgo"),
+            runtime: RuntimeKind::Local,
+            public_url: None,
+            agent_bin: None,
+            screen_width: 1280,
+            screen_height: 800,
+            default_plan: "free".into(),
+            plans: BTreeMap::from([("free".into(), free), ("pro".into(), pro)]),
+            max_body_bytes: 2 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (if any), applies the environment, validates.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = var("ORGO_LISTEN") {
+            self.listen = v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("ORGO_LISTEN={v:?} is not host:port ({e})"))?;
+        }
+        if let Some(v) = var("ORGO_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("ORGO_RUNTIME") {
+            self.runtime = match v.as_str() {
+                "local" => RuntimeKind::Local,
+                "docker" => RuntimeKind::Docker,
+                other => anyhow::bail!("ORGO_RUNTIME={other:?} must be \"local\" or \"docker\""),
+            };
+        }
+        if let Some(v) = var("ORGO_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = var("ORGO_AGENT_BIN") {
+            self.agent_bin = Some(PathBuf::from(v));
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.plans.contains_key(&self.default_plan) {
+            anyhow::bail!(
+                "default_plan {:?} is not among the plans {:?}",
+                self.default_plan,
+                self.plans.keys()
+            );
+        }
+        for (name, plan) in &self.plans {
+            if plan.max_desktops == 0 || plan.max_ram_gb == 0 || plan.max_cpu == 0 {
+                anyhow::bail!("plan {name:?} must allow at least one desktop, 1 GB and 1 CPU");
+            }
+        }
+        if !(320..=7680).contains(&self.screen_width) || !(240..=4320).contains(&self.screen_height) {
+            anyhow::bail!(
+                "screen {}x{} is out of range",
+                self.screen_width,
+                self.screen_height
+            );
+        }
+        if self.runtime == RuntimeKind::Docker {
+            anyhow::bail!("runtime \"docker\" is not available yet; use \"local\"");
+        }
+        Ok(())
+    }
+
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.get(name)
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .into()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("orgo.db")
+    }
+
+    /// The agent binary: configured, else beside this executable, else on PATH.
+    pub fn agent_bin(&self) -> PathBuf {
+        if let Some(bin) = &self.agent_bin {
+            return bin.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("orgo-agent")))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("orgo-agent"))
+    }
+
+    pub fn idle_stop(&self, plan: &str) -> Option<Duration> {
+        self.plan(plan)
+            .map(|p| p.idle_stop_seconds)
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_and_validation() {
+        let mut c = Config::default();
+        let env = |k: &str| match k {
+            "ORGO_LISTEN" => Some("0.0.0.0:9000".to_string()),
+            "ORGO_DATA_DIR" => Some("/var/lib/orgo".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/orgo"));
+        assert!(c.validate().is_ok());
+
+        let mut bad = Config::default();
+        let err = bad
+            .apply_env(|k| (k == "ORGO_RUNTIME").then(|| "k8s".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("ORGO_RUNTIME"));
+        bad.default_plan = "gold".into();
+        assert!(bad.validate().unwrap_err().to_string().contains("gold"));
+    }
+
+    #[test]
+    fn file_with_unknown_keys_is_refused() {
+        let err = toml::from_str::<Config>("listen = \"127.0.0.1:1\"\nlisten_port = 3").unwrap_err();
+        assert!(err.to_string().contains("listen_port"));
+        let ok: Config =
+            toml::from_str("[plans.team]\nmax_desktops = 5\nmax_ram_gb = 20\nmax_cpu = 10").unwrap();
+        assert_eq!(ok.plans["team"].idle_stop_seconds, 1800);
+    }
+}

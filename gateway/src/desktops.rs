@@ -1,0 +1,264 @@
+//! Desktops as the API sees them: creating projects and computers within the plan, their
+//! lifecycle through the runtime, and the agent channel of each running desktop, made once and
+//! reused. All lookups are scoped by the caller's account.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orgo_proto::v1::agent_client::AgentClient;
+use rand::Rng;
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::runtime::{DesktopSpec, Runtime};
+use crate::store::{Account, Computer, Project, Status, Store, now};
+
+/// The budget of one forwarded call, inside the API's 60 s request timeout.
+pub const AGENT_DEADLINE: Duration = Duration::from_secs(55);
+
+pub struct Desktops {
+    store: Arc<Store>,
+    config: Arc<Config>,
+    runtime: Arc<dyn Runtime>,
+    agents: Mutex<HashMap<String, AgentClient<Channel>>>,
+    /// Admission is serialised so two creates cannot both squeeze under a plan limit.
+    admission: Mutex<()>,
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub fn new_id() -> String {
+    hex::encode(rand::rng().random::<[u8; 12]>())
+}
+
+impl Desktops {
+    pub fn new(store: Arc<Store>, config: Arc<Config>, runtime: Arc<dyn Runtime>) -> Self {
+        Desktops {
+            store,
+            config,
+            runtime,
+            agents: Mutex::new(HashMap::new()),
+            admission: Mutex::new(()),
+        }
+    }
+
+    /// Checks that starting a desktop of this size keeps the account within its plan.
+    fn admit(&self, account: &Account, ram_gb: u32, cpu: u32, except: Option<&str>) -> Result<(), ApiError> {
+        let plan = self.config.plan(&account.plan).ok_or_else(|| {
+            ApiError::Internal(format!("account plan {:?} is not configured", account.plan))
+        })?;
+        let live: Vec<Computer> = self
+            .store
+            .computers_of_account(&account.id)?
+            .into_iter()
+            .filter(|c| c.status.is_live() && Some(c.id.as_str()) != except)
+            .collect();
+        let (ram, cpus) = live.iter().fold((0, 0), |(r, c), m| (r + m.ram_gb, c + m.cpu));
+        let name = &account.plan;
+        if live.len() as u32 + 1 > plan.max_desktops {
+            return Err(ApiError::PlanLimit(format!(
+                "plan {name:?} allows {} running desktops and {} are running; stop or delete one first",
+                plan.max_desktops,
+                live.len()
+            )));
+        }
+        if ram + ram_gb > plan.max_ram_gb {
+            return Err(ApiError::PlanLimit(format!(
+                "plan {name:?} allows {} GB of RAM across running desktops; {ram} GB are in use and this desktop needs {ram_gb} GB",
+                plan.max_ram_gb
+            )));
+        }
+        if cpus + cpu > plan.max_cpu {
+            return Err(ApiError::PlanLimit(format!(
+                "plan {name:?} allows {} CPU cores across running desktops; {cpus} are in use and this desktop needs {cpu}",
+                plan.max_cpu
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn url(&self, computer: &Computer) -> String {
+        format!("{}/desktops/{}", self.config.public_url(), computer.name)
+    }
+
+    /// A new project with no computers (the SDK's workspace).
+    pub fn create_project(&self, account: &Account, name: &str) -> Result<Project, ApiError> {
+        let project = Project {
+            id: new_id(),
+            account_id: account.id.clone(),
+            name: name.into(),
+            created_at: now(),
+        };
+        self.store.insert_project(&project)?;
+        Ok(project)
+    }
+
+    /// A new running computer in a project; `name` is generated when absent.
+    pub async fn create_computer(
+        &self,
+        account: &Account,
+        project: &Project,
+        name: Option<String>,
+        ram_gb: u32,
+        cpu: u32,
+    ) -> Result<Computer, ApiError> {
+        let _admission = self.admission.lock().await;
+        self.admit(account, ram_gb, cpu, None)?;
+        let mut computer = Computer {
+            id: new_id(),
+            account_id: account.id.clone(),
+            project_id: project.id.clone(),
+            name: name
+                .clone()
+                .unwrap_or_else(|| format!("computer-{}", random_suffix())),
+            status: Status::Creating,
+            ram_gb,
+            cpu,
+            created_at: now(),
+            last_active: now(),
+        };
+        loop {
+            match self.store.insert_computer(&computer) {
+                Err(ApiError::Conflict(_)) if name.is_none() => {
+                    computer.name = format!("computer-{}", random_suffix())
+                }
+                other => break other?,
+            }
+        }
+        drop(_admission);
+        self.boot(&mut computer).await?;
+        Ok(computer)
+    }
+
+    /// The seed's `POST /projects`: a project named like its one desktop.
+    pub async fn create_project_with_desktop(
+        &self,
+        account: &Account,
+        ram_gb: u32,
+        cpu: u32,
+    ) -> Result<(Project, Computer), ApiError> {
+        let _admission = self.admission.lock().await;
+        self.admit(account, ram_gb, cpu, None)?;
+        let project = loop {
+            match self.create_project(account, &format!("computer-{}", random_suffix())) {
+                Err(ApiError::Conflict(_)) => continue,
+                other => break other?,
+            }
+        };
+        drop(_admission);
+        let computer = self
+            .create_computer(account, &project, Some(project.name.clone()), ram_gb, cpu)
+            .await?;
+        Ok((project, computer))
+    }
+
+    async fn boot(&self, computer: &mut Computer) -> Result<(), ApiError> {
+        let spec = DesktopSpec {
+            id: computer.id.clone(),
+            ram_gb: computer.ram_gb,
+            cpu: computer.cpu,
+            width: self.config.screen_width,
+            height: self.config.screen_height,
+        };
+        self.store.set_status(&computer.id, Status::Creating)?;
+        match self.runtime.start(&spec).await {
+            Ok(socket) => {
+                let client = orgo_proto::connect::connect_unix(socket)
+                    .await
+                    .map_err(|e| ApiError::NotReady(format!("agent connect: {e}")))?;
+                self.agents.lock().await.insert(computer.id.clone(), client);
+                self.store.set_status(&computer.id, Status::Running)?;
+                self.store.touch(&computer.id)?;
+                computer.status = Status::Running;
+                Ok(())
+            }
+            Err(e) => {
+                self.store.set_status(&computer.id, Status::Error)?;
+                computer.status = Status::Error;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn start(&self, account: &Account, computer: &mut Computer) -> Result<(), ApiError> {
+        if computer.status == Status::Running && self.runtime.is_alive(&computer.id).await {
+            return Ok(());
+        }
+        {
+            let _admission = self.admission.lock().await;
+            self.admit(account, computer.ram_gb, computer.cpu, Some(&computer.id))?;
+            self.store.set_status(&computer.id, Status::Creating)?;
+        }
+        self.boot(computer).await
+    }
+
+    pub async fn stop(&self, computer: &mut Computer) -> Result<(), ApiError> {
+        self.agents.lock().await.remove(&computer.id);
+        self.store.set_status(&computer.id, Status::Stopping)?;
+        self.runtime.stop(&computer.id).await?;
+        self.store.set_status(&computer.id, Status::Stopped)?;
+        computer.status = Status::Stopped;
+        Ok(())
+    }
+
+    pub async fn restart(&self, account: &Account, computer: &mut Computer) -> Result<(), ApiError> {
+        self.stop(computer).await?;
+        self.start(account, computer).await
+    }
+
+    pub async fn delete(&self, computer: &Computer) -> Result<(), ApiError> {
+        self.agents.lock().await.remove(&computer.id);
+        self.runtime.remove(&computer.id).await?;
+        self.store.delete_computer(&computer.id)
+    }
+
+    /// The agent of a running computer, or why there is none.
+    pub async fn agent(&self, computer: &Computer) -> Result<AgentClient<Channel>, ApiError> {
+        if computer.status != Status::Running {
+            return Err(ApiError::NotRunning(format!(
+                "computer {:?} is {}; start it with POST /api/computers/{}/start",
+                computer.name,
+                computer.status.as_str(),
+                computer.id
+            )));
+        }
+        let client = self.agents.lock().await.get(&computer.id).cloned();
+        let client = match client {
+            Some(c) => c,
+            None => {
+                // A gateway restart leaves running desktops behind only if the runtime kept them.
+                if !self.runtime.is_alive(&computer.id).await {
+                    self.store.set_status(&computer.id, Status::Stopped)?;
+                    return Err(ApiError::NotRunning(format!(
+                        "computer {:?} is no longer running; start it with POST /api/computers/{}/start",
+                        computer.name, computer.id
+                    )));
+                }
+                return Err(ApiError::NotReady("no agent channel".into()));
+            }
+        };
+        self.store.touch(&computer.id)?;
+        Ok(client)
+    }
+
+    /// Marks desktops whose processes are gone (a gateway restart, a crash) as stopped, so the
+    /// database never claims a desktop that is not there.
+    pub async fn reconcile(&self) -> Result<(), ApiError> {
+        for computer in self.store.all_computers()? {
+            if computer.status != Status::Stopped && !self.runtime.is_alive(&computer.id).await {
+                tracing::info!(computer = %computer.name, was = computer.status.as_str(), "marking stopped");
+                self.store.set_status(&computer.id, Status::Stopped)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! `orgo-gateway`: the public Orgo REST API. It authenticates API keys, keeps accounts, projects
+//! and computers in SQLite, enforces plans, starts desktops through a runtime (bubblewrap
+//! processes by default) and forwards every desktop action to that desktop's `orgo-agent` over
+//! gRPC. It owns no X11 or process code of the desktops themselves.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod desktops;
+pub mod error;
+pub mod runtime;
+pub mod state;
+pub mod store;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::desktops::Desktops;
+use crate::runtime::local::LocalRuntime;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// The router over a state: what `serve` runs and what tests drive in-process.
+pub fn app(state: AppState) -> axum::Router {
+    api::router(state)
+}
+
+/// Builds the state from a validated config: the database, the runtime, the desktops.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let config = Arc::new(config);
+    let store = Arc::new(Store::open(&config.db_path())?);
+    let runtime = Arc::new(LocalRuntime::new(&config.data_dir, config.agent_bin())?);
+    let desktops = Arc::new(Desktops::new(store.clone(), config.clone(), runtime));
+    desktops.reconcile().await?;
+    Ok(AppState {
+        config,
+        store,
+        desktops,
+    })
+}
+
+/// Creates an account (or moves it to `plan`) and a new key; answers the key.
+pub fn create_key(
+    store: &Store,
+    config: &Config,
+    account: &str,
+    plan: Option<&str>,
+) -> anyhow::Result<String> {
+    let plan = plan.unwrap_or(&config.default_plan);
+    if config.plan(plan).is_none() {
+        anyhow::bail!(
+            "unknown plan {plan:?}; configured plans: {:?}",
+            config.plans.keys().collect::<Vec<_>>()
+        );
+    }
+    let account = store
+        .ensure_account(account, plan, &desktops::new_id())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (id, key, hash) = auth::generate();
+    store
+        .insert_key(&id, &account.id, &hash)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(key)
+}

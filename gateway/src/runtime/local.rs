@@ -1,0 +1,210 @@
+//! The embedded default runtime: each desktop is an `orgo-agent --spawn-xvfb` process tree in
+//! bubblewrap, with its own mount, pid and ipc namespaces, its own home (`/home/user`), `/tmp`
+//! and run directory under the gateway's data dir (kept across stop/start), the rest of the
+//! host read-only and the data dir itself hidden. The agent's socket is in the run directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use super::{DesktopSpec, Runtime};
+use crate::error::ApiError;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub struct LocalRuntime {
+    data_dir: PathBuf,
+    agent_bin: PathBuf,
+    running: Mutex<HashMap<String, Child>>,
+}
+
+impl LocalRuntime {
+    pub fn new(data_dir: &Path, agent_bin: PathBuf) -> anyhow::Result<Self> {
+        let data_dir = std::fs::canonicalize(data_dir)?;
+        tracing::warn!("local runtime: CPU and memory limits are not applied to desktops yet");
+        Ok(LocalRuntime {
+            data_dir,
+            agent_bin,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("desktops").join(id)
+    }
+
+    pub fn socket(&self, id: &str) -> PathBuf {
+        self.dir(id).join("run").join("agent.sock")
+    }
+
+    fn command(&self, spec: &DesktopSpec) -> Command {
+        let dir = self.dir(&spec.id);
+        let mut cmd = Command::new("bwrap");
+        cmd.args([
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--die-with-parent",
+            "--new-session",
+        ])
+        .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+        .arg("--tmpfs")
+        .arg(&self.data_dir)
+        .args(["--tmpfs", "/run", "--tmpfs", "/home"])
+        .arg("--bind")
+        .arg(dir.join("run"))
+        .arg("/run/orgo")
+        .arg("--bind")
+        .arg(dir.join("tmp"))
+        .arg("/tmp")
+        .arg("--bind")
+        .arg(dir.join("home"))
+        .arg("/home/user")
+        .arg("--ro-bind")
+        .arg(&self.agent_bin)
+        .arg("/run/orgo-agent")
+        .args([
+            "--setenv",
+            "HOME",
+            "/home/user",
+            "--setenv",
+            "USER",
+            "user",
+            "--setenv",
+            "DISPLAY",
+            ":1",
+        ])
+        .args(["--chdir", "/home/user", "/run/orgo-agent"])
+        .args(["--spawn-xvfb", &format!("{}x{}x24", spec.width, spec.height)])
+        .args(["--display", ":1", "--wm", "openbox", "--home", "/home/user"])
+        .args(["--listen", "unix:///run/orgo/agent.sock"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+        cmd
+    }
+}
+
+/// Host pids of `root`'s descendants.
+fn descendants(root: u32) -> Vec<(u32, String)> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let name = stat.split(['(', ')']).nth(1).unwrap_or("").to_string();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid, name));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut out = Vec::new();
+    while let Some(p) = found.pop() {
+        for (pid, ppid, name) in &parent_of {
+            if *ppid == p {
+                found.push(*pid);
+                out.push((*pid, name.clone()));
+            }
+        }
+    }
+    out
+}
+
+async fn agent_answers(socket: &Path) -> bool {
+    match orgo_proto::connect::connect_unix(socket.to_path_buf()).await {
+        Ok(mut agent) => agent.health(orgo_proto::v1::HealthRequest {}).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn stop_child(mut child: Child) {
+    // SIGTERM to the agent lets it stop Xvfb cleanly (no stale lock); bwrap then exits with it.
+    if let Some(pid) = child.id() {
+        for (p, name) in descendants(pid) {
+            if name == "orgo-agent" {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+#[tonic::async_trait]
+impl Runtime for LocalRuntime {
+    async fn start(&self, spec: &DesktopSpec) -> Result<PathBuf, ApiError> {
+        let dir = self.dir(&spec.id);
+        for sub in ["home", "tmp", "run"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(|e| ApiError::Internal(format!("desktop dir: {e}")))?;
+        }
+        // A desktop killed hard leaves X's lock behind, and Xvfb would refuse display :1.
+        let _ = std::fs::remove_file(dir.join("tmp/.X1-lock"));
+        let _ = std::fs::remove_file(dir.join("tmp/.X11-unix/X1"));
+        let socket = self.socket(&spec.id);
+        let _ = std::fs::remove_file(&socket);
+        let mut running = self.running.lock().await;
+        if let Some(old) = running.remove(&spec.id) {
+            stop_child(old).await;
+        }
+        let mut child = self
+            .command(spec)
+            .spawn()
+            .map_err(|e| ApiError::Internal(format!("cannot start bubblewrap: {e}")))?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(ApiError::Internal(format!(
+                    "desktop exited during start-up: {status}"
+                )));
+            }
+            if socket.exists() && agent_answers(&socket).await {
+                break;
+            }
+            if Instant::now() > deadline {
+                stop_child(child).await;
+                return Err(ApiError::Internal("desktop did not become ready in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        running.insert(spec.id.clone(), child);
+        Ok(socket)
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), ApiError> {
+        let child = self.running.lock().await.remove(id);
+        if let Some(child) = child {
+            stop_child(child).await;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), ApiError> {
+        self.stop(id).await?;
+        match std::fs::remove_dir_all(self.dir(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ApiError::Internal(format!("cannot delete desktop files: {e}"))),
+        }
+    }
+
+    async fn is_alive(&self, id: &str) -> bool {
+        let mut running = self.running.lock().await;
+        match running.get_mut(id) {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::desktops::Desktops;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub desktops: Arc<Desktops>,
+}
