@@ -33,7 +33,11 @@ async fn start_xvfb(
 ) -> Result<(String, tokio::process::Child, crate::reaper::Owned)> {
     let mut cmd = tokio::process::Command::new("Xvfb");
     if let Some(d) = &spec.display {
-        cmd.arg(d);
+        // Abstract sockets are per network namespace, not per /tmp: sandboxed desktops that
+        // share the host's network would all collide on their display :1. A named display is
+        // found through its socket file (and guarded by its lock file) alone. Picking a free
+        // display, on the other hand, relies on the abstract socket to detect one in use.
+        cmd.args([d.as_str(), "-nolisten", "local"]);
     }
     cmd.args([
         "-screen",

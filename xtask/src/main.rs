@@ -1,7 +1,7 @@
 //! `cargo xtask`: every developer command that is not plain cargo. It depends on nothing that
 //! needs a system library, so it builds on a fresh machine and installs what the rest needs.
 //!
-//! - `cargo xtask up` — install missing system packages, build, run a desktop's agent.
+//! - `cargo xtask up` — install missing system packages, build, run the gateway with a dev key.
 //! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, all tests.
 //! - `cargo xtask bench agent` — the agent against the reference stack, side by side.
 
@@ -23,12 +23,13 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "scrot",
     "python3",
     "procps",
+    "bubblewrap",
 ];
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  up            install missing system packages, build, and run a desktop agent
+  up            install missing system packages, build, and run the gateway with a dev key
   ci            install missing system packages, then fmt check, clippy -D warnings, all tests
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3";
 
@@ -176,33 +177,62 @@ fn bench_agent() -> Result<()> {
     run("cargo", &["bench", "-p", "orgo-agent", "--bench", "agent"])
 }
 
+/// Builds, makes a dev account and key the first time (kept in `.orgo/dev-key`), prints how to
+/// create a desktop, and runs the gateway on 127.0.0.1:8080 with the local runtime.
 fn up() -> Result<()> {
     ensure_system_packages()?;
-    run("cargo", &["build", "--release", "-p", "orgo-agent"])?;
-    let state = root().join(".orgo");
-    let socket = state.join("agent.sock");
-    std::fs::create_dir_all(state.join("home"))?;
-    println!(
-        "\nStarting a desktop: orgo-agent with its own Xvfb (1280x800) and openbox.\n\
-         gRPC API (orgo.agent.v1.Agent) on unix://{}\n\
-         The REST gateway is not built yet; until then the agent is the service. Ctrl-C stops it.\n",
-        socket.display()
-    );
-    let agent = root().join("target/release/orgo-agent");
-    let home = state.join("home");
     run(
-        agent.to_str().context("non-UTF-8 path")?,
-        &[
-            "--spawn-xvfb",
-            "1280x800x24",
-            "--wm",
-            "openbox",
-            "--home",
-            home.to_str().context("non-UTF-8 path")?,
-            "--listen",
-            &format!("unix://{}", socket.display()),
-        ],
-    )
+        "cargo",
+        &["build", "--release", "-p", "orgo-agent", "-p", "orgo-gateway"],
+    )?;
+    let data = root().join(".orgo");
+    std::fs::create_dir_all(&data)?;
+    let gateway = root().join("target/release/orgo-gateway");
+    let key_file = data.join("dev-key");
+    let key = match std::fs::read_to_string(&key_file) {
+        Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
+        _ => {
+            let out = Command::new(&gateway)
+                .args(["keys", "create", "--account", "dev"])
+                .env("ORGO_DATA_DIR", &data)
+                .output()
+                .context("cannot run orgo-gateway keys create")?;
+            if !out.status.success() {
+                bail!(
+                    "orgo-gateway keys create failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let key = stdout
+                .lines()
+                .last()
+                .context("no key printed")?
+                .trim()
+                .to_string();
+            std::fs::write(&key_file, &key)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+            key
+        }
+    };
+    println!(
+        "\norgo-gateway on http://127.0.0.1:8080 (local runtime, data in .orgo/)\n\
+         API key (account \"dev\", saved in .orgo/dev-key):\n  {key}\n\n\
+         Create a desktop:\n  curl -X POST http://127.0.0.1:8080/api/projects \\\n    \
+         -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" \\\n    \
+         -d '{{\"config\": {{\"ram\": 2, \"cpu\": 2}}}}'\n\nCtrl-C stops the gateway and its desktops.\n"
+    );
+    let status = Command::new(&gateway)
+        .arg("serve")
+        .env("ORGO_DATA_DIR", &data)
+        .current_dir(root())
+        .status()
+        .context("cannot run orgo-gateway")?;
+    if !status.success() {
+        bail!("orgo-gateway exited: {status}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,367 @@
+//! The REST API end to end on real desktops of the local runtime (bubblewrap, Xvfb, openbox,
+//! orgo-agent), driven in-process through the router.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use orgo_gateway::config::Config;
+use orgo_gateway::state::AppState;
+
+/// The orgo-agent binary of this build, built if needed.
+fn agent_bin() -> std::path::PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let bin = dir.join("orgo-agent");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", "orgo-agent", "--bin", "orgo-agent"])
+        .status()
+        .unwrap();
+    assert!(status.success() && bin.exists(), "orgo-agent must build");
+    bin
+}
+
+struct Gateway {
+    state: AppState,
+    dir: std::path::PathBuf,
+}
+
+impl Gateway {
+    async fn new(tag: &str) -> Gateway {
+        let dir = std::env::temp_dir().join(format!("orgo-gw-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config {
+            data_dir: dir.clone(),
+            agent_bin: Some(agent_bin()),
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        let state = orgo_gateway::build_state(config).await.unwrap();
+        Gateway { state, dir }
+    }
+
+    fn key(&self, account: &str) -> String {
+        orgo_gateway::create_key(&self.state.store, &self.state.config, account, None).unwrap()
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(k) = key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let body = body
+            .map(|b| Body::from(b.to_string()))
+            .unwrap_or_else(Body::empty);
+        let resp = orgo_gateway::app(self.state.clone())
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({ "raw": String::from_utf8_lossy(&bytes) }));
+        (status, value)
+    }
+
+    async fn ok(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.send(method, path, Some(key), body).await;
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {v}");
+        v
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_examples_and_lifecycle_on_a_real_desktop() {
+    let gw = Gateway::new("seed").await;
+    let key = gw.key("alice");
+
+    let p = gw
+        .ok(
+            "POST",
+            "/api/projects",
+            &key,
+            Some(json!({"config": {"ram": 2, "cpu": 2}})),
+        )
+        .await;
+    let name = p["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("computer-") && name.len() == 15, "{name}");
+    assert_eq!(p["status"], "active");
+    assert_eq!(p["desktop"]["status"], "running");
+    assert!(
+        p["desktop"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/desktops/{name}"))
+    );
+    let project_id = p["id"].as_str().unwrap().to_string();
+
+    let list = gw.ok("GET", "/api/projects", &key, None).await;
+    assert_eq!(list["projects"].as_array().unwrap().len(), 1);
+    let by_name = gw
+        .ok("GET", &format!("/api/projects/by-name/{name}"), &key, None)
+        .await;
+    assert_eq!(by_name["id"], project_id.as_str());
+
+    let c = format!("/api/computers/{name}");
+    let shot = gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
+    assert_eq!(
+        (shot["success"].clone(), shot["mime_type"].clone()),
+        (json!(true), json!("image/jpeg"))
+    );
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(shot["image"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8]);
+    assert_eq!(
+        (shot["width"].as_u64(), shot["height"].as_u64()),
+        (Some(1280), Some(800))
+    );
+    assert_eq!(shot["metadata"]["size"].as_u64(), Some(jpeg.len() as u64));
+
+    for (action, body) in [
+        ("click", json!({"x": 100, "y": 200})),
+        ("click", json!({"x": 100, "y": 200, "button": "right"})),
+        ("click", json!({"x": 300, "y": 200, "double": true})),
+        ("type", json!({"text": "Hello world"})),
+        ("key", json!({"key": "Enter"})),
+        ("key", json!({"key": "ctrl+shift+i"})),
+        ("scroll", json!({"x": 500, "y": 300, "direction": "down"})),
+        (
+            "scroll",
+            json!({"x": 500, "y": 300, "direction": "up", "amount": 5}),
+        ),
+        ("wait", json!({"duration": 0.1})),
+    ] {
+        let v = gw
+            .ok("POST", &format!("{c}/{action}"), &key, Some(body.clone()))
+            .await;
+        assert_eq!(v["success"], true, "{action} {body}");
+    }
+    let cursor = gw.ok("GET", &format!("{c}/cursor"), &key, None).await;
+    assert_eq!(
+        (cursor["x"].as_i64(), cursor["y"].as_i64()),
+        (Some(500), Some(300)),
+        "scroll moved the pointer"
+    );
+
+    let bash = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "cd /home/user && echo kept > note.txt && pwd"})),
+        )
+        .await;
+    assert_eq!(bash["output"], "/home/user\n");
+    let py = gw
+        .ok(
+            "POST",
+            &format!("{c}/exec"),
+            &key,
+            Some(json!({"code": "print('Hello from Python')\nfor i in range(5):\n    print(i)"})),
+        )
+        .await;
+    assert_eq!(py["output"], "Hello from Python\n0\n1\n2\n3\n4\n");
+    assert_eq!(py["success"], true);
+    let slow = gw
+        .ok(
+            "POST",
+            &format!("{c}/exec"),
+            &key,
+            Some(json!({"code": "while True: pass", "timeout": 1})),
+        )
+        .await;
+    assert_eq!(
+        (slow["success"].clone(), slow["timed_out"].clone()),
+        (json!(false), json!(true))
+    );
+
+    // Bad input is a 400 that names the problem, and never reaches the desktop.
+    for (action, body, needle) in [
+        ("click", json!({"x": 5000, "y": 1}), "x=5000"),
+        ("click", json!({"x": -1, "y": 1}), "x=-1"),
+        ("click", json!({"x": "a", "y": 1}), "\"x\""),
+        ("click", json!({"y": 1}), "x"),
+        ("click", json!({"x": 1, "y": 1, "button": "side"}), "button"),
+        ("key", json!({"key": "ctrl+hyperdrive"}), "hyperdrive"),
+        ("scroll", json!({"direction": "sideways"}), "direction"),
+        ("scroll", json!({"direction": "up", "amount": 0}), "amount"),
+        ("exec", json!({"code": "print(1)", "timeout": 0}), "timeout"),
+        ("wait", json!({"duration": 1000}), "duration"),
+        ("type", json!({"text": ""}), "text"),
+    ] {
+        let (status, v) = gw
+            .send("POST", &format!("{c}/{action}"), Some(&key), Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{action} {body}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(needle),
+            "{action} {body}: {v}"
+        );
+    }
+    let (status, _) = gw
+        .send("POST", &format!("{c}/teleport"), Some(&key), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Files survive stop/start; a stopped desktop answers 409.
+    let stopped = gw
+        .ok("POST", &format!("/api/projects/{project_id}/stop"), &key, None)
+        .await;
+    assert_eq!(stopped["desktop"]["status"], "stopped");
+    let (status, v) = gw.send("GET", &format!("{c}/screenshot"), Some(&key), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("start"));
+    gw.ok("POST", &format!("/api/projects/{project_id}/start"), &key, None)
+        .await;
+    let cat = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "cat /home/user/note.txt"})),
+        )
+        .await;
+    assert_eq!(cat["output"], "kept\n");
+    let restarted = gw
+        .ok("POST", &format!("/api/projects/{project_id}/restart"), &key, None)
+        .await;
+    assert_eq!(restarted["desktop"]["status"], "running");
+    gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
+
+    gw.ok("POST", &format!("/api/projects/{project_id}/delete"), &key, None)
+        .await;
+    let (status, _) = gw
+        .send("GET", &format!("/api/projects/{project_id}"), Some(&key), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = gw.send("GET", &c, Some(&key), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_plans_and_tenants() {
+    let gw = Gateway::new("plans").await;
+    let alice = gw.key("alice");
+    let bob = gw.key("bob");
+
+    for header_key in [None, Some(""), Some("orgo_nope"), Some(&*format!("{alice}x"))] {
+        let (status, v) = gw.send("GET", "/api/projects", header_key, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{header_key:?}: {v}");
+        assert!(v["error"].is_string());
+    }
+    let resp = orgo_gateway::app(gw.state.clone())
+        .oneshot(
+            Request::get("/api/projects")
+                .header(header::AUTHORIZATION, format!("Basic {alice}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().get(header::WWW_AUTHENTICATE).is_some());
+
+    // The SDK's way: a named workspace, then computers in it.
+    let ws = gw
+        .ok("POST", "/api/projects", &alice, Some(json!({"name": "agents"})))
+        .await;
+    assert_eq!(ws["desktops"], json!([]));
+    let ws_id = ws["id"].as_str().unwrap();
+    let a = gw.ok("POST", "/api/computers", &alice, Some(json!({"workspace_id": ws_id, "name": "one", "os": "linux", "ram": 2, "cpu": 2, "gpu": "none"}))).await;
+    assert_eq!(
+        (a["name"].clone(), a["status"].clone()),
+        (json!("one"), json!("running"))
+    );
+    let (status, v) = gw
+        .send(
+            "POST",
+            "/api/computers",
+            Some(&alice),
+            Some(json!({"workspace_id": ws_id, "ram": 4, "cpu": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("4 GB"), "{v}");
+    gw.ok(
+        "POST",
+        "/api/computers",
+        &alice,
+        Some(json!({"workspace_id": ws_id, "name": "two", "ram": 2, "cpu": 2})),
+    )
+    .await;
+    let (status, v) = gw
+        .send(
+            "POST",
+            "/api/projects",
+            Some(&alice),
+            Some(json!({"config": {"ram": 2, "cpu": 2}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "third desktop: {v}");
+    assert!(v["error"].as_str().unwrap().contains("2 running desktops"), "{v}");
+
+    // Bob sees none of it: every lookup is a 404, exactly like a missing one.
+    let a_id = a["id"].as_str().unwrap();
+    for (method, path) in [
+        ("GET", format!("/api/computers/{a_id}")),
+        ("GET", "/api/computers/one".to_string()),
+        ("GET", format!("/api/computers/{a_id}/screenshot")),
+        ("POST", format!("/api/computers/{a_id}/click")),
+        ("DELETE", format!("/api/computers/{a_id}")),
+        ("GET", format!("/api/projects/{ws_id}")),
+        ("POST", format!("/api/projects/{ws_id}/stop")),
+    ] {
+        let (status, v) = gw
+            .send(method, &path, Some(&bob), Some(json!({"x": 1, "y": 1})))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {v}");
+    }
+    let (status, missing) = gw.send("GET", "/api/computers/no-such", Some(&bob), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        gw.ok("GET", "/api/projects", &bob, None).await["projects"],
+        json!([])
+    );
+    assert!(missing["error"].is_string());
+
+    // Stopping frees the plan; deleting the workspace removes its computers.
+    gw.ok("POST", &format!("/api/computers/{a_id}/stop"), &alice, None)
+        .await;
+    gw.ok(
+        "POST",
+        "/api/projects",
+        &alice,
+        Some(json!({"config": {"ram": 2, "cpu": 2}})),
+    )
+    .await;
+    gw.ok("DELETE", &format!("/api/projects/{ws_id}"), &alice, None)
+        .await;
+    let (status, _) = gw
+        .send("GET", &format!("/api/computers/{a_id}"), Some(&alice), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
