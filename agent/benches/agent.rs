@@ -6,9 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
-use orgo_proto::connect::connect_unix;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Agent, children_named};
+
 use orgo_proto::v1 as pb;
 use orgo_proto::v1::agent_client::AgentClient;
 use tonic::transport::Channel;
@@ -92,18 +97,6 @@ fn cpu_time(pid: i32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
-fn child_named(parent: u32, comm: &str) -> Option<i32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let name = stat.split(['(', ')']).nth(1).unwrap_or("");
-            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1));
-            name == comm && ppid == Some(&parent.to_string())
-        })
-}
-
 /// An xterm running `cat >> file`: what the keyboard delivers ends up in the file, line by line.
 struct Typist {
     xterm: Child,
@@ -174,32 +167,11 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let dir = std::env::temp_dir().join(format!("orgo-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("agent.sock");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_orgo-agent"))
-        .args(["--spawn-xvfb", "1280x800x24", "--wm", "openbox", "--listen"])
-        .arg(format!("unix://{}", socket.display()))
-        .arg("--home")
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start orgo-agent");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut client = loop {
-        if let (true, Ok(c)) = (socket.exists(), connect_unix(socket.clone()).await) {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "agent did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let display = client
-        .health(pb::HealthRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .display;
-    let wm = child_named(agent.id(), "openbox").expect("openbox runs");
+    let agent = Agent::start("openbox").await;
+    let (dir, display, mut client) = (agent.dir.clone(), agent.display.clone(), agent.client.clone());
+    let wm = *children_named(agent.pid(), "openbox")
+        .first()
+        .expect("openbox runs");
     println!("orgo-agent bench: display {display}, 1280x800, {iterations} iterations per action");
     let mut rows = Vec::new();
 
@@ -348,10 +320,5 @@ async fn main() {
     });
 
     print_rows(&rows);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = agent.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(agent);
 }

@@ -5,23 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Agent;
+use common::{Agent, children_named};
 use orgo_proto::v1 as pb;
 use orgo_proto::v1::agent_client::AgentClient;
-
-/// Pids of the agent's children running `comm`.
-fn children_named(parent: u32, comm: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let name = stat.split(['(', ')']).nth(1).unwrap_or("");
-            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1));
-            name == comm && ppid == Some(&parent.to_string())
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn a_dead_xvfb_is_restarted_and_screenshots_resume() {

@@ -140,6 +140,37 @@ async fn seed_examples_and_lifecycle_on_a_real_desktop() {
         (Some(1280), Some(800))
     );
     assert_eq!(shot["metadata"]["size"].as_u64(), Some(jpeg.len() as u64));
+    let stored = gw
+        .ok(
+            "GET",
+            &format!("{c}/screenshot?response_format=url&format=png"),
+            &key,
+            None,
+        )
+        .await;
+    let url = stored["image"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with("/api/storage/screenshots/") && stored.get("mime_type").is_none(),
+        "{stored}"
+    );
+    let other = gw.key("mallory");
+    let (status, _) = gw.send("GET", &url, Some(&other), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another account cannot read it");
+    let resp = orgo_gateway::app(gw.state.clone())
+        .oneshot(
+            Request::get(&url)
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "image/png");
+    let png = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&png[1..4], b"PNG");
 
     for (action, body) in [
         ("click", json!({"x": 100, "y": 200})),

@@ -125,6 +125,20 @@ impl Drop for Agent {
     }
 }
 
+/// Pids of `parent`'s children whose command is `comm`.
+pub fn children_named(parent: u32, comm: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let name = stat.split(['(', ')']).nth(1).unwrap_or("");
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1));
+            name == comm && ppid == Some(&parent.to_string())
+        })
+        .collect()
+}
+
 /// Something a test window received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Got {

@@ -284,6 +284,38 @@ pub async fn screenshot(
     })))
 }
 
+/// A screenshot stored by `?response_format=url`, readable by the account that took it only.
+pub async fn stored_screenshot(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(file): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let (stem, ext) = file.rsplit_once('.').unwrap_or((&file, ""));
+    let mime = match ext {
+        "jpg" => "image/jpeg",
+        "png" => "image/png",
+        _ => return Err(ApiError::NotFound("no such screenshot".into())),
+    };
+    if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::NotFound("no such screenshot".into()));
+    }
+    let path = screenshot_dir(&state, &account).join(&file);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::NotFound("no such screenshot".into()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response())
+}
+
+fn screenshot_dir(state: &AppState, account: &Account) -> std::path::PathBuf {
+    state
+        .config
+        .data_dir
+        .join("storage")
+        .join(&account.id)
+        .join("screenshots")
+}
+
 /// RFC 3339 UTC time of now, to the second.
 fn chrono_like_now() -> String {
     let secs = crate::store::now();

@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/computers/{id}/screenshot", get(computers::screenshot))
         .route("/computers/{id}/cursor", get(computers::cursor))
         .route("/computers/{id}/{action}", post(computers::action))
+        .route("/storage/screenshots/{file}", get(computers::stored_screenshot))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) });
     Router::new()
         .nest("/api", api)
