@@ -61,30 +61,17 @@ async fn tcp_needs_the_token() {
     let token_file = dir.join("token");
     std::fs::write(&token_file, "tok-123\n").unwrap();
 
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_orgo-agent"))
-        .args([
-            "--spawn-xvfb",
-            "640x480",
-            "--wm",
-            "none",
-            "--listen",
-            &format!("tcp://127.0.0.1:{port}"),
-        ])
-        .env_remove("ORGO_AGENT_TOKEN")
-        .output()
-        .unwrap();
+    let listen = format!("tcp://127.0.0.1:{port}");
+    let agent_on_tcp = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orgo-agent"));
+        cmd.args(["--spawn-xvfb", "640x480", "--wm", "none", "--listen", &listen]);
+        cmd
+    };
+    let refused = agent_on_tcp().env_remove("ORGO_AGENT_TOKEN").output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("needs a token"));
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orgo-agent"))
-        .args([
-            "--spawn-xvfb",
-            "640x480",
-            "--wm",
-            "none",
-            "--listen",
-            &format!("tcp://127.0.0.1:{port}"),
-        ])
+    let mut child = agent_on_tcp()
         .arg("--token-file")
         .arg(&token_file)
         .spawn()
