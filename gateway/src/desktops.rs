@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use orgo_proto::v1::agent_client::AgentClient;
 use rand::Rng;
@@ -26,7 +26,12 @@ pub struct Desktops {
     agents: Mutex<HashMap<String, AgentClient<Channel>>>,
     /// Admission is serialised so two creates cannot both squeeze under a plan limit.
     admission: Mutex<()>,
+    /// When each desktop's activity was last written, so a burst of actions costs one write.
+    touched: std::sync::Mutex<HashMap<String, Instant>>,
 }
+
+/// Activity is recorded at most this often per desktop; idle times are counted in seconds.
+const TOUCH_EVERY: Duration = Duration::from_secs(1);
 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -48,11 +53,12 @@ impl Desktops {
             runtime,
             agents: Mutex::new(HashMap::new()),
             admission: Mutex::new(()),
+            touched: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// Checks that starting a desktop of this size keeps the account within its plan.
-    fn admit(&self, account: &Account, ram_gb: u32, cpu: u32, except: Option<&str>) -> Result<(), ApiError> {
+    fn admit(&self, account: &Account, ram_gb: u32, cpu: f64, except: Option<&str>) -> Result<(), ApiError> {
         let plan = self.config.plan(&account.plan).ok_or_else(|| {
             ApiError::Internal(format!("account plan {:?} is not configured", account.plan))
         })?;
@@ -62,7 +68,7 @@ impl Desktops {
             .into_iter()
             .filter(|c| c.status.is_live() && Some(c.id.as_str()) != except)
             .collect();
-        let (ram, cpus) = live.iter().fold((0, 0), |(r, c), m| (r + m.ram_gb, c + m.cpu));
+        let (ram, cpus) = live.iter().fold((0, 0.0), |(r, c), m| (r + m.ram_gb, c + m.cpu));
         let name = &account.plan;
         if live.len() as u32 + 1 > plan.max_desktops {
             return Err(ApiError::PlanLimit(format!(
@@ -77,7 +83,7 @@ impl Desktops {
                 plan.max_ram_gb
             )));
         }
-        if cpus + cpu > plan.max_cpu {
+        if cpus + cpu > f64::from(plan.max_cpu) {
             return Err(ApiError::PlanLimit(format!(
                 "plan {name:?} allows {} CPU cores across running desktops; {cpus} are in use and this desktop needs {cpu}",
                 plan.max_cpu
@@ -109,7 +115,7 @@ impl Desktops {
         project: &Project,
         name: Option<String>,
         ram_gb: u32,
-        cpu: u32,
+        cpu: f64,
     ) -> Result<Computer, ApiError> {
         let _admission = self.admission.lock().await;
         self.admit(account, ram_gb, cpu, None)?;
@@ -144,7 +150,7 @@ impl Desktops {
         &self,
         account: &Account,
         ram_gb: u32,
-        cpu: u32,
+        cpu: f64,
     ) -> Result<(Project, Computer), ApiError> {
         let _admission = self.admission.lock().await;
         self.admit(account, ram_gb, cpu, None)?;
@@ -178,6 +184,10 @@ impl Desktops {
                 self.agents.lock().await.insert(computer.id.clone(), client);
                 self.store.set_status(&computer.id, Status::Running)?;
                 self.store.touch(&computer.id)?;
+                self.touched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(computer.id.clone(), Instant::now());
                 computer.status = Status::Running;
                 Ok(())
             }
@@ -246,8 +256,70 @@ impl Desktops {
                 return Err(ApiError::NotReady("no agent channel".into()));
             }
         };
-        self.store.touch(&computer.id)?;
+        self.note_activity(&computer.id)?;
         Ok(client)
+    }
+
+    /// Records API activity on a desktop (for idle auto-stop), at most once a second.
+    pub fn note_activity(&self, id: &str) -> Result<(), ApiError> {
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            match touched.get(id) {
+                Some(at) if now.duration_since(*at) < TOUCH_EVERY => return Ok(()),
+                _ => touched.insert(id.to_string(), now),
+            };
+        }
+        self.store.touch(id)
+    }
+
+    /// Stops running desktops that have seen no API activity for their plan's idle time.
+    /// Answers how many it stopped.
+    pub async fn stop_idle(&self) -> Result<usize, ApiError> {
+        let mut stopped = 0;
+        for mut computer in self.store.all_computers()? {
+            if computer.status != Status::Running {
+                continue;
+            }
+            let Some(account) = self.store.account(&computer.account_id)? else {
+                continue;
+            };
+            let Some(idle) = self.config.idle_stop(&account.plan) else {
+                continue;
+            };
+            if now() - computer.last_active >= idle.as_secs() as i64 {
+                tracing::info!(computer = %computer.name, idle_seconds = idle.as_secs(), "stopping idle desktop");
+                self.stop(&mut computer).await?;
+                stopped += 1;
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Checks for idle desktops in the background, often enough for the shortest idle time.
+    pub fn spawn_idle_stopper(self: &Arc<Self>) {
+        let shortest = self
+            .config
+            .plans
+            .values()
+            .map(|p| p.idle_stop_seconds)
+            .filter(|s| *s > 0)
+            .min();
+        let Some(shortest) = shortest else { return };
+        let every = Duration::from_secs(shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let desktops = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(desktops) = desktops.upgrade() else {
+                    return;
+                };
+                if let Err(e) = desktops.stop_idle().await {
+                    tracing::warn!(error = ?e, "idle check failed");
+                }
+            }
+        });
     }
 
     /// Marks desktops whose processes are gone (a gateway restart, a crash) as stopped, so the

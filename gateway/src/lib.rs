@@ -33,6 +33,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let runtime = Arc::new(LocalRuntime::new(&config.data_dir, config.agent_bin())?);
     let desktops = Arc::new(Desktops::new(store.clone(), config.clone(), runtime));
     desktops.reconcile().await?;
+    desktops.spawn_idle_stopper();
     Ok(AppState {
         config,
         store,

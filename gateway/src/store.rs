@@ -37,7 +37,7 @@ const MIGRATIONS: &[&str] = &["
         name TEXT NOT NULL,
         status TEXT NOT NULL,
         ram_gb INTEGER NOT NULL,
-        cpu INTEGER NOT NULL,
+        cpu REAL NOT NULL,
         created_at INTEGER NOT NULL,
         last_active INTEGER NOT NULL,
         UNIQUE (account_id, name)
@@ -96,7 +96,7 @@ pub struct Project {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Computer {
     pub id: String,
     pub account_id: String,
@@ -104,7 +104,8 @@ pub struct Computer {
     pub name: String,
     pub status: Status,
     pub ram_gb: u32,
-    pub cpu: u32,
+    /// Cores; fractions such as 0.5 are allowed.
+    pub cpu: f64,
     pub created_at: i64,
     pub last_active: i64,
 }

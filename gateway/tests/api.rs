@@ -7,27 +7,11 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod common;
+
+use common::agent_bin;
 use orgo_gateway::config::Config;
 use orgo_gateway::state::AppState;
-
-/// The orgo-agent binary of this build, built if needed.
-fn agent_bin() -> std::path::PathBuf {
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let bin = dir.join("orgo-agent");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", "orgo-agent", "--bin", "orgo-agent"])
-        .status()
-        .unwrap();
-    assert!(status.success() && bin.exists(), "orgo-agent must build");
-    bin
-}
 
 struct Gateway {
     state: AppState,
@@ -36,13 +20,17 @@ struct Gateway {
 
 impl Gateway {
     async fn new(tag: &str) -> Gateway {
-        let dir = std::env::temp_dir().join(format!("orgo-gw-test-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let config = Config {
+        Self::with(tag, |_| {}).await
+    }
+
+    async fn with(tag: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
+        let dir = common::scratch(tag);
+        let mut config = Config {
             data_dir: dir.clone(),
             agent_bin: Some(agent_bin()),
             ..Config::default()
         };
+        adjust(&mut config);
         config.validate().unwrap();
         let state = orgo_gateway::build_state(config).await.unwrap();
         Gateway { state, dir }
@@ -395,4 +383,54 @@ async fn auth_plans_and_tenants() {
         .send("GET", &format!("/api/computers/{a_id}"), Some(&alice), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_desktops_stop_by_themselves_and_start_again() {
+    let gw = Gateway::with("idle", |c| c.plans.get_mut("free").unwrap().idle_stop_seconds = 2).await;
+    let key = gw.key("idle");
+    let p = gw
+        .ok(
+            "POST",
+            "/api/projects",
+            &key,
+            Some(json!({"config": {"ram": 2, "cpu": 0.5}})),
+        )
+        .await;
+    assert_eq!(p["desktop"]["cpu"], 0.5);
+    let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
+    gw.ok(
+        "POST",
+        &format!("{c}/bash"),
+        &key,
+        Some(json!({"command": "echo still > /home/user/f"})),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gw.ok("GET", &c, &key, None).await["status"] != "stopped" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an idle desktop never stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (status, _) = gw
+        .send(
+            "POST",
+            &format!("{c}/click"),
+            Some(&key),
+            Some(json!({"x": 1, "y": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    let out = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "cat /home/user/f"})),
+        )
+        .await;
+    assert_eq!(out["output"], "still\n");
 }

@@ -27,13 +27,24 @@ const MAX_SCROLL: i64 = 100;
 const MAX_WAIT_SECONDS: f64 = 60.0;
 const MAX_EXEC_SECONDS: f64 = 300.0;
 
-/// A desktop size field: a whole number in range, or the default when absent.
-pub fn size(field: &str, value: Option<f64>, default: u32) -> Result<u32, ApiError> {
+/// RAM in GB: a whole number from 1 to 64, or the default when absent.
+pub fn ram(value: Option<f64>, default: u32) -> Result<u32, ApiError> {
     match value {
         None => Ok(default),
         Some(v) if v.fract() == 0.0 && (1.0..=64.0).contains(&v) => Ok(v as u32),
         Some(v) => Err(ApiError::BadRequest(format!(
-            "{field} must be a whole number from 1 to 64, not {v}"
+            "ram must be a whole number of GB from 1 to 64, not {v}"
+        ))),
+    }
+}
+
+/// CPU cores: 0.5 or a whole number from 1 to 64, or the default when absent.
+pub fn cpu(value: Option<f64>, default: f64) -> Result<f64, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v == 0.5 || (v.fract() == 0.0 && (1.0..=64.0).contains(&v)) => Ok(v),
+        Some(v) => Err(ApiError::BadRequest(format!(
+            "cpu must be 0.5 or a whole number from 1 to 64, not {v}"
         ))),
     }
 }
@@ -164,8 +175,8 @@ pub async fn create(State(state): State<AppState>, Caller(account): Caller, body
         .project(&account.id, &project_id)?
         .ok_or_else(|| ApiError::NotFound(format!("workspace {project_id:?} not found")))?;
     let plan_ram = state.config.plan(&account.plan).map_or(4, |p| p.max_ram_gb);
-    let ram = size("ram", req.ram, 4.min(plan_ram))?;
-    let cpu = size("cpu", req.cpu, 1)?;
+    let ram = ram(req.ram, 4.min(plan_ram))?;
+    let cpu = cpu(req.cpu, 1.0)?;
     let computer = state
         .desktops
         .create_computer(&account, &project, req.name, ram, cpu)

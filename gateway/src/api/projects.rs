@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::computers::size;
+use super::computers::{cpu, ram};
 use super::parse_body;
 use super::wire::{self, CreateProject};
 use crate::auth::Caller;
@@ -60,7 +60,7 @@ pub async fn create(State(state): State<AppState>, Caller(account): Caller, body
         }
         (name, config) => {
             let config = config.unwrap_or_default();
-            let (ram, cpu) = (size("ram", config.ram, 2)?, size("cpu", config.cpu, 2)?);
+            let (ram, cpu) = (ram(config.ram, 2)?, cpu(config.cpu, 2.0)?);
             let (project, _) = match name {
                 Some(name) => {
                     check_name(&name)?;

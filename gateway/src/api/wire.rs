@@ -139,7 +139,8 @@ pub fn computer_json(d: &Desktops, c: &Computer, width: u32, height: u32) -> Val
         "workspace_id": c.project_id,
         "os": "linux",
         "ram": c.ram_gb,
-        "cpu": c.cpu,
+        // Whole cores print as integers, as Orgo answers them.
+        "cpu": if c.cpu.fract() == 0.0 { json!(c.cpu as u64) } else { json!(c.cpu) },
         "gpu": "none",
         "url": d.url(c),
         "resolution": resolution,

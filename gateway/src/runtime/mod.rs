@@ -12,7 +12,7 @@ use crate::error::ApiError;
 pub struct DesktopSpec {
     pub id: String,
     pub ram_gb: u32,
-    pub cpu: u32,
+    pub cpu: f64,
     pub width: u32,
     pub height: u32,
 }
