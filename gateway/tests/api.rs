@@ -434,3 +434,390 @@ async fn idle_desktops_stop_by_themselves_and_start_again() {
         .await;
     assert_eq!(out["output"], "still\n");
 }
+
+/// Every route's checks, in-process and without a desktop: the computer exists but is stopped,
+/// so a request that passes validation answers 409, and one that fails answers 400 (or its
+/// documented 4xx) before any desktop could be involved.
+#[tokio::test]
+async fn every_route_validates_before_touching_a_desktop() {
+    let gw = Gateway::new("table").await;
+    let key = gw.key("tab");
+    let ws = gw
+        .ok("POST", "/api/projects", &key, Some(json!({"name": "ws"})))
+        .await;
+    let account = gw.state.store.account_by_name("tab").unwrap().unwrap();
+    gw.state
+        .store
+        .insert_computer(&orgo_gateway::store::Computer {
+            id: "c0ffee".into(),
+            account_id: account.id,
+            project_id: ws["id"].as_str().unwrap().into(),
+            name: "idle-one".into(),
+            status: orgo_gateway::store::Status::Stopped,
+            ram_gb: 2,
+            cpu: 2.0,
+            created_at: 0,
+            last_active: 0,
+        })
+        .unwrap();
+    let c = "/api/computers/idle-one";
+    let table: Vec<(&str, String, Option<Value>, u16, &str)> = vec![
+        // (method, path, body, status, text the error must contain)
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!({"x": 1, "y": 2})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!({"x": 1280, "y": 2})),
+            400,
+            "x=1280",
+        ),
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!({"x": 1, "y": 800})),
+            400,
+            "y=800",
+        ),
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!({"x": 1.5, "y": 2})),
+            400,
+            "\"x\"",
+        ),
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!({"x": 1e30, "y": 2})),
+            400,
+            "\"x\"",
+        ),
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!({"x": null, "y": 2})),
+            400,
+            "\"x\"",
+        ),
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!({"x": 1, "y": 2, "count": 4})),
+            400,
+            "count",
+        ),
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!({"x": 1, "y": 2, "double": "yes"})),
+            400,
+            "\"double\"",
+        ),
+        ("POST", format!("{c}/click"), Some(json!([1, 2])), 400, "JSON object"),
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!({"x": 1, "y": 2, "unknown": true})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/move"),
+            Some(json!({"x": 5, "y": 5})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/move"),
+            Some(json!({"x": -5, "y": 5})),
+            400,
+            "x=-5",
+        ),
+        (
+            "POST",
+            format!("{c}/mouse-down"),
+            Some(json!({"x": 5})),
+            400,
+            "both x and y",
+        ),
+        (
+            "POST",
+            format!("{c}/mouse-up"),
+            Some(json!({"button": "middle"})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/drag"),
+            Some(json!({"start_x": 0, "start_y": 0, "end_x": 9, "end_y": 9})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/drag"),
+            Some(json!({"start_x": 0, "start_y": 0, "end_x": 9999, "end_y": 9})),
+            400,
+            "end_x",
+        ),
+        (
+            "POST",
+            format!("{c}/drag"),
+            Some(json!({"start_x": 0, "start_y": 0, "end_x": 9, "end_y": 9, "duration": -1})),
+            400,
+            "duration",
+        ),
+        (
+            "POST",
+            format!("{c}/scroll"),
+            Some(json!({"direction": "down"})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/scroll"),
+            Some(json!({"direction": "diagonal"})),
+            400,
+            "direction",
+        ),
+        (
+            "POST",
+            format!("{c}/scroll"),
+            Some(json!({"direction": "up", "amount": 101})),
+            400,
+            "amount",
+        ),
+        (
+            "POST",
+            format!("{c}/type"),
+            Some(json!({"text": "hi"})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/type"),
+            Some(json!({"text": 5})),
+            400,
+            "\"text\"",
+        ),
+        ("POST", format!("{c}/type"), Some(json!({})), 400, "text"),
+        (
+            "POST",
+            format!("{c}/type"),
+            Some(json!({"text": "x".repeat(100_001)})),
+            400,
+            "100000",
+        ),
+        (
+            "POST",
+            format!("{c}/key"),
+            Some(json!({"key": "ctrl+c"})),
+            409,
+            "start it",
+        ),
+        ("POST", format!("{c}/key"), Some(json!({"key": "  "})), 400, "key"),
+        (
+            "POST",
+            format!("{c}/key-down"),
+            Some(json!({"key": "shift"})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/bash"),
+            Some(json!({"command": "ls"})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/bash"),
+            Some(json!({"command": "ls", "timeout": 301})),
+            400,
+            "timeout",
+        ),
+        (
+            "POST",
+            format!("{c}/exec"),
+            Some(json!({"code": "print(1)", "timeout": 10})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/exec"),
+            Some(json!({"code": "x" })),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/exec"),
+            Some(json!({"code": "print(1)", "timeout": "NaN"})),
+            400,
+            "\"timeout\"",
+        ),
+        (
+            "POST",
+            format!("{c}/wait"),
+            Some(json!({"duration": 0.5})),
+            409,
+            "start it",
+        ),
+        (
+            "POST",
+            format!("{c}/wait"),
+            Some(json!({"duration": -1})),
+            400,
+            "duration",
+        ),
+        ("POST", format!("{c}/teleport"), Some(json!({})), 404, "teleport"),
+        ("GET", format!("{c}/screenshot"), None, 409, "start it"),
+        ("GET", format!("{c}/screenshot?format=gif"), None, 400, "format"),
+        (
+            "GET",
+            format!("{c}/screenshot?response_format=xml"),
+            None,
+            400,
+            "response_format",
+        ),
+        ("GET", format!("{c}/screenshot?quality=0"), None, 400, "quality"),
+        ("GET", format!("{c}/screenshot?quality=abc"), None, 400, "quality"),
+        (
+            "GET",
+            format!("{c}/screenshot?x=5"),
+            None,
+            400,
+            "width and height",
+        ),
+        ("GET", format!("{c}/cursor"), None, 409, "start it"),
+        ("PUT", format!("{c}/click"), Some(json!({})), 405, "method"),
+        ("GET", "/api/computers/nope/screenshot".into(), None, 404, "nope"),
+        (
+            "POST",
+            "/api/computers".into(),
+            Some(json!({"name": "x"})),
+            400,
+            "workspace_id",
+        ),
+        (
+            "POST",
+            "/api/computers".into(),
+            Some(json!({"workspace_id": "nope"})),
+            404,
+            "nope",
+        ),
+        (
+            "POST",
+            "/api/computers".into(),
+            Some(json!({"workspace_id": ws["id"], "os": "windows"})),
+            400,
+            "linux",
+        ),
+        (
+            "POST",
+            "/api/computers".into(),
+            Some(json!({"workspace_id": ws["id"], "ram": 3.5})),
+            400,
+            "ram",
+        ),
+        (
+            "POST",
+            "/api/computers".into(),
+            Some(json!({"workspace_id": ws["id"], "cpu": 0.25})),
+            400,
+            "cpu",
+        ),
+        (
+            "POST",
+            "/api/computers".into(),
+            Some(json!({"workspace_id": ws["id"], "gpu": "a100-40gb"})),
+            400,
+            "GPU",
+        ),
+        (
+            "POST",
+            "/api/computers".into(),
+            Some(json!({"workspace_id": ws["id"], "name": "bad name!"})),
+            400,
+            "name",
+        ),
+        (
+            "POST",
+            "/api/projects".into(),
+            Some(json!({"config": {"ram": "lots"}})),
+            400,
+            "config.ram",
+        ),
+        (
+            "POST",
+            "/api/projects".into(),
+            Some(json!({"name": "ws"})),
+            409,
+            "already exists",
+        ),
+        (
+            "POST",
+            "/api/projects".into(),
+            Some(json!({"name": ""})),
+            400,
+            "name",
+        ),
+        ("GET", "/api/projects/nope".into(), None, 404, "nope"),
+        ("GET", "/api/projects/by-name/nope".into(), None, 404, "nope"),
+        (
+            "POST",
+            format!("/api/projects/{}/explode", ws["id"].as_str().unwrap()),
+            None,
+            404,
+            "explode",
+        ),
+        ("GET", "/api/nothing-here".into(), None, 404, "route"),
+    ];
+    for (method, path, body, want, needle) in table {
+        let (status, v) = gw.send(method, &path, Some(&key), body.clone()).await;
+        assert_eq!(status.as_u16(), want, "{method} {path} {body:?}: {v}");
+        let error = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no JSON error: {v}"));
+        assert!(
+            error.contains(needle),
+            "{method} {path} {body:?}: {error:?} lacks {needle:?}"
+        );
+    }
+
+    // A body over the limit is a 413 with a JSON error, and so is invalid UTF-8 a 400.
+    let big = "x".repeat(gw.state.config.max_body_bytes + 1);
+    let (status, v) = gw
+        .send(
+            "POST",
+            &format!("{c}/type"),
+            Some(&key),
+            Some(json!({ "text": big })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].is_string());
+    let resp = orgo_gateway::app(gw.state.clone())
+        .oneshot(
+            Request::post(format!("{c}/type"))
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Body::from(&b"{\"text\": \"\xff\xfe\"}"[..]))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}

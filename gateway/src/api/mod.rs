@@ -7,6 +7,8 @@ mod wire;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
@@ -20,6 +22,10 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     } else {
         body
     };
+    // serde would also read a struct from an array of its fields; the API takes objects only.
+    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest("request body must be a JSON object".into()));
+    }
     let de = &mut serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -30,6 +36,37 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
             ApiError::BadRequest(format!("field {path:?}: {inner}"))
         }
     })
+}
+
+/// Turns the framework's own error answers (405, 413, path rejections, …), which are plain
+/// text or empty, into the API's `{"error": "..."}` shape.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method".to_string(),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("request failed").to_string(),
+        _ => text,
+    };
+    let mut out = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+    for (name, value) in parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n == header::ALLOW || *n == header::WWW_AUTHENTICATE)
+    {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    out
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,5 +87,6 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
