@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod desktops;
 pub mod error;
+pub mod metrics;
 pub mod runtime;
 pub mod state;
 pub mod store;
@@ -38,6 +39,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config,
         store,
         desktops,
+        metrics: Default::default(),
     })
 }
 

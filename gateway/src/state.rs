@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::desktops::Desktops;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -11,4 +12,5 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub desktops: Arc<Desktops>,
+    pub metrics: Arc<Metrics>,
 }

@@ -519,7 +519,13 @@ async fn every_route_validates_before_touching_a_desktop() {
             400,
             "\"double\"",
         ),
-        ("POST", format!("{c}/click"), Some(json!([1, 2])), 400, "JSON object"),
+        (
+            "POST",
+            format!("{c}/click"),
+            Some(json!([1, 2])),
+            400,
+            "JSON object",
+        ),
         (
             "POST",
             format!("{c}/click"),
@@ -820,4 +826,28 @@ async fn every_route_validates_before_touching_a_desktop() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Metrics count by route template (ids never become labels) and desktops by state.
+    let resp = orgo_gateway::app(gw.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for line in [
+        "orgo_http_requests_total{route=\"/api/computers/{id}/{action}\",method=\"POST\",status=\"409\"}",
+        "orgo_http_request_duration_seconds_count{route=\"/api/computers/{id}/screenshot\"}",
+        "orgo_desktops{state=\"stopped\"} 1",
+        "orgo_desktops{state=\"running\"} 0",
+    ] {
+        assert!(text.contains(line), "metrics lack {line}:\n{text}");
+    }
+    assert!(!text.contains("idle-one"), "no ids in labels");
 }
