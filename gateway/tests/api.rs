@@ -15,6 +15,7 @@ use orgo_gateway::state::AppState;
 
 struct Gateway {
     state: AppState,
+    doc: common::ApiDoc,
     dir: std::path::PathBuf,
 }
 
@@ -33,7 +34,11 @@ impl Gateway {
         adjust(&mut config);
         config.validate().unwrap();
         let state = orgo_gateway::build_state(config).await.unwrap();
-        Gateway { state, dir }
+        Gateway {
+            state,
+            dir,
+            doc: common::ApiDoc::load(),
+        }
     }
 
     fn key(&self, account: &str) -> String {
@@ -59,12 +64,23 @@ impl Gateway {
             .await
             .unwrap();
         let status = resp.status();
+        let is_json = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         let bytes = http_body_util::BodyExt::collect(resp.into_body())
             .await
             .unwrap()
             .to_bytes();
+        assert!(
+            is_json || status.is_success(),
+            "{method} {path}: an error that is not JSON"
+        );
         let value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| json!({ "raw": String::from_utf8_lossy(&bytes) }));
+        if is_json && path.starts_with("/api/") {
+            self.doc.check(method, path, status.as_u16(), &value);
+        }
         (status, value)
     }
 
@@ -850,4 +866,41 @@ async fn every_route_validates_before_touching_a_desktop() {
         assert!(text.contains(line), "metrics lack {line}:\n{text}");
     }
     assert!(!text.contains("idle-one"), "no ids in labels");
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one_and_checks_answers() {
+    let gw = Gateway::new("openapi").await;
+    let resp = orgo_gateway::app(gw.state.clone())
+        .oneshot(Request::get("/api/openapi.json").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let served = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
+    assert_eq!(served.as_ref(), committed.as_slice());
+    let doc: Value = serde_json::from_slice(&served).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    // The check used on every answer in these tests does catch a wrong one.
+    for (method, path, status, body) in [
+        ("GET", "/api/computers/x", 200, json!({"id": 5})),
+        (
+            "POST",
+            "/api/computers/x/click",
+            200,
+            json!({"success": true, "x": "1", "y": 2}),
+        ),
+        ("POST", "/api/computers/x/click", 418, json!({"error": "teapot"})),
+        ("GET", "/api/projects", 400, json!({"message": "no error field"})),
+    ] {
+        let caught = std::panic::catch_unwind(|| gw.doc.check(method, path, status, &body));
+        assert!(
+            caught.is_err(),
+            "{method} {path} {status} {body} passed the check"
+        );
+    }
 }

@@ -69,6 +69,13 @@ async fn json_errors(response: Response) -> Response {
     out
 }
 
+/// The committed OpenAPI 3.1 document of this API (`gateway/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     let api = Router::new()
@@ -82,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/computers/{id}/cursor", get(computers::cursor))
         .route("/computers/{id}/{action}", post(computers::action))
         .route("/storage/screenshots/{file}", get(computers::stored_screenshot))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) });
     Router::new()
         .nest("/api", api)
