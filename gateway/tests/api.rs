@@ -122,6 +122,29 @@ async fn seed_examples_and_lifecycle_on_a_real_desktop() {
     );
     let project_id = p["id"].as_str().unwrap().to_string();
 
+    // The desktop's processes live in cgroups with its limits, where the machine has cgroups.
+    let cgroups = orgo_gateway::runtime::cgroup::Cgroups::detect();
+    let desktop_id = p["desktop"]["id"].as_str().unwrap();
+    if let Some(memory) = cgroups.limit_file(desktop_id, "memory") {
+        assert_eq!(
+            std::fs::read_to_string(memory).unwrap().trim(),
+            (2u64 << 30).to_string()
+        );
+        let pids = std::fs::read_to_string(cgroups.limit_file(desktop_id, "pids").unwrap()).unwrap();
+        assert_eq!(pids.trim(), "1024");
+        let cpu = std::fs::read_to_string(cgroups.limit_file(desktop_id, "cpu").unwrap()).unwrap();
+        assert!(cpu.trim().starts_with("200000"), "2 cores: {cpu}");
+        let procs = cgroups
+            .limit_file(desktop_id, "memory")
+            .unwrap()
+            .with_file_name("cgroup.procs");
+        let inside = std::fs::read_to_string(procs).unwrap();
+        assert!(
+            inside.lines().count() >= 3,
+            "bwrap, the agent, Xvfb and openbox are inside: {inside}"
+        );
+    }
+
     let list = gw.ok("GET", "/api/projects", &key, None).await;
     assert_eq!(list["projects"].as_array().unwrap().len(), 1);
     let by_name = gw

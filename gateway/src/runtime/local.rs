@@ -2,6 +2,7 @@
 //! bubblewrap, with its own mount, pid and ipc namespaces, its own home (`/home/user`), `/tmp`
 //! and run directory under the gateway's data dir (kept across stop/start), the rest of the
 //! host read-only and the data dir itself hidden. The agent's socket is in the run directory.
+//! Memory, CPU and pids limits come from cgroups where the machine has them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
+use super::cgroup::{Cgroups, Groups};
 use super::{DesktopSpec, Runtime};
 use crate::error::ApiError;
 
@@ -20,16 +22,31 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub struct LocalRuntime {
     data_dir: PathBuf,
     agent_bin: PathBuf,
-    running: Mutex<HashMap<String, Child>>,
+    cgroups: Cgroups,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// A started desktop: its bubblewrap process and the groups that limit it.
+struct Running {
+    child: Child,
+    groups: Groups,
 }
 
 impl LocalRuntime {
     pub fn new(data_dir: &Path, agent_bin: PathBuf) -> anyhow::Result<Self> {
         let data_dir = std::fs::canonicalize(data_dir)?;
-        tracing::warn!("local runtime: CPU and memory limits are not applied to desktops yet");
+        let cgroups = Cgroups::detect();
+        cgroups.sweep();
+        match &cgroups {
+            Cgroups::Unavailable(why) => {
+                tracing::warn!(reason = %why, "cgroups unavailable: desktops run without memory, CPU and pids limits")
+            }
+            found => tracing::info!(cgroups = ?found, "desktops get memory, CPU and pids limits"),
+        }
         Ok(LocalRuntime {
             data_dir,
             agent_bin,
+            cgroups,
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -42,9 +59,20 @@ impl LocalRuntime {
         self.dir(id).join("run").join("agent.sock")
     }
 
-    fn command(&self, spec: &DesktopSpec) -> Command {
+    /// The bubblewrap command of a desktop. With `gated`, a shell holds it until a line arrives
+    /// on its stdin, so the process can be put into its cgroups before it starts anything.
+    fn command(&self, spec: &DesktopSpec, gated: bool) -> Command {
         let dir = self.dir(&spec.id);
-        let mut cmd = Command::new("bwrap");
+        let mut cmd = if gated {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "read _ && exec \"$@\"", "sh", "bwrap"])
+                .stdin(Stdio::piped());
+            sh
+        } else {
+            let mut bwrap = Command::new("bwrap");
+            bwrap.stdin(Stdio::null());
+            bwrap
+        };
         cmd.args([
             "--unshare-pid",
             "--unshare-ipc",
@@ -83,7 +111,6 @@ impl LocalRuntime {
         .args(["--display", ":1", "--wm", "openbox", "--home", "/home/user"])
         .args(["--listen", "unix:///run/orgo/agent.sock"])
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .kill_on_drop(true);
         cmd
     }
@@ -125,6 +152,12 @@ async fn agent_answers(socket: &Path) -> bool {
     }
 }
 
+/// Stops a desktop and removes its cgroups.
+async fn stop_running(running: Running) {
+    stop_child(running.child).await;
+    running.groups.remove().await;
+}
+
 async fn stop_child(mut child: Child) {
     // SIGTERM to the agent lets it stop Xvfb cleanly (no stale lock); bwrap then exits with it.
     if let Some(pid) = child.id() {
@@ -157,12 +190,35 @@ impl Runtime for LocalRuntime {
         let _ = std::fs::remove_file(&socket);
         let mut running = self.running.lock().await;
         if let Some(old) = running.remove(&spec.id) {
-            stop_child(old).await;
+            stop_running(old).await;
         }
+        let groups = match self.cgroups.create(&spec.id, spec.ram_gb, spec.cpu) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                if !matches!(self.cgroups, Cgroups::Unavailable(_)) {
+                    tracing::warn!(error = %e, desktop = %spec.id, "cannot limit this desktop");
+                }
+                None
+            }
+        };
         let mut child = self
-            .command(spec)
+            .command(spec, groups.is_some())
             .spawn()
             .map_err(|e| ApiError::Internal(format!("cannot start bubblewrap: {e}")))?;
+        if let (Some(groups), Some(pid)) = (&groups, child.id()) {
+            if let Err(e) = groups.join(pid) {
+                tracing::warn!(error = %e, desktop = %spec.id, "cannot put the desktop in its cgroups");
+            }
+            // Let the gate open: bubblewrap starts, inside the groups.
+            if let Some(mut gate) = child.stdin.take() {
+                use tokio::io::AsyncWriteExt;
+                let _ = gate.write_all(b"\n").await;
+            }
+        }
+        let running_desktop = |child| Running {
+            child,
+            groups: groups.unwrap_or_default(),
+        };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -174,19 +230,19 @@ impl Runtime for LocalRuntime {
                 break;
             }
             if Instant::now() > deadline {
-                stop_child(child).await;
+                stop_running(running_desktop(child)).await;
                 return Err(ApiError::Internal("desktop did not become ready in time".into()));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        running.insert(spec.id.clone(), child);
+        running.insert(spec.id.clone(), running_desktop(child));
         Ok(socket)
     }
 
     async fn stop(&self, id: &str) -> Result<(), ApiError> {
-        let child = self.running.lock().await.remove(id);
-        if let Some(child) = child {
-            stop_child(child).await;
+        let desktop = self.running.lock().await.remove(id);
+        if let Some(desktop) = desktop {
+            stop_running(desktop).await;
         }
         Ok(())
     }
@@ -203,7 +259,7 @@ impl Runtime for LocalRuntime {
     async fn is_alive(&self, id: &str) -> bool {
         let mut running = self.running.lock().await;
         match running.get_mut(id) {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
+            Some(desktop) => matches!(desktop.child.try_wait(), Ok(None)),
             None => false,
         }
     }

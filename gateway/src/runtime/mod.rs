@@ -1,6 +1,7 @@
 //! Runtimes create, stop and remove desktops; the gateway then reaches each desktop's agent
 //! over the Unix socket the runtime answers. A runtime owns no HTTP code.
 
+pub mod cgroup;
 pub mod local;
 
 use std::path::PathBuf;

@@ -1,0 +1,140 @@
+//! Resource limits for local desktops through cgroups, v2 (unified) or v1 (one hierarchy per
+//! controller), whichever the machine has: memory, CPU quota and a pids cap per desktop, in a
+//! group `orgo/<desktop id>`. Where neither can be written the runtime says so once and runs
+//! desktops without limits.
+
+use std::path::{Path, PathBuf};
+
+/// Most processes one desktop may have: enough for a browser, not for a fork bomb.
+pub const PIDS_MAX: u32 = 1024;
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, Clone)]
+pub enum Cgroups {
+    V2(PathBuf),
+    V1(PathBuf),
+    Unavailable(String),
+}
+
+/// The groups one desktop's processes are put in.
+#[derive(Debug, Default)]
+pub struct Groups {
+    pub dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), String> {
+    std::fs::write(path, value).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn mkdir(path: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl Cgroups {
+    /// Finds the machine's cgroups and checks that groups can be made under them.
+    pub fn detect() -> Cgroups {
+        let root = Path::new("/sys/fs/cgroup");
+        let found = if root.join("cgroup.controllers").exists() {
+            let parent = root.join("orgo");
+            // Controllers must be enabled for the children of each level.
+            let enabled = mkdir(&parent)
+                .and_then(|()| write(&root.join("cgroup.subtree_control"), "+memory +cpu +pids"))
+                .and_then(|()| write(&parent.join("cgroup.subtree_control"), "+memory +cpu +pids"));
+            enabled.map(|()| Cgroups::V2(parent))
+        } else if root.join("memory").is_dir() && root.join("cpu").is_dir() && root.join("pids").is_dir() {
+            ["memory", "cpu", "pids"]
+                .iter()
+                .try_for_each(|c| mkdir(&root.join(c).join("orgo")))
+                .map(|()| Cgroups::V1(root.to_path_buf()))
+        } else {
+            Err("no cgroup v1 or v2 hierarchy under /sys/fs/cgroup".into())
+        };
+        found.unwrap_or_else(Cgroups::Unavailable)
+    }
+
+    /// Removes groups left empty by desktops that ended without being stopped (a crash, a
+    /// killed gateway). Groups with processes in them cannot be removed and stay.
+    pub fn sweep(&self) {
+        let parents = match self {
+            Cgroups::V2(p) => vec![p.clone()],
+            Cgroups::V1(r) => ["memory", "cpu", "pids"]
+                .iter()
+                .map(|c| r.join(c).join("orgo"))
+                .collect(),
+            Cgroups::Unavailable(_) => Vec::new(),
+        };
+        for parent in parents {
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for entry in entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+
+    /// Where one limit of a desktop is written, for tests and operators to read back.
+    pub fn limit_file(&self, id: &str, what: &str) -> Option<PathBuf> {
+        let file = match (self, what) {
+            (Cgroups::V2(p), "memory") => p.join(id).join("memory.max"),
+            (Cgroups::V2(p), "cpu") => p.join(id).join("cpu.max"),
+            (Cgroups::V2(p), "pids") => p.join(id).join("pids.max"),
+            (Cgroups::V1(r), "memory") => r.join("memory/orgo").join(id).join("memory.limit_in_bytes"),
+            (Cgroups::V1(r), "cpu") => r.join("cpu/orgo").join(id).join("cpu.cfs_quota_us"),
+            (Cgroups::V1(r), "pids") => r.join("pids/orgo").join(id).join("pids.max"),
+            _ => return None,
+        };
+        Some(file)
+    }
+
+    /// Makes a desktop's groups with its limits.
+    pub fn create(&self, id: &str, ram_gb: u32, cpu: f64) -> Result<Groups, String> {
+        let memory = (u64::from(ram_gb) << 30).to_string();
+        let quota = ((cpu * CPU_PERIOD_US as f64) as u64).max(1000);
+        match self {
+            Cgroups::V2(parent) => {
+                let dir = parent.join(id);
+                mkdir(&dir)?;
+                write(&dir.join("memory.max"), &memory)?;
+                write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+                write(&dir.join("pids.max"), &PIDS_MAX.to_string())?;
+                Ok(Groups { dirs: vec![dir] })
+            }
+            Cgroups::V1(root) => {
+                let dir = |c: &str| root.join(c).join("orgo").join(id);
+                let dirs = vec![dir("memory"), dir("cpu"), dir("pids")];
+                dirs.iter().try_for_each(|d| mkdir(d))?;
+                write(&dirs[0].join("memory.limit_in_bytes"), &memory)?;
+                write(&dirs[1].join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write(&dirs[1].join("cpu.cfs_quota_us"), &quota.to_string())?;
+                write(&dirs[2].join("pids.max"), &PIDS_MAX.to_string())?;
+                Ok(Groups { dirs })
+            }
+            Cgroups::Unavailable(why) => Err(why.clone()),
+        }
+    }
+}
+
+impl Groups {
+    /// Moves a process (and so everything it starts afterwards) into the groups.
+    pub fn join(&self, pid: u32) -> Result<(), String> {
+        self.dirs
+            .iter()
+            .try_for_each(|d| write(&d.join("cgroup.procs"), &pid.to_string()))
+    }
+
+    /// Removes the groups once their processes are gone.
+    pub async fn remove(&self) {
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
