@@ -3,7 +3,8 @@
 //!
 //! - `cargo xtask up` — install missing system packages, build, run the gateway with a dev key.
 //! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, all tests.
-//! - `cargo xtask bench agent` — the agent against the reference stack, side by side.
+//! - `cargo xtask bench [agent|gateway]` — the agent, and the REST API, against the reference
+//!   stack, side by side.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +32,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   up            install missing system packages, build, and run the gateway with a dev key
   ci            install missing system packages, then fmt check, clippy -D warnings, all tests
-  bench agent   benchmark the agent against xdotool + scrot + a spawned python3";
+  bench agent   benchmark the agent against xdotool + scrot + a spawned python3
+  bench gateway benchmark the REST API on local desktops against the same reference stack";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,7 +41,9 @@ fn main() {
     let result = match args.as_slice() {
         ["up"] => up(),
         ["ci"] => ci(),
-        ["bench"] | ["bench", "agent"] => bench_agent(),
+        ["bench"] => bench_agent().and_then(|()| bench_gateway()),
+        ["bench", "agent"] => bench_agent(),
+        ["bench", "gateway"] => bench_gateway(),
         ["help"] | ["--help"] | ["-h"] | [] => {
             println!("{USAGE}");
             Ok(())
@@ -170,6 +174,12 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
         })
     };
     Some((count("passed")?, count("failed")?))
+}
+
+fn bench_gateway() -> Result<()> {
+    ensure_system_packages()?;
+    run("cargo", &["build", "--release", "-p", "orgo-agent"])?;
+    run("cargo", &["bench", "-p", "orgo-gateway", "--bench", "gateway"])
 }
 
 fn bench_agent() -> Result<()> {

@@ -15,10 +15,11 @@ pub fn agent_bin() -> PathBuf {
         .to_path_buf();
     let bin = dir.join("orgo-agent");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", "orgo-agent", "--bin", "orgo-agent"])
-        .status()
-        .unwrap();
+    let mut args = vec!["build", "-q", "-p", "orgo-agent", "--bin", "orgo-agent"];
+    if dir.ends_with("release") {
+        args.push("--release");
+    }
+    let status = std::process::Command::new(cargo).args(args).status().unwrap();
     assert!(status.success() && bin.exists(), "orgo-agent must build");
     bin
 }
