@@ -243,17 +243,15 @@ impl Desktops {
         }
         let client = self.agents.lock().await.get(&computer.id).cloned();
         let client = match client {
-            Some(c) => c,
-            None => {
-                // A gateway restart leaves running desktops behind only if the runtime kept them.
-                if !self.runtime.is_alive(&computer.id).await {
-                    self.store.set_status(&computer.id, Status::Stopped)?;
-                    return Err(ApiError::NotRunning(format!(
-                        "computer {:?} is no longer running; start it with POST /api/computers/{}/start",
-                        computer.name, computer.id
-                    )));
-                }
-                return Err(ApiError::NotReady("no agent channel".into()));
+            Some(c) if self.runtime.is_alive(&computer.id).await => c,
+            _ => {
+                // Its processes are gone: it crashed, was killed, or left with an old gateway.
+                self.agents.lock().await.remove(&computer.id);
+                self.store.set_status(&computer.id, Status::Error)?;
+                return Err(ApiError::NotRunning(format!(
+                    "computer {:?} stopped unexpectedly; start it again with POST /api/computers/{}/start",
+                    computer.name, computer.id
+                )));
             }
         };
         self.note_activity(&computer.id)?;

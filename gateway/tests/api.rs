@@ -927,3 +927,60 @@ async fn the_served_openapi_document_is_the_committed_one_and_checks_answers() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_that_dies_is_marked_and_starts_again() {
+    let gw = Gateway::new("dies").await;
+    let key = gw.key("dies");
+    let p = gw
+        .ok(
+            "POST",
+            "/api/projects",
+            &key,
+            Some(json!({"config": {"ram": 2, "cpu": 2}})),
+        )
+        .await;
+    let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
+    gw.ok(
+        "POST",
+        &format!("{c}/bash"),
+        &key,
+        Some(json!({"command": "echo ok > /home/user/kept"})),
+    )
+    .await;
+    // Kill the desktop's whole sandbox from outside, as a crash or an OOM kill would.
+    let id = p["desktop"]["id"].as_str().unwrap();
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &format!("desktops/{id}/run")])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the desktop's bubblewrap was found");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, v) = gw.send("GET", &format!("{c}/screenshot"), Some(&key), None).await;
+        if status == StatusCode::CONFLICT {
+            assert!(
+                v["error"].as_str().unwrap().contains("stopped unexpectedly"),
+                "{v}"
+            );
+            break;
+        }
+        assert!(status == StatusCode::OK || status.as_u16() >= 500, "{status} {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead desktop was never noticed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.ok("GET", &c, &key, None).await["status"], "error");
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    let out = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "cat /home/user/kept"})),
+        )
+        .await;
+    assert_eq!(out["output"], "ok\n");
+}
