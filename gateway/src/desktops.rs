@@ -320,6 +320,17 @@ impl Desktops {
         });
     }
 
+    /// Stops every running desktop, for a clean gateway shutdown: their files stay and they are
+    /// recorded as stopped.
+    pub async fn stop_all(&self) -> Result<(), ApiError> {
+        for mut computer in self.store.all_computers()? {
+            if computer.status.is_live() {
+                self.stop(&mut computer).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Marks desktops whose processes are gone (a gateway restart, a crash) as stopped, so the
     /// database never claims a desktop that is not there.
     pub async fn reconcile(&self) -> Result<(), ApiError> {

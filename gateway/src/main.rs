@@ -120,9 +120,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, "orgo-gateway serving");
-    axum::serve(listener, orgo_gateway::app(state))
+    axum::serve(listener, orgo_gateway::app(state.clone()))
         .with_graceful_shutdown(shutdown())
         .await?;
+    tracing::info!("stopping desktops");
+    state
+        .desktops
+        .stop_all()
+        .await
+        .map_err(|e| anyhow::anyhow!("stopping desktops: {e:?}"))?;
     Ok(())
 }
 
