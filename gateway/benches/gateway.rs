@@ -20,30 +20,15 @@ fn median_p90(mut v: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.9))
 }
 
+/// The served gateway and a key, with timing helpers.
 struct Api {
-    base: String,
+    served: common::Served,
     key: String,
-    agent: ureq::Agent,
 }
 
 impl Api {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Bearer {}", self.key);
-        let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
-            ("DELETE", _) => self.agent.delete(&url).header("Authorization", &auth).call(),
-            (_, Some(b)) => self.agent.post(&url).header("Authorization", &auth).send_json(b),
-            (_, None) => self.agent.post(&url).header("Authorization", &auth).send_empty(),
-        };
-        match result {
-            Ok(mut r) => (
-                r.status().as_u16(),
-                r.body_mut().read_json().unwrap_or(Value::Null),
-            ),
-            Err(ureq::Error::StatusCode(code)) => (code, Value::Null),
-            Err(e) => panic!("{method} {path}: {e}"),
-        }
+        self.served.call(&self.key, method, path, body)
     }
 
     fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -114,53 +99,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let dir: PathBuf = common::scratch("bench");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let gateway = env!("CARGO_BIN_EXE_orgo-gateway");
-    let env = [
-        ("ORGO_DATA_DIR", dir.to_str().unwrap().to_string()),
-        ("ORGO_LISTEN", format!("127.0.0.1:{port}")),
-        (
-            "ORGO_AGENT_BIN",
-            common::agent_bin().to_str().unwrap().to_string(),
-        ),
-        ("RUST_LOG", "warn".to_string()),
-    ];
-    let out = Command::new(gateway)
-        .args(["keys", "create", "--account", "bench", "--plan", "pro"])
-        .envs(env.clone())
-        .output()
-        .unwrap();
-    let key = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string();
-    let mut children = Killed(vec![
-        Command::new(gateway)
-            .arg("serve")
-            .envs(env)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ]);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let port = common::free_port();
+    let env = common::gateway_env(&dir, port);
+    let key = common::new_key(&env, "bench", "pro");
     let api = Arc::new(Api {
-        base: format!("http://127.0.0.1:{port}/api"),
+        served: common::Served::start(&env, port),
         key,
-        agent,
     });
+    let mut children = Killed(Vec::new());
 
     // The reference stack on an Xvfb + openbox of its own.
     let ref_display = ":77";

@@ -4,90 +4,17 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use serde_json::{Value, json};
-
-struct Gateway {
-    child: Child,
-    base: String,
-}
-
-fn start(env: &[(&str, String)], port: u16) -> Gateway {
-    let child = Command::new(env!("CARGO_BIN_EXE_orgo-gateway"))
-        .arg("serve")
-        .envs(env.iter().cloned())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Gateway {
-        child,
-        base: format!("http://127.0.0.1:{port}/api"),
-    }
-}
-
-impl Gateway {
-    fn call(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Bearer {key}");
-        let mut r = match body {
-            Some(b) => agent.post(&url).header("Authorization", &auth).send_json(b),
-            None if method == "POST" => agent.post(&url).header("Authorization", &auth).send_empty(),
-            None => agent.get(&url).header("Authorization", &auth).call(),
-        }
-        .unwrap();
-        (
-            r.status().as_u16(),
-            r.body_mut().read_json().unwrap_or(Value::Null),
-        )
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        self.child.wait().unwrap()
-    }
-}
+use common::{Served, free_port, gateway_env, keys};
+use serde_json::json;
 
 #[test]
 fn sigterm_stops_desktops_cleanly_and_a_new_gateway_starts_them_again() {
     let dir = common::scratch("process");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let env = [
-        ("ORGO_DATA_DIR", dir.to_str().unwrap().to_string()),
-        ("ORGO_LISTEN", format!("127.0.0.1:{port}")),
-        (
-            "ORGO_AGENT_BIN",
-            common::agent_bin().to_str().unwrap().to_string(),
-        ),
-    ];
-    let keys = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_orgo-gateway"))
-            .arg("keys")
-            .args(args)
-            .envs(env.iter().cloned())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    let port = free_port();
+    let env = gateway_env(&dir, port);
+    let keys = |args: &[&str]| keys(&env, args);
     let (ok, out, _) = keys(&["create", "--account", "ops"]);
     assert!(ok);
     let key = out.lines().last().unwrap().trim().to_string();
@@ -98,7 +25,7 @@ fn sigterm_stops_desktops_cleanly_and_a_new_gateway_starts_them_again() {
     let (ok, _, err) = keys(&["create", "--account", "ops", "--plan", "gold"]);
     assert!(!ok && err.contains("gold"), "an unknown plan is refused: {err}");
 
-    let gw = start(&env, port);
+    let gw = Served::start(&env, port);
     let (status, p) = gw.call(
         &key,
         "POST",
@@ -130,7 +57,7 @@ fn sigterm_stops_desktops_cleanly_and_a_new_gateway_starts_them_again() {
         "Xvfb stopped cleanly"
     );
 
-    let gw = start(&env, port);
+    let gw = Served::start(&env, port);
     let (_, computer) = gw.call(&key, "GET", &c, None);
     assert_eq!(computer["status"], "stopped", "{computer}");
     let (status, _) = gw.call(&key, "POST", &format!("{c}/start"), None);

@@ -5,7 +5,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const SDK: &str = "orgo==0.0.47";
 
@@ -69,67 +68,14 @@ fn sdk_python() -> PathBuf {
     python
 }
 
-struct Served(std::process::Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_orgo_sdk_works_unchanged() {
     let python = sdk_python();
     let dir = common::scratch("sdk");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let gateway = env!("CARGO_BIN_EXE_orgo-gateway");
-    let env = [
-        ("ORGO_DATA_DIR", dir.to_str().unwrap().to_string()),
-        ("ORGO_LISTEN", format!("127.0.0.1:{port}")),
-        (
-            "ORGO_AGENT_BIN",
-            common::agent_bin().to_str().unwrap().to_string(),
-        ),
-    ];
-    let created = Command::new(gateway)
-        .args(["keys", "create", "--account", "sdk"])
-        .envs(env.clone())
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let key = String::from_utf8(created.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string();
-
-    let _served = Served(
-        Command::new(gateway)
-            .arg("serve")
-            .envs(env)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let port = common::free_port();
+    let env = common::gateway_env(&dir, port);
+    let key = common::new_key(&env, "sdk", "free");
+    let _served = common::Served::start(&env, port);
 
     let out = Command::new(&python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_check.py"))

@@ -124,3 +124,119 @@ impl ApiDoc {
         );
     }
 }
+
+/// The environment of a gateway process on its own data dir and port.
+pub fn gateway_env(dir: &std::path::Path, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("ORGO_DATA_DIR", dir.to_str().unwrap().to_string()),
+        ("ORGO_LISTEN", format!("127.0.0.1:{port}")),
+        ("ORGO_AGENT_BIN", agent_bin().to_str().unwrap().to_string()),
+        ("RUST_LOG", "warn".to_string()),
+    ]
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `orgo-gateway keys ARGS…` on that environment: (succeeded, stdout, stderr).
+pub fn keys(env: &[(&'static str, String)], args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orgo-gateway"))
+        .arg("keys")
+        .args(args)
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// A new key for `account` (made on that plan), from the CLI's last line.
+pub fn new_key(env: &[(&'static str, String)], account: &str, plan: &str) -> String {
+    let (ok, out, err) = keys(env, &["create", "--account", account, "--plan", plan]);
+    assert!(ok, "keys create: {err}");
+    out.lines().last().unwrap().trim().to_string()
+}
+
+/// A running `orgo-gateway serve`, terminated on drop.
+pub struct Served {
+    child: Option<std::process::Child>,
+    pub base: String,
+    http: ureq::Agent,
+}
+
+impl Served {
+    pub fn start(env: &[(&'static str, String)], port: u16) -> Served {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_orgo-gateway"))
+            .arg("serve")
+            .envs(env.iter().cloned())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "gateway did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let http = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Served {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}/api"),
+            http,
+        }
+    }
+
+    /// One API call: (status, JSON body or null).
+    pub fn call(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {key}");
+        let result = match (method, body) {
+            ("GET", _) => self.http.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => self.http.delete(&url).header("Authorization", &auth).call(),
+            (_, Some(b)) => self.http.post(&url).header("Authorization", &auth).send_json(b),
+            (_, None) => self.http.post(&url).header("Authorization", &auth).send_empty(),
+        };
+        let mut r = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+}
