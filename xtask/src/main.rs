@@ -3,6 +3,7 @@
 //!
 //! - `cargo xtask up` — install missing system packages, build, run the gateway with a dev key.
 //! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, all tests.
+//! - `cargo xtask image [minimal|desktop]` — a desktop image built offline, imported to Docker.
 //! - `cargo xtask bench [agent|gateway]` — the agent, and the REST API, against the reference
 //!   stack, side by side.
 
@@ -32,6 +33,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   up            install missing system packages, build, and run the gateway with a dev key
   ci            install missing system packages, then fmt check, clippy -D warnings, all tests
+  image [minimal|desktop]
+                build a desktop image offline from Debian's packages and import it into Docker
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3
   bench gateway benchmark the REST API on local desktops against the same reference stack";
 
@@ -41,6 +44,8 @@ fn main() {
     let result = match args.as_slice() {
         ["up"] => up(),
         ["ci"] => ci(),
+        ["image"] | ["image", "minimal"] => image("minimal"),
+        ["image", "desktop"] => image("desktop"),
         ["bench"] => bench_agent().and_then(|()| bench_gateway()),
         ["bench", "agent"] => bench_agent(),
         ["bench", "gateway"] => bench_gateway(),
@@ -88,11 +93,12 @@ fn is_installed(package: &str) -> bool {
 /// Installs the missing system packages when running as root; otherwise says the one command
 /// to run.
 fn ensure_system_packages() -> Result<()> {
-    let missing: Vec<&str> = SYSTEM_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !is_installed(p))
-        .collect();
+    ensure_packages(SYSTEM_PACKAGES)
+}
+
+/// Installs those of `packages` that are missing (as root), or says the command to run.
+fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !is_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -174,6 +180,186 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
         })
     };
     Some((count("passed")?, count("failed")?))
+}
+
+/// Output of a command, failing with its stderr.
+fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The package names of a list file (comments and blank lines dropped).
+fn package_list(path: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(root().join(path)).with_context(|| format!("cannot read {path}"))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Builds `orgo/desktop-<kind>:<version>`: a Debian bookworm root filesystem made by mmdebstrap
+/// from Debian's packages, the Python packages of `images/python-requirements.txt` from PyPI, the
+/// release agent, imported through the Docker Engine API with the agent as entrypoint. Skipped
+/// when an image of the same inputs (its hash label) is already there.
+fn image(kind: &str) -> Result<()> {
+    ensure_system_packages()?;
+    ensure_packages(&["mmdebstrap", "curl"])?;
+    run("cargo", &["build", "--release", "-p", "orgo-agent"])?;
+    let mut packages = package_list("images/desktop-minimal/packages.txt")?;
+    if kind == "desktop" {
+        packages.extend(package_list("images/desktop/packages.txt")?);
+    }
+    let wm = if kind == "desktop" {
+        "xfce4-session"
+    } else {
+        "openbox"
+    };
+    let inputs = root().join(format!("target/image/{kind}.inputs"));
+    std::fs::create_dir_all(inputs.parent().context("no parent")?)?;
+    let requirements = root().join("images/python-requirements.txt");
+    std::fs::write(
+        &inputs,
+        [
+            packages.join(","),
+            std::fs::read_to_string(&requirements)?,
+            output("sha256sum", &["target/release/orgo-agent"])?,
+            wm.to_string(),
+        ]
+        .join("\n"),
+    )?;
+    let hash = output("sha256sum", &[inputs.to_str().context("path")?])?;
+    let hash = hash.split_whitespace().next().unwrap_or_default().to_string();
+    let tag = format!("orgo/desktop-{kind}:{}", env!("CARGO_PKG_VERSION"));
+    let label = "{{index .Config.Labels \"orgo.image.hash\"}}";
+    let existing = Command::new("docker")
+        .args(["image", "inspect", "-f", label, &tag])
+        .output();
+    if existing.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == hash) {
+        println!("{tag} is up to date");
+        return Ok(());
+    }
+
+    let tar = root().join(format!("target/image/{kind}.tar"));
+    let agent = root().join("target/release/orgo-agent");
+    // PyPI is reached with the host's CA bundle (a proxy may sign its certificates); the
+    // variables matter because the host's own point at paths that mean the image's bundle inside.
+    let ca = std::env::var("PIP_CERT")
+        .or_else(|_| std::env::var("SSL_CERT_FILE"))
+        .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+    let ca_name = Path::new(&ca)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("CA file name")?
+        .to_string();
+    let mut args: Vec<String> = vec![
+        "--variant=apt".into(),
+        format!("--include={}", packages.join(",")),
+    ];
+    for exclude in [
+        "/usr/share/doc/*",
+        "/usr/share/man/*",
+        "/usr/share/locale/*",
+        "/usr/share/info/*",
+    ] {
+        args.push(format!("--dpkgopt=path-exclude={exclude}"));
+    }
+    for hook in [
+        "chroot \"$1\" useradd -m -u 1000 -s /bin/bash user".to_string(),
+        format!("copy-in {ca} /tmp"),
+        format!("copy-in {} /tmp", requirements.display()),
+        format!(
+            "chroot \"$1\" env PIP_CERT=/tmp/{ca_name} REQUESTS_CA_BUNDLE=/tmp/{ca_name} \
+             SSL_CERT_FILE=/tmp/{ca_name} python3 -m pip install -q --no-cache-dir \
+             --break-system-packages -r /tmp/python-requirements.txt"
+        ),
+        "rm -rf \"$1\"/tmp/* \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*".to_string(),
+        format!("copy-in {} /usr/local/bin", agent.display()),
+    ] {
+        args.push(format!("--customize-hook={hook}"));
+    }
+    args.extend([
+        "bookworm".into(),
+        tar.display().to_string(),
+        "http://deb.debian.org/debian".into(),
+    ]);
+    let started = std::time::Instant::now();
+    run("mmdebstrap", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+
+    let entrypoint = [
+        "/usr/local/bin/orgo-agent",
+        "--spawn-xvfb",
+        "1280x800x24",
+        "--display",
+        ":1",
+        "--wm",
+        wm,
+        "--home",
+        "/home/user",
+        "--listen",
+        "unix:///run/orgo/agent.sock",
+    ]
+    .map(|a| format!("\"{a}\""))
+    .join(",");
+    let changes = [
+        "ENV DISPLAY=:1".to_string(),
+        "ENV HOME=/home/user".to_string(),
+        "ENV LANG=C.UTF-8".to_string(),
+        "USER user".to_string(),
+        "WORKDIR /home/user".to_string(),
+        format!("LABEL orgo.image.hash={hash}"),
+        format!("ENTRYPOINT [{entrypoint}]"),
+    ];
+    let (repo, version) = tag.split_once(':').context("tag")?;
+    let mut url = format!("http://localhost/v1.41/images/create?fromSrc=-&repo={repo}&tag={version}");
+    for change in &changes {
+        url.push_str("&changes=");
+        url.push_str(&percent_encode(change));
+    }
+    // The Engine API's import reads a plain tar only with this content type.
+    let data = format!("@{}", tar.display());
+    let answer = output(
+        "curl",
+        &[
+            "-sS",
+            "--unix-socket",
+            "/var/run/docker.sock",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/x-tar",
+            "--data-binary",
+            &data,
+            &url,
+        ],
+    )?;
+    if answer.contains("\"error") || answer.contains("\"message\"") {
+        bail!("docker import failed: {answer}");
+    }
+    let _ = std::fs::remove_file(&tar);
+    println!("built {tag} in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn bench_gateway() -> Result<()> {
