@@ -15,7 +15,7 @@ use crate::server::Listen;
 )]
 pub struct Cli {
     /// Start and supervise an Xvfb with this screen (WIDTHxHEIGHTxDEPTH, e.g. 1280x800x24).
-    #[arg(long, value_name = "GEOMETRY", value_parser = parse_geometry)]
+    #[arg(long, env = "ORGO_SPAWN_XVFB", value_name = "GEOMETRY", value_parser = parse_geometry)]
     pub spawn_xvfb: Option<String>,
 
     /// The X display: the one to start with --spawn-xvfb (default: the first free one), or the

@@ -47,6 +47,8 @@ pub struct Config {
     pub plans: BTreeMap<String, Plan>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// The desktop image of the Docker runtime.
+    pub image: String,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             default_plan: "free".into(),
             plans: BTreeMap::from([("free".into(), free), ("pro".into(), pro)]),
             max_body_bytes: 2 << 20,
+            image: format!("orgo/desktop-minimal:{}", env!("CARGO_PKG_VERSION")),
         }
     }
 }
@@ -113,6 +116,9 @@ impl Config {
         if let Some(v) = var("ORGO_PUBLIC_URL") {
             self.public_url = Some(v);
         }
+        if let Some(v) = var("ORGO_IMAGE") {
+            self.image = v;
+        }
         if let Some(v) = var("ORGO_AGENT_BIN") {
             self.agent_bin = Some(PathBuf::from(v));
         }
@@ -138,9 +144,6 @@ impl Config {
                 self.screen_width,
                 self.screen_height
             );
-        }
-        if self.runtime == RuntimeKind::Docker {
-            anyhow::bail!("runtime \"docker\" is not available yet; use \"local\"");
         }
         Ok(())
     }

@@ -331,13 +331,32 @@ impl Desktops {
         Ok(())
     }
 
-    /// Marks desktops whose processes are gone (a gateway restart, a crash) as stopped, so the
-    /// database never claims a desktop that is not there.
+    /// At gateway start: takes over desktops the runtime kept running (containers outlive the
+    /// gateway) and marks the rest stopped, so the database never claims a desktop that is not
+    /// there and none is lost from it.
     pub async fn reconcile(&self) -> Result<(), ApiError> {
-        for computer in self.store.all_computers()? {
-            if computer.status != Status::Stopped && !self.runtime.is_alive(&computer.id).await {
-                tracing::info!(computer = %computer.name, was = computer.status.as_str(), "marking stopped");
-                self.store.set_status(&computer.id, Status::Stopped)?;
+        let computers = self.store.all_computers()?;
+        let known: Vec<String> = computers.iter().map(|c| c.id.clone()).collect();
+        let alive: HashMap<String, std::path::PathBuf> =
+            self.runtime.adopt(&known).await.into_iter().collect();
+        for computer in computers {
+            match alive.get(&computer.id) {
+                Some(socket) => match orgo_proto::connect::connect_unix(socket.clone()).await {
+                    Ok(client) => {
+                        tracing::info!(computer = %computer.name, "adopted a running desktop");
+                        self.agents.lock().await.insert(computer.id.clone(), client);
+                        self.store.set_status(&computer.id, Status::Running)?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(computer = %computer.name, error = %e, "cannot reach an adopted desktop");
+                        self.store.set_status(&computer.id, Status::Error)?;
+                    }
+                },
+                None if computer.status != Status::Stopped => {
+                    tracing::info!(computer = %computer.name, was = computer.status.as_str(), "marking stopped");
+                    self.store.set_status(&computer.id, Status::Stopped)?;
+                }
+                None => {}
             }
         }
         Ok(())

@@ -16,7 +16,10 @@ pub mod store;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::config::RuntimeKind;
 use crate::desktops::Desktops;
+use crate::runtime::Runtime;
+use crate::runtime::docker::DockerRuntime;
 use crate::runtime::local::LocalRuntime;
 use crate::state::AppState;
 use crate::store::Store;
@@ -31,7 +34,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)?;
     let config = Arc::new(config);
     let store = Arc::new(Store::open(&config.db_path())?);
-    let runtime = Arc::new(LocalRuntime::new(&config.data_dir, config.agent_bin())?);
+    let runtime: Arc<dyn Runtime> = match config.runtime {
+        RuntimeKind::Local => Arc::new(LocalRuntime::new(&config.data_dir, config.agent_bin())?),
+        RuntimeKind::Docker => Arc::new(DockerRuntime::connect(&config.data_dir, &config.image).await?),
+    };
     let desktops = Arc::new(Desktops::new(store.clone(), config.clone(), runtime));
     desktops.reconcile().await?;
     desktops.spawn_idle_stopper();

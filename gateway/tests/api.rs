@@ -984,3 +984,162 @@ async fn a_desktop_that_dies_is_marked_and_starts_again() {
         .await;
     assert_eq!(out["output"], "ok\n");
 }
+
+fn docker_inspect(name: &str) -> Option<Value> {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", name])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone())
+}
+
+/// The Docker runtime on the real engine (the image comes from `cargo xtask image`, which
+/// `cargo xtask ci` runs first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_desktops_are_hardened_keep_files_and_outlive_the_gateway() {
+    let gw = Gateway::with("docker", |c| {
+        c.runtime = orgo_gateway::config::RuntimeKind::Docker
+    })
+    .await;
+    let key = gw.key("dock");
+    let p = gw
+        .ok(
+            "POST",
+            "/api/projects",
+            &key,
+            Some(json!({"config": {"ram": 2, "cpu": 2}})),
+        )
+        .await;
+    let id = p["desktop"]["id"].as_str().unwrap().to_string();
+    let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
+
+    let who = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "whoami; echo $DISPLAY; echo kept > ~/f"})),
+        )
+        .await;
+    assert_eq!(who["output"], "user\n:1\n");
+    let shot = gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
+    assert_eq!(shot["width"], 1280);
+    let py = gw
+        .ok(
+            "POST",
+            &format!("{c}/exec"),
+            &key,
+            Some(json!({"code": "import pyautogui; print(pyautogui.size())"})),
+        )
+        .await;
+    assert_eq!(py["output"], "Size(width=1280, height=800)\n", "{py}");
+
+    let info = docker_inspect(&format!("orgo-{id}")).expect("the desktop's container");
+    let host = &info["HostConfig"];
+    assert_eq!(host["Memory"], 2i64 << 30);
+    assert_eq!(host["NanoCpus"], 2_000_000_000i64);
+    assert_eq!(host["PidsLimit"], 1024);
+    assert_eq!(host["Init"], true);
+    assert_eq!(host["CapDrop"], json!(["ALL"]));
+    assert!(
+        host["SecurityOpt"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("no-new-privileges"))
+    );
+    assert!(host["Tmpfs"]["/tmp"].is_string());
+    assert!(
+        host["PortBindings"].as_object().is_none_or(|m| m.is_empty()),
+        "no published ports"
+    );
+    let binds = host["Binds"].to_string();
+    assert!(
+        !binds.contains("docker.sock") && binds.contains("/run/orgo"),
+        "{binds}"
+    );
+    assert_eq!(info["Config"]["Labels"]["orgo.desktop"], id.as_str());
+    let env = info["Config"]["Env"].to_string();
+    assert!(!env.contains("orgo_"), "no API key inside: {env}");
+    let inside = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "test -e /var/run/docker.sock && echo SOCKET; ls /run/orgo"})),
+        )
+        .await;
+    assert_eq!(
+        inside["output"], "agent.sock\n",
+        "no Docker socket inside, only the agent's"
+    );
+
+    // Stop keeps the container and its files.
+    gw.ok("POST", &format!("{c}/stop"), &key, None).await;
+    assert_eq!(
+        docker_inspect(&format!("orgo-{id}")).unwrap()["State"]["Running"],
+        false
+    );
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    let kept = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "cat ~/f"})),
+        )
+        .await;
+    assert_eq!(kept["output"], "kept\n");
+
+    // A second gateway on the same data adopts the running container and removes an orphan.
+    let orphan = std::process::Command::new("docker")
+        .args([
+            "create",
+            "--label",
+            "orgo.desktop=nobody",
+            "--label",
+            &format!(
+                "orgo.gateway={}",
+                std::fs::canonicalize(&gw.dir).unwrap().display()
+            ),
+            &gw.state.config.image,
+        ])
+        .output()
+        .unwrap();
+    assert!(orphan.status.success());
+    let orphan_id = String::from_utf8(orphan.stdout).unwrap().trim().to_string();
+    let again = orgo_gateway::build_state((*gw.state.config).clone())
+        .await
+        .unwrap();
+    assert!(
+        docker_inspect(&orphan_id).is_none(),
+        "the orphan container was removed"
+    );
+    let resp = orgo_gateway::app(again.clone())
+        .oneshot(
+            Request::post(format!("{c}/bash"))
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Body::from(json!({"command": "cat ~/f"}).to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the adopted desktop answers without a restart"
+    );
+
+    gw.ok(
+        "DELETE",
+        &format!("/api/projects/{}", p["id"].as_str().unwrap()),
+        &key,
+        None,
+    )
+    .await;
+    assert!(
+        docker_inspect(&format!("orgo-{id}")).is_none(),
+        "delete removes the container"
+    );
+}

@@ -309,8 +309,6 @@ fn image(kind: &str) -> Result<()> {
 
     let entrypoint = [
         "/usr/local/bin/orgo-agent",
-        "--spawn-xvfb",
-        "1280x800x24",
         "--display",
         ":1",
         "--wm",
@@ -326,6 +324,7 @@ fn image(kind: &str) -> Result<()> {
         "ENV DISPLAY=:1".to_string(),
         "ENV HOME=/home/user".to_string(),
         "ENV LANG=C.UTF-8".to_string(),
+        "ENV ORGO_SPAWN_XVFB=1280x800x24".to_string(),
         "USER user".to_string(),
         "WORKDIR /home/user".to_string(),
         format!("LABEL orgo.image.hash={hash}"),

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use super::cgroup::{Cgroups, Groups};
-use super::{DesktopSpec, Runtime};
+use super::{DesktopSpec, Runtime, agent_answers};
 use crate::error::ApiError;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -145,13 +145,6 @@ fn descendants(root: u32) -> Vec<(u32, String)> {
     out
 }
 
-async fn agent_answers(socket: &Path) -> bool {
-    match orgo_proto::connect::connect_unix(socket.to_path_buf()).await {
-        Ok(mut agent) => agent.health(orgo_proto::v1::HealthRequest {}).await.is_ok(),
-        Err(_) => false,
-    }
-}
-
 /// Stops a desktop and removes its cgroups.
 async fn stop_running(running: Running) {
     stop_child(running.child).await;
@@ -254,6 +247,12 @@ impl Runtime for LocalRuntime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(ApiError::Internal(format!("cannot delete desktop files: {e}"))),
         }
+    }
+
+    /// Local desktops end with the gateway that started them (bubblewrap dies with its parent),
+    /// so there is never one to take over.
+    async fn adopt(&self, _known: &[String]) -> Vec<(String, PathBuf)> {
+        Vec::new()
     }
 
     async fn is_alive(&self, id: &str) -> bool {

@@ -2,9 +2,10 @@
 //! over the Unix socket the runtime answers. A runtime owns no HTTP code.
 
 pub mod cgroup;
+pub mod docker;
 pub mod local;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::ApiError;
 
@@ -29,4 +30,15 @@ pub trait Runtime: Send + Sync {
     async fn remove(&self, id: &str) -> Result<(), ApiError>;
     /// Whether the desktop's processes are still there.
     async fn is_alive(&self, id: &str) -> bool;
+    /// At gateway start: takes over the desktops among `known` that are still running (answers
+    /// their ids and agent sockets) and removes what belongs to no known desktop.
+    async fn adopt(&self, known: &[String]) -> Vec<(String, PathBuf)>;
+}
+
+/// Whether an agent answers on this socket.
+pub async fn agent_answers(socket: &Path) -> bool {
+    match orgo_proto::connect::connect_unix(socket.to_path_buf()).await {
+        Ok(mut agent) => agent.health(orgo_proto::v1::HealthRequest {}).await.is_ok(),
+        Err(_) => false,
+    }
 }

@@ -1,0 +1,254 @@
+//! The Docker runtime: one hardened container per desktop from the desktop image, over the Docker
+//! Engine API (API version negotiated, so Debian's 1.41 engines work). Containers are labelled
+//! with the desktop; they get the desktop's memory and CPUs, a pids cap, an init, `/tmp` on tmpfs,
+//! no capabilities, no new privileges, no published ports and no Docker socket. The agent is
+//! reached over a Unix socket in a bind-mounted per-desktop run directory. Stop keeps the
+//! container, so files in `/home/user` survive; containers outlive the gateway and are adopted
+//! again at its next start, and containers no desktop owns are removed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::container::{
+    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::models::HostConfig;
+use tokio::sync::Mutex;
+
+use super::cgroup::PIDS_MAX;
+use super::{DesktopSpec, Runtime, agent_answers};
+use crate::error::ApiError;
+
+const LABEL: &str = "orgo.desktop";
+/// Names the gateway (by its data dir) that owns a container, so gateways sharing an engine never
+/// take or remove each other's desktops.
+const OWNER: &str = "orgo.gateway";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The desktop image's user, who must be able to create the agent's socket.
+const DESKTOP_UID: u32 = 1000;
+
+pub struct DockerRuntime {
+    docker: Docker,
+    image: String,
+    data_dir: PathBuf,
+    /// This gateway's value of the owner label.
+    owner: String,
+    /// Host pid of each running desktop's init, to tell cheaply whether it is still there.
+    pids: Mutex<HashMap<String, u32>>,
+}
+
+fn engine(e: bollard::errors::Error) -> ApiError {
+    ApiError::Internal(format!("docker: {e}"))
+}
+
+fn container_name(id: &str) -> String {
+    format!("orgo-{id}")
+}
+
+impl DockerRuntime {
+    /// Connects to the engine and checks that the image is there, with sentences that say what
+    /// to do when not.
+    pub async fn connect(data_dir: &Path, image: &str) -> anyhow::Result<Self> {
+        let docker = Docker::connect_with_unix_defaults()
+            .map_err(|e| anyhow::anyhow!("cannot reach the Docker engine at /var/run/docker.sock: {e}"))?
+            .negotiate_version()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the Docker engine at /var/run/docker.sock: {e}"))?;
+        docker.inspect_image(image).await.map_err(|_| {
+            anyhow::anyhow!("the desktop image {image} is missing; build it with `cargo xtask image minimal`")
+        })?;
+        let data_dir = std::fs::canonicalize(data_dir)?;
+        let owner = data_dir.display().to_string();
+        Ok(DockerRuntime {
+            docker,
+            image: image.to_string(),
+            owner,
+            data_dir,
+            pids: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn run_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("desktops").join(id).join("run")
+    }
+
+    fn config(&self, spec: &DesktopSpec) -> Config<String> {
+        let run = self.run_dir(&spec.id);
+        let memory = i64::from(spec.ram_gb) << 30;
+        Config {
+            image: Some(self.image.clone()),
+            labels: Some(HashMap::from([
+                (LABEL.to_string(), spec.id.clone()),
+                (OWNER.to_string(), self.owner.clone()),
+            ])),
+            env: Some(vec![format!("ORGO_SPAWN_XVFB={}x{}x24", spec.width, spec.height)]),
+            host_config: Some(HostConfig {
+                memory: Some(memory),
+                memory_swap: Some(memory),
+                nano_cpus: Some((spec.cpu * 1e9) as i64),
+                pids_limit: Some(i64::from(PIDS_MAX)),
+                init: Some(true),
+                tmpfs: Some(HashMap::from([(
+                    "/tmp".to_string(),
+                    "rw,exec,nosuid,size=1g,mode=1777".to_string(),
+                )])),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                binds: Some(vec![format!("{}:/run/orgo", run.display())]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The host pid of a running container's init, or None when it is not running.
+    async fn running_pid(&self, name: &str) -> Option<u32> {
+        let info = self.docker.inspect_container(name, None).await.ok()?;
+        let state = info.state?;
+        match (state.running, state.pid) {
+            (Some(true), Some(pid)) if pid > 0 => Some(pid as u32),
+            _ => None,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Runtime for DockerRuntime {
+    async fn start(&self, spec: &DesktopSpec) -> Result<PathBuf, ApiError> {
+        let run = self.run_dir(&spec.id);
+        std::fs::create_dir_all(&run).map_err(|e| ApiError::Internal(format!("desktop dir: {e}")))?;
+        std::os::unix::fs::chown(&run, Some(DESKTOP_UID), Some(DESKTOP_UID))
+            .map_err(|e| ApiError::Internal(format!("chown desktop dir: {e}")))?;
+        let socket = run.join("agent.sock");
+        let _ = std::fs::remove_file(&socket);
+        let name = container_name(&spec.id);
+        if self.docker.inspect_container(&name, None).await.is_err() {
+            let options = CreateContainerOptions {
+                name: name.clone(),
+                platform: None,
+            };
+            self.docker
+                .create_container(Some(options), self.config(spec))
+                .await
+                .map_err(engine)?;
+        }
+        self.docker
+            .start_container::<String>(&name, None)
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError { message, .. }
+                    if message.contains("memory") =>
+                {
+                    ApiError::Internal(format!("docker could not start the desktop (memory): {message}"))
+                }
+                other => engine(other),
+            })?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !(socket.exists() && agent_answers(&socket).await) {
+            if Instant::now() > deadline || self.running_pid(&name).await.is_none() {
+                let _ = self
+                    .docker
+                    .stop_container(&name, Some(StopContainerOptions { t: 2 }))
+                    .await;
+                return Err(ApiError::Internal(
+                    "desktop container did not become ready".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(pid) = self.running_pid(&name).await {
+            self.pids.lock().await.insert(spec.id.clone(), pid);
+        }
+        Ok(socket)
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), ApiError> {
+        self.pids.lock().await.remove(id);
+        let name = container_name(id);
+        match self
+            .docker
+            .stop_container(&name, Some(StopContainerOptions { t: 5 }))
+            .await
+        {
+            Ok(()) => {}
+            // Already stopped, or gone: either way it is not running.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => {}
+            Err(e) => return Err(engine(e)),
+        }
+        let _ = std::fs::remove_file(self.run_dir(id).join("agent.sock"));
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), ApiError> {
+        self.pids.lock().await.remove(id);
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self
+            .docker
+            .remove_container(&container_name(id), Some(options))
+            .await
+        {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e) => return Err(engine(e)),
+        }
+        match std::fs::remove_dir_all(self.data_dir.join("desktops").join(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ApiError::Internal(format!("cannot delete desktop files: {e}"))),
+        }
+    }
+
+    async fn is_alive(&self, id: &str) -> bool {
+        let pid = self.pids.lock().await.get(id).copied();
+        pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+    }
+
+    async fn adopt(&self, known: &[String]) -> Vec<(String, PathBuf)> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![LABEL.to_string(), format!("{OWNER}={}", self.owner)],
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters,
+            ..Default::default()
+        };
+        let Ok(containers) = self.docker.list_containers(Some(options)).await else {
+            tracing::warn!("cannot list desktop containers");
+            return Vec::new();
+        };
+        let mut alive = Vec::new();
+        for c in containers {
+            let Some(id) = c.labels.as_ref().and_then(|l| l.get(LABEL)).cloned() else {
+                continue;
+            };
+            if !known.contains(&id) {
+                tracing::info!(container = ?c.names, "removing a container no desktop owns");
+                let options = RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                };
+                let container = c.id.clone().unwrap_or_else(|| container_name(&id));
+                let _ = self.docker.remove_container(&container, Some(options)).await;
+                continue;
+            }
+            let socket = self.run_dir(&id).join("agent.sock");
+            if let Some(pid) = self.running_pid(&container_name(&id)).await {
+                if agent_answers(&socket).await {
+                    self.pids.lock().await.insert(id.clone(), pid);
+                    alive.push((id, socket));
+                }
+            }
+        }
+        alive
+    }
+}
