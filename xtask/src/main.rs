@@ -2,7 +2,7 @@
 //! needs a system library, so it builds on a fresh machine and installs what the rest needs.
 //!
 //! - `cargo xtask up` — install missing system packages, build, run the gateway with a dev key.
-//! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, all tests.
+//! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, the image, all tests.
 //! - `cargo xtask image [minimal|desktop]` — a desktop image built offline, imported to Docker.
 //! - `cargo xtask bench [agent|gateway]` — the agent, and the REST API, against the reference
 //!   stack, side by side.
@@ -32,7 +32,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   up            install missing system packages, build, and run the gateway with a dev key
-  ci            install missing system packages, then fmt check, clippy -D warnings, all tests
+  ci            install missing system packages, then fmt check, clippy -D warnings, the desktop
+                image when missing, all tests
   image [minimal|desktop]
                 build a desktop image offline from Debian's packages and import it into Docker
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3
@@ -134,6 +135,8 @@ fn ci() -> Result<()> {
         "cargo",
         &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
     )?;
+    // The Docker runtime's tests need the desktop image; a second build is skipped.
+    image("minimal")?;
     test_workspace()
 }
 

@@ -242,11 +242,10 @@ impl Runtime for DockerRuntime {
                 continue;
             }
             let socket = self.run_dir(&id).join("agent.sock");
-            if let Some(pid) = self.running_pid(&container_name(&id)).await {
-                if agent_answers(&socket).await {
-                    self.pids.lock().await.insert(id.clone(), pid);
-                    alive.push((id, socket));
-                }
+            let pid = self.running_pid(&container_name(&id)).await;
+            if let (Some(pid), true) = (pid, agent_answers(&socket).await) {
+                self.pids.lock().await.insert(id.clone(), pid);
+                alive.push((id, socket));
             }
         }
         alive
