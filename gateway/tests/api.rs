@@ -1131,6 +1131,38 @@ async fn docker_desktops_are_hardened_keep_files_and_outlive_the_gateway() {
         "the adopted desktop answers without a restart"
     );
 
+    // A container killed under it is noticed and the desktop starts again with its files.
+    assert!(
+        std::process::Command::new("docker")
+            .args(["kill", &format!("orgo-{id}")])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, v) = gw.send("GET", &format!("{c}/screenshot"), Some(&key), None).await;
+        if status == StatusCode::CONFLICT {
+            break;
+        }
+        assert!(status.as_u16() >= 500 || status == StatusCode::OK, "{status} {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed container was never noticed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    let kept = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "cat ~/f"})),
+        )
+        .await;
+    assert_eq!(kept["output"], "kept\n");
+
     gw.ok(
         "DELETE",
         &format!("/api/projects/{}", p["id"].as_str().unwrap()),
