@@ -91,6 +91,32 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Polls a computer whose processes were killed until the gateway answers that it stopped
+    /// unexpectedly (409); meanwhile only success or a 5xx is acceptable.
+    async fn until_noticed_dead(&self, key: &str, computer: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, v) = self
+                .send("GET", &format!("{computer}/screenshot"), Some(key), None)
+                .await;
+            if status == StatusCode::CONFLICT {
+                assert!(
+                    v["error"].as_str().unwrap().contains("stopped unexpectedly"),
+                    "{v}"
+                );
+                return;
+            }
+            assert!(status == StatusCode::OK || status.as_u16() >= 500, "{status} {v}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dead desktop was never noticed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -955,23 +981,7 @@ async fn a_desktop_that_dies_is_marked_and_starts_again() {
         .status()
         .unwrap();
     assert!(killed.success(), "the desktop's bubblewrap was found");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (status, v) = gw.send("GET", &format!("{c}/screenshot"), Some(&key), None).await;
-        if status == StatusCode::CONFLICT {
-            assert!(
-                v["error"].as_str().unwrap().contains("stopped unexpectedly"),
-                "{v}"
-            );
-            break;
-        }
-        assert!(status == StatusCode::OK || status.as_u16() >= 500, "{status} {v}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the dead desktop was never noticed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    gw.until_noticed_dead(&key, &c).await;
     assert_eq!(gw.ok("GET", &c, &key, None).await["status"], "error");
     gw.ok("POST", &format!("{c}/start"), &key, None).await;
     let out = gw
@@ -1139,19 +1149,7 @@ async fn docker_desktops_are_hardened_keep_files_and_outlive_the_gateway() {
             .unwrap()
             .success()
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (status, v) = gw.send("GET", &format!("{c}/screenshot"), Some(&key), None).await;
-        if status == StatusCode::CONFLICT {
-            break;
-        }
-        assert!(status.as_u16() >= 500 || status == StatusCode::OK, "{status} {v}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the killed container was never noticed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    gw.until_noticed_dead(&key, &c).await;
     gw.ok("POST", &format!("{c}/start"), &key, None).await;
     let kept = gw
         .ok(
