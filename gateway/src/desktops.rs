@@ -320,9 +320,13 @@ impl Desktops {
         });
     }
 
-    /// Stops every running desktop, for a clean gateway shutdown: their files stay and they are
-    /// recorded as stopped.
+    /// At a clean gateway shutdown: stops every running desktop that would not outlive the
+    /// gateway (their files stay and they are recorded as stopped). Desktops that do outlive it
+    /// (containers) keep running and are adopted at the next start.
     pub async fn stop_all(&self) -> Result<(), ApiError> {
+        if self.runtime.outlives_gateway() {
+            return Ok(());
+        }
         for mut computer in self.store.all_computers()? {
             if computer.status.is_live() {
                 self.stop(&mut computer).await?;

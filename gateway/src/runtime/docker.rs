@@ -206,6 +206,10 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    fn outlives_gateway(&self) -> bool {
+        true
+    }
+
     async fn is_alive(&self, id: &str) -> bool {
         let pid = self.pids.lock().await.get(id).copied();
         pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())

@@ -255,6 +255,10 @@ impl Runtime for LocalRuntime {
         Vec::new()
     }
 
+    fn outlives_gateway(&self) -> bool {
+        false
+    }
+
     async fn is_alive(&self, id: &str) -> bool {
         let mut running = self.running.lock().await;
         match running.get_mut(id) {

@@ -33,6 +33,8 @@ pub trait Runtime: Send + Sync {
     /// At gateway start: takes over the desktops among `known` that are still running (answers
     /// their ids and agent sockets) and removes what belongs to no known desktop.
     async fn adopt(&self, known: &[String]) -> Vec<(String, PathBuf)>;
+    /// Whether desktops keep running when the gateway exits (and so need no stopping then).
+    fn outlives_gateway(&self) -> bool;
 }
 
 /// Whether an agent answers on this socket.
