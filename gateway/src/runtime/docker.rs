@@ -1,7 +1,9 @@
 //! The Docker runtime: one hardened container per desktop from the desktop image, over the Docker
 //! Engine API (API version negotiated, so Debian's 1.41 engines work). Containers are labelled
 //! with the desktop; they get the desktop's memory and CPUs, a pids cap, an init, `/tmp` on tmpfs,
-//! no capabilities, no new privileges, no published ports and no Docker socket. The agent is
+//! no capabilities, no new privileges, no published ports and no Docker socket; they sit on a
+//! bridge network of their own with inter-container traffic off, so a desktop reaches the
+//! internet but no other desktop. The agent is
 //! reached over a Unix socket in a bind-mounted per-desktop run directory. Stop keeps the
 //! container, so files in `/home/user` survive; containers outlive the gateway and are adopted
 //! again at its next start, and containers no desktop owns are removed.
@@ -15,6 +17,7 @@ use bollard::container::{
     Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::models::HostConfig;
+use bollard::network::{CreateNetworkOptions, ListNetworksOptions};
 use tokio::sync::Mutex;
 
 use super::cgroup::PIDS_MAX;
@@ -25,6 +28,8 @@ const LABEL: &str = "orgo.desktop";
 /// Names the gateway (by its data dir) that owns a container, so gateways sharing an engine never
 /// take or remove each other's desktops.
 const OWNER: &str = "orgo.gateway";
+/// The desktops' network: a bridge with inter-container communication disabled.
+const NETWORK: &str = "orgo-desktops";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The desktop image's user, who must be able to create the agent's socket.
 const DESKTOP_UID: u32 = 1000;
@@ -32,6 +37,8 @@ const DESKTOP_UID: u32 = 1000;
 pub struct DockerRuntime {
     docker: Docker,
     image: String,
+    /// Id of the desktops' network.
+    network: String,
     data_dir: PathBuf,
     /// This gateway's value of the owner label.
     owner: String,
@@ -47,6 +54,49 @@ fn container_name(id: &str) -> String {
     format!("orgo-{id}")
 }
 
+/// The id of the desktops' network, created when missing. Gateways starting together on one
+/// engine may each create one (the engine's duplicate check races), so all keep the same one,
+/// the lowest id, and remove the others.
+async fn ensure_network(docker: &Docker) -> anyhow::Result<String> {
+    let ours = || async {
+        let options = ListNetworksOptions {
+            filters: HashMap::from([("name", vec![NETWORK])]),
+        };
+        let mut ids: Vec<String> = docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot list Docker networks: {e}"))?
+            .into_iter()
+            // The name filter also matches parts of names.
+            .filter(|n| n.name.as_deref() == Some(NETWORK))
+            .filter_map(|n| n.id)
+            .collect();
+        ids.sort();
+        anyhow::Ok(ids)
+    };
+    let mut ids = ours().await?;
+    if ids.is_empty() {
+        let options = CreateNetworkOptions {
+            name: NETWORK,
+            driver: "bridge",
+            check_duplicate: true,
+            options: HashMap::from([("com.docker.network.bridge.enable_icc", "false")]),
+            ..Default::default()
+        };
+        if let Err(e) = docker.create_network(options).await {
+            tracing::debug!("creating {NETWORK}: {e}");
+        }
+        ids = ours().await?;
+    }
+    let Some((keep, extra)) = ids.split_first() else {
+        anyhow::bail!("cannot create the Docker network {NETWORK}");
+    };
+    for id in extra {
+        let _ = docker.remove_network(id).await;
+    }
+    Ok(keep.clone())
+}
+
 impl DockerRuntime {
     /// Connects to the engine and checks that the image is there, with sentences that say what
     /// to do when not.
@@ -59,11 +109,13 @@ impl DockerRuntime {
         docker.inspect_image(image).await.map_err(|_| {
             anyhow::anyhow!("the desktop image {image} is missing; build it with `cargo xtask image minimal`")
         })?;
+        let network = ensure_network(&docker).await?;
         let data_dir = std::fs::canonicalize(data_dir)?;
         let owner = data_dir.display().to_string();
         Ok(DockerRuntime {
             docker,
             image: image.to_string(),
+            network,
             owner,
             data_dir,
             pids: Mutex::new(HashMap::new()),
@@ -97,6 +149,7 @@ impl DockerRuntime {
                 cap_drop: Some(vec!["ALL".into()]),
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 binds: Some(vec![format!("{}:/run/orgo", run.display())]),
+                network_mode: Some(self.network.clone()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -216,13 +269,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn adopt(&self, known: &[String]) -> Vec<(String, PathBuf)> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![LABEL.to_string(), format!("{OWNER}={}", self.owner)],
-        )]);
         let options = ListContainersOptions {
             all: true,
-            filters,
+            filters: HashMap::from([("label".to_string(), vec![LABEL.to_string()])]),
             ..Default::default()
         };
         let Ok(containers) = self.docker.list_containers(Some(options)).await else {
@@ -231,11 +280,16 @@ impl Runtime for DockerRuntime {
         };
         let mut alive = Vec::new();
         for c in containers {
-            let Some(id) = c.labels.as_ref().and_then(|l| l.get(LABEL)).cloned() else {
+            let labels = c.labels.clone().unwrap_or_default();
+            let (Some(id), Some(owner)) = (labels.get(LABEL), labels.get(OWNER)) else {
                 continue;
             };
-            if !known.contains(&id) {
-                tracing::info!(container = ?c.names, "removing a container no desktop owns");
+            let id = id.clone();
+            let mine = *owner == self.owner;
+            // A container whose gateway's data dir is gone can never be adopted by anyone.
+            let abandoned = !mine && !Path::new(owner).exists();
+            if (mine && !known.contains(&id)) || abandoned {
+                tracing::info!(container = ?c.names, owner, "removing a container no desktop owns");
                 let options = RemoveContainerOptions {
                     force: true,
                     v: true,
@@ -243,6 +297,9 @@ impl Runtime for DockerRuntime {
                 };
                 let container = c.id.clone().unwrap_or_else(|| container_name(&id));
                 let _ = self.docker.remove_container(&container, Some(options)).await;
+                continue;
+            }
+            if !mine {
                 continue;
             }
             let socket = self.run_dir(&id).join("agent.sock");

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod inproc;
+
 /// The orgo-agent binary of this build, built first if needed.
 pub fn agent_bin() -> PathBuf {
     let dir = std::env::current_exe()

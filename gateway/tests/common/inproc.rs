@@ -1,0 +1,130 @@
+//! A gateway driven in-process through its router, each answer checked against openapi.json.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use orgo_gateway::config::Config;
+use orgo_gateway::state::AppState;
+
+pub struct Gateway {
+    pub state: AppState,
+    pub doc: super::ApiDoc,
+    pub dir: std::path::PathBuf,
+}
+
+impl Gateway {
+    pub async fn new(tag: &str) -> Gateway {
+        Self::with(tag, |_| {}).await
+    }
+
+    pub async fn with(tag: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
+        let dir = super::scratch(tag);
+        let mut config = Config {
+            data_dir: dir.clone(),
+            agent_bin: Some(super::agent_bin()),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        config.validate().unwrap();
+        let state = orgo_gateway::build_state(config).await.unwrap();
+        Gateway {
+            state,
+            dir,
+            doc: super::ApiDoc::load(),
+        }
+    }
+
+    pub fn key(&self, account: &str) -> String {
+        orgo_gateway::create_key(&self.state.store, &self.state.config, account, None).unwrap()
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(k) = key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let body = body
+            .map(|b| Body::from(b.to_string()))
+            .unwrap_or_else(Body::empty);
+        let resp = orgo_gateway::app(self.state.clone())
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let is_json = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(
+            is_json || status.is_success(),
+            "{method} {path}: an error that is not JSON"
+        );
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({ "raw": String::from_utf8_lossy(&bytes) }));
+        if is_json && path.starts_with("/api/") {
+            self.doc.check(method, path, status.as_u16(), &value);
+        }
+        (status, value)
+    }
+
+    pub async fn ok(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.send(method, path, Some(key), body).await;
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {v}");
+        v
+    }
+}
+
+impl Gateway {
+    /// `command` through a computer's `/bash` (with `timeout` seconds, or the default); the
+    /// answer, which must be a 200.
+    pub async fn bash(&self, key: &str, computer: &str, command: &str, timeout: Option<f64>) -> Value {
+        let mut body = json!({ "command": command });
+        if let Some(t) = timeout {
+            body["timeout"] = json!(t);
+        }
+        self.ok("POST", &format!("{computer}/bash"), key, Some(body))
+            .await
+    }
+
+    /// Polls a computer whose processes were killed until the gateway answers that it stopped
+    /// unexpectedly (409); meanwhile only success or a 5xx is acceptable.
+    pub async fn until_noticed_dead(&self, key: &str, computer: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, v) = self
+                .send("GET", &format!("{computer}/screenshot"), Some(key), None)
+                .await;
+            if status == StatusCode::CONFLICT {
+                assert!(
+                    v["error"].as_str().unwrap().contains("stopped unexpectedly"),
+                    "{v}"
+                );
+                return;
+            }
+            assert!(status == StatusCode::OK || status.as_u16() >= 500, "{status} {v}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dead desktop was never noticed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

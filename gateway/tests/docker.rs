@@ -1,0 +1,382 @@
+//! The Docker runtime on the real engine: hardening, files across stop/start, adoption, and what
+//! one desktop can and cannot do to its host and its neighbours. The image comes from
+//! `cargo xtask image`, which `cargo xtask ci` runs first.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+mod common;
+
+use common::inproc::Gateway;
+
+fn docker_inspect(name: &str) -> Option<Value> {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", name])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone())
+}
+
+async fn docker_gateway(tag: &str) -> Gateway {
+    Gateway::with(tag, |c| c.runtime = orgo_gateway::config::RuntimeKind::Docker).await
+}
+
+/// A new desktop for `key`: (project id, desktop id, computer path).
+async fn desktop(gw: &Gateway, key: &str, ram: u32) -> (String, String, String) {
+    let p = gw
+        .ok(
+            "POST",
+            "/api/projects",
+            key,
+            Some(json!({"config": {"ram": ram, "cpu": 1}})),
+        )
+        .await;
+    (
+        p["id"].as_str().unwrap().to_string(),
+        p["desktop"]["id"].as_str().unwrap().to_string(),
+        format!("/api/computers/{}", p["name"].as_str().unwrap()),
+    )
+}
+
+/// The desktop's address on its Docker network and that network's gateway (the host's side).
+fn addresses(desktop_id: &str) -> (String, String) {
+    let info = docker_inspect(&format!("orgo-{desktop_id}")).unwrap();
+    let nets = info["NetworkSettings"]["Networks"].as_object().unwrap();
+    let net = nets.values().next().unwrap();
+    (
+        net["IPAddress"].as_str().unwrap().to_string(),
+        net["Gateway"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_desktops_are_hardened_keep_files_and_outlive_the_gateway() {
+    let gw = docker_gateway("docker").await;
+    let key = gw.key("dock");
+    let p = gw
+        .ok(
+            "POST",
+            "/api/projects",
+            &key,
+            Some(json!({"config": {"ram": 2, "cpu": 2}})),
+        )
+        .await;
+    let id = p["desktop"]["id"].as_str().unwrap().to_string();
+    let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
+
+    let who = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "whoami; echo $DISPLAY; echo kept > ~/f"})),
+        )
+        .await;
+    assert_eq!(who["output"], "user\n:1\n");
+    let shot = gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
+    assert_eq!(shot["width"], 1280);
+    let py = gw
+        .ok(
+            "POST",
+            &format!("{c}/exec"),
+            &key,
+            Some(json!({"code": "import pyautogui; print(pyautogui.size())"})),
+        )
+        .await;
+    assert_eq!(py["output"], "Size(width=1280, height=800)\n", "{py}");
+
+    let info = docker_inspect(&format!("orgo-{id}")).expect("the desktop's container");
+    let host = &info["HostConfig"];
+    assert_eq!(host["Memory"], 2i64 << 30);
+    assert_eq!(host["NanoCpus"], 2_000_000_000i64);
+    assert_eq!(host["PidsLimit"], 1024);
+    assert_eq!(host["Init"], true);
+    assert_eq!(host["CapDrop"], json!(["ALL"]));
+    assert!(
+        host["SecurityOpt"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("no-new-privileges"))
+    );
+    assert!(host["Tmpfs"]["/tmp"].is_string());
+    assert!(
+        host["PortBindings"].as_object().is_none_or(|m| m.is_empty()),
+        "no published ports"
+    );
+    let binds = host["Binds"].to_string();
+    assert!(
+        !binds.contains("docker.sock") && binds.contains("/run/orgo"),
+        "{binds}"
+    );
+    assert_eq!(info["Config"]["Labels"]["orgo.desktop"], id.as_str());
+    let env = info["Config"]["Env"].to_string();
+    assert!(!env.contains("orgo_"), "no API key inside: {env}");
+    let inside = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "test -e /var/run/docker.sock && echo SOCKET; ls /run/orgo"})),
+        )
+        .await;
+    assert_eq!(
+        inside["output"], "agent.sock\n",
+        "no Docker socket inside, only the agent's"
+    );
+
+    // Stop keeps the container and its files.
+    gw.ok("POST", &format!("{c}/stop"), &key, None).await;
+    assert_eq!(
+        docker_inspect(&format!("orgo-{id}")).unwrap()["State"]["Running"],
+        false
+    );
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    let kept = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "cat ~/f"})),
+        )
+        .await;
+    assert_eq!(kept["output"], "kept\n");
+
+    // A second gateway on the same data adopts the running container and removes orphans: one
+    // of its own no desktop owns, one whose gateway's data dir is gone; another live gateway's
+    // container stays.
+    let data_dir = std::fs::canonicalize(&gw.dir).unwrap();
+    let labelled = |owner: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["create", "--label", "orgo.desktop=nobody", "--label"])
+            .arg(format!("orgo.gateway={owner}"))
+            .arg(&gw.state.config.image)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let orphan_id = labelled(data_dir.to_str().unwrap());
+    let abandoned_id = labelled("/nonexistent/orgo-gateway-gone");
+    let neighbour_id = labelled(std::env::temp_dir().to_str().unwrap());
+    let again = orgo_gateway::build_state((*gw.state.config).clone())
+        .await
+        .unwrap();
+    assert!(
+        docker_inspect(&orphan_id).is_none() && docker_inspect(&abandoned_id).is_none(),
+        "the orphan containers were removed"
+    );
+    assert!(
+        docker_inspect(&neighbour_id).is_some(),
+        "another gateway's container is left alone"
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &neighbour_id])
+        .output();
+    let resp = orgo_gateway::app(again.clone())
+        .oneshot(
+            Request::post(format!("{c}/bash"))
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Body::from(json!({"command": "cat ~/f"}).to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the adopted desktop answers without a restart"
+    );
+
+    // A container killed under it is noticed and the desktop starts again with its files.
+    assert!(
+        std::process::Command::new("docker")
+            .args(["kill", &format!("orgo-{id}")])
+            .status()
+            .unwrap()
+            .success()
+    );
+    gw.until_noticed_dead(&key, &c).await;
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    let kept = gw
+        .ok(
+            "POST",
+            &format!("{c}/bash"),
+            &key,
+            Some(json!({"command": "cat ~/f"})),
+        )
+        .await;
+    assert_eq!(kept["output"], "kept\n");
+
+    gw.ok(
+        "DELETE",
+        &format!("/api/projects/{}", p["id"].as_str().unwrap()),
+        &key,
+        None,
+    )
+    .await;
+    assert!(
+        docker_inspect(&format!("orgo-{id}")).is_none(),
+        "delete removes the container"
+    );
+}
+
+/// From inside a desktop: no other desktop's agent socket, no Docker socket, no way to the
+/// gateway's port, and no way to a service another desktop listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_desktop_reaches_neither_its_neighbours_nor_the_gateway_nor_the_engine() {
+    let gw = docker_gateway("docker-isolation").await;
+    // The gateway also served on loopback, as `orgo-gateway serve` does by default.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(axum::serve(listener, orgo_gateway::app(gw.state.clone())).into_future());
+    let (alice, bob) = (gw.key("alice"), gw.key("bob"));
+    let (_, a_id, a) = desktop(&gw, &alice, 1).await;
+    let (_, b_id, b) = desktop(&gw, &bob, 1).await;
+    let (b_ip, host_ip) = addresses(&b_id);
+
+    // Bob serves something on his desktop's network; he reaches it himself.
+    gw.bash(
+        &bob,
+        &b,
+        "setsid python3 -m http.server 8000 >/dev/null 2>&1 < /dev/null & sleep 1",
+        None,
+    )
+    .await;
+    let probe = |host: &str, port: u16| {
+        format!(
+            "python3 -c \"import socket; s = socket.socket(); s.settimeout(3); print('open' if s.connect_ex(('{host}', {port})) == 0 else 'closed')\""
+        )
+    };
+    let own = gw.bash(&bob, &b, &probe(&b_ip, 8000), None).await;
+    assert_eq!(own["output"], "open\n", "bob's server listens: {own}");
+
+    for (host, port, what) in [
+        (b_ip.as_str(), 8000, "a service on the neighbouring desktop"),
+        (
+            host_ip.as_str(),
+            port,
+            "the gateway's port through the host's side of the network",
+        ),
+        ("127.0.0.1", port, "the gateway's port on loopback"),
+        (host_ip.as_str(), 2375, "the Docker engine over TCP"),
+    ] {
+        let out = gw.bash(&alice, &a, &probe(host, port), None).await;
+        assert_eq!(out["output"], "closed\n", "alice reached {what} ({host}:{port})");
+    }
+
+    // Only her own agent socket, and no Docker socket, anywhere in her filesystem.
+    let sockets = gw
+        .bash(
+            &alice,
+            &a,
+            "{ find / \\( -path /proc -o -path /sys \\) -prune -o \\( -name agent.sock -o -name docker.sock \\) -print; \
+             find /run /tmp -type s; } 2>/dev/null | grep -v '^/tmp/.X11-unix/' | sort -u",
+            None,
+        )
+        .await;
+    assert_eq!(
+        sockets["output"], "/run/orgo/agent.sock\n",
+        "alice sees only her own agent's socket: {sockets}"
+    );
+    let mounts = gw.bash(&alice, &a, "cat /proc/mounts", None).await;
+    let data_dir = std::fs::canonicalize(&gw.dir).unwrap();
+    assert!(
+        !mounts["output"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("desktops/{b_id}")),
+        "bob's run directory is not mounted in alice's desktop"
+    );
+    assert!(
+        !gw.bash(&alice, &a, &format!("ls {}", data_dir.display()), None)
+            .await["success"]
+            .as_bool()
+            .unwrap(),
+        "the gateway's data directory is not visible inside"
+    );
+    assert_ne!(a_id, b_id);
+}
+
+/// A fork bomb meets the pids limit and a memory bomb the memory limit of its own container; the
+/// neighbouring desktop answers throughout and the bombed desktop recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bombs_stay_inside_their_docker_desktop() {
+    let gw = docker_gateway("docker-bombs").await;
+    let (alice, bob) = (gw.key("alice"), gw.key("bob"));
+    let (_, _, a) = desktop(&gw, &alice, 1).await;
+    let (_, _, b) = desktop(&gw, &bob, 1).await;
+
+    let bomb = gw.bash(
+        &alice,
+        &a,
+        "bomb() { bomb | bomb & }; bomb; exec sleep 60",
+        Some(8.0),
+    );
+    let neighbour = async {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let alive = gw.bash(&bob, &b, "echo alive", None).await;
+        let shot = gw.ok("GET", &format!("{b}/screenshot"), &bob, None).await;
+        (alive, shot)
+    };
+    let (bombed, (alive, shot)) = tokio::join!(bomb, neighbour);
+    assert_eq!(bombed["timed_out"], true, "{bombed}");
+    assert_eq!(
+        alive["output"], "alive\n",
+        "the neighbour answers during the fork bomb"
+    );
+    assert!(shot["image"].as_str().is_some_and(|i| !i.is_empty()));
+    let pids = gw
+        .bash(
+            &alice,
+            &a,
+            "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; \
+             grep -h max /sys/fs/cgroup/pids/pids.events /sys/fs/cgroup/pids.events 2>/dev/null",
+            None,
+        )
+        .await;
+    let out = pids["output"].as_str().unwrap();
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("1024"), "{out}");
+    let refused: u64 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pids.events: {out}"));
+    assert!(refused > 0, "the bomb met the pids limit: {out}");
+
+    // 3 GB in a 1 GB desktop without swap: the kernel kills the allocator, inside its container.
+    let oom = gw
+        .ok(
+            "POST",
+            &format!("{a}/exec"),
+            &alice,
+            Some(json!({"code": "x = bytearray(3 << 30)\nprint('survived')", "timeout": 30})),
+        )
+        .await;
+    assert_eq!(oom["success"], false, "{oom}");
+    assert_ne!(oom["output"], "survived\n");
+    let kills = gw
+        .bash(
+            &alice,
+            &a,
+            "grep -h oom_kill /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null | grep -v disable",
+            None,
+        )
+        .await;
+    let killed: u64 = kills["output"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no oom_kill count: {kills}"));
+    assert!(killed > 0, "the kill happened in alice's container: {kills}");
+    let after = gw.bash(&alice, &a, "echo recovered", None).await;
+    assert_eq!(after["output"], "recovered\n");
+    let neighbour = gw.bash(&bob, &b, "echo fine", None).await;
+    assert_eq!(neighbour["output"], "fine\n");
+}
