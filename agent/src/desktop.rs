@@ -19,8 +19,6 @@ use crate::x11::Reconnecting;
 pub struct Screen {
     capturer: Capturer,
     encoder: Encoder,
-    /// The last frame the watcher saw, to tell whether the screen changed.
-    previous: Vec<u8>,
 }
 
 impl Screen {
@@ -28,7 +26,6 @@ impl Screen {
         Ok(Screen {
             capturer: Capturer::connect(display)?,
             encoder: Encoder::new()?,
-            previous: Vec::new(),
         })
     }
 }
@@ -167,21 +164,15 @@ impl Desktop {
         .await
     }
 
-    /// A frame if the screen differs from the last one this returned (or `force`), else `None`.
-    pub async fn changed_frame(&self, opts: ShotOptions, force: bool) -> Result<Option<Frame>> {
+    /// The whole screen as a frame of the live view, stamped with its capture time.
+    pub async fn frame(&self, opts: ShotOptions) -> Result<Frame> {
         self.screen(move |s| {
-            let region = s.capturer.full_screen();
             let captured_at = SystemTime::now();
-            let frame = s.capturer.capture(region)?;
-            if !force && s.previous.as_slice() == frame.data {
-                return Ok(None);
-            }
-            s.previous.clear();
-            s.previous.extend_from_slice(frame.data);
+            let frame = s.capturer.capture(s.capturer.full_screen())?;
             let image = s
                 .encoder
                 .encode(&frame, opts.format, opts.max_width, opts.max_height)?;
-            Ok(Some(Frame { image, captured_at }))
+            Ok(Frame { image, captured_at })
         })
         .await
     }

@@ -10,6 +10,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod damage;
 pub mod desktop;
 pub mod encode;
 pub mod error;

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 use crate::capture::Rect;
+use crate::damage::DamageWatch;
 use crate::desktop::{Desktop, ShotOptions, epoch_micros};
 use crate::encode::{DEFAULT_QUALITY, Format};
 use crate::error::AgentError;
@@ -207,33 +208,12 @@ impl Agent for AgentService {
         let (tx, rx) = watch::channel::<Option<Result<pb::Frame, Status>>>(None);
         let desktop = self.desktop.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1) / fps);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut sequence = 0u64;
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = tick.tick() => {}
-                }
-                let frame = match desktop.changed_frame(opts, sequence == 0).await {
-                    Ok(Some(f)) => f,
-                    Ok(None) => continue,
-                    Err(AgentError::DisplayUnavailable(_)) => continue,
-                    Err(e) => {
+            tokio::select! {
+                _ = tx.closed() => {}
+                r = stream_changes(&desktop, opts, Duration::from_secs(1) / fps, &tx) => {
+                    if let Err(e) = r {
                         let _ = tx.send(Some(Err(e.into())));
-                        return;
                     }
-                };
-                sequence += 1;
-                let msg = pb::Frame {
-                    width: frame.image.width as u32,
-                    height: frame.image.height as u32,
-                    jpeg: frame.image.bytes,
-                    sequence,
-                    captured_at_micros: epoch_micros(frame.captured_at),
-                };
-                if tx.send(Some(Ok(msg))).is_err() {
-                    return;
                 }
             }
         });
@@ -378,5 +358,60 @@ impl Agent for AgentService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(out_rx),
         )))
+    }
+}
+
+/// Sends a frame at once and then after every change of the screen (XDamage), at most one per
+/// `interval`, until the receiver goes (Ok) or an error that no reconnection cures.
+async fn stream_changes(
+    desktop: &Desktop,
+    opts: ShotOptions,
+    interval: Duration,
+    tx: &watch::Sender<Option<Result<pb::Frame, Status>>>,
+) -> Result<(), AgentError> {
+    let mut sequence = 0u64;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        // A new watch (first frame, or the X server came back): send the screen as it is.
+        let display = desktop.display.clone();
+        let mut damage = match tokio::task::spawn_blocking(move || DamageWatch::connect(&display)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(AgentError::DisplayUnavailable(_))) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(AgentError::X11(format!("damage task failed: {e}"))),
+        };
+        let mut changed = true;
+        loop {
+            if !changed && let Err(e) = damage.changed().await {
+                tracing::debug!("damage watch lost: {e}");
+                break;
+            }
+            tokio::time::sleep_until(next).await;
+            if let Err(e) = damage.rearm() {
+                tracing::debug!("damage watch lost: {e}");
+                break;
+            }
+            let frame = match desktop.frame(opts).await {
+                Ok(f) => f,
+                Err(AgentError::DisplayUnavailable(_)) => break,
+                Err(e) => return Err(e),
+            };
+            next = tokio::time::Instant::now() + interval;
+            sequence += 1;
+            let msg = pb::Frame {
+                width: frame.image.width as u32,
+                height: frame.image.height as u32,
+                jpeg: frame.image.bytes,
+                sequence,
+                captured_at_micros: epoch_micros(frame.captured_at),
+            };
+            if tx.send(Some(Ok(msg))).is_err() {
+                return Ok(());
+            }
+            changed = false;
+        }
     }
 }

@@ -556,4 +556,30 @@ async fn watch_screen_sends_a_frame_when_the_screen_changes() {
     let px = &img.pixels[(200 * img.width + 200) * 3..][..3];
     assert!(px[0] > 230 && px[1] < 25, "the new window shows: {px:?}");
     assert!(next.captured_at_micros >= first.captured_at_micros);
+
+    // A still screen sends nothing; a second viewer gets its own first frame and then the same
+    // changes as the first.
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), frames.message()).await;
+    assert!(quiet.is_err(), "a frame came while the screen stood still");
+    let mut second = agent
+        .client
+        .watch_screen(pb::WatchScreenRequest {
+            max_fps: 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.message().await.unwrap().unwrap().sequence, 1);
+    let _w2 = TestWindow::open(&agent.display, 500, 0, 200, 200, RED, RED);
+    for stream in [&mut frames, &mut second] {
+        let f = stream
+            .message()
+            .await
+            .unwrap()
+            .expect("a frame after the second change");
+        let img = turbojpeg::decompress(&f.jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+        let px = &img.pixels[(100 * img.width + 600) * 3..][..3];
+        assert!(px[0] > 230 && px[1] < 25, "the second window shows: {px:?}");
+    }
 }

@@ -1,4 +1,5 @@
-//! `cargo xtask bench gateway`: the REST API over real HTTP on real local desktops, next to the
+//! `cargo xtask bench gateway` (and `bench docker`): the REST API over real HTTP on real desktops
+//! of each runtime named in `ORGO_BENCH_RUNTIMES` (`local`, or `local,docker`), next to the
 //! reference stack (xdotool, `scrot -q 100` + base64, a spawned `python3 -c`) on an Xvfb of its own
 //! in the same run; desktop create → ready and stop → start; idle memory of a desktop; and
 //! actions per second with 8 desktops and 32 concurrent clients.
@@ -93,43 +94,120 @@ impl Drop for Killed {
     }
 }
 
-fn main() {
-    let n: usize = std::env::var("BENCH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let dir: PathBuf = common::scratch("bench");
+/// Idle memory of a desktop in MB: the resident memory of its processes for the local runtime,
+/// the engine's figure (without reclaimable cache) for a container.
+fn idle_mb(runtime: &str, id: &str) -> Option<f64> {
+    if runtime == "local" {
+        return desktop_rss_mb(id);
+    }
+    let out = Command::new("docker")
+        .args([
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.MemUsage}}",
+            &format!("orgo-{id}"),
+        ])
+        .output()
+        .ok()?;
+    let used = String::from_utf8_lossy(&out.stdout);
+    let used = used.split('/').next()?.trim();
+    let (number, unit) = used.split_at(used.find(|c: char| c.is_ascii_alphabetic())?);
+    let scale = match unit {
+        "KiB" => 1.0 / 1024.0,
+        "MiB" => 1.0,
+        "GiB" => 1024.0,
+        _ => return None,
+    };
+    Some(number.parse::<f64>().ok()? * scale)
+}
+
+/// One runtime's figures.
+struct Measured {
+    runtime: String,
+    create: (f64, f64),
+    restart: (f64, f64),
+    idle_mb: Option<f64>,
+    actions: Vec<(f64, f64)>,
+    throughput: String,
+}
+
+type Action<'a> = Box<dyn Fn(&Api, &str, usize) -> Duration + 'a>;
+
+/// The actions timed on every runtime, by name.
+fn actions<'a>() -> Vec<(&'static str, Action<'a>)> {
+    vec![
+        (
+            "screenshot",
+            Box::new(|api, c, _| api.timed("GET", &format!("{c}/screenshot"), None)),
+        ),
+        (
+            "click",
+            Box::new(|api, c, i| {
+                api.timed(
+                    "POST",
+                    &format!("{c}/click"),
+                    Some(json!({"x": 300 + (i % 2) * 400, "y": 600})),
+                )
+            }),
+        ),
+        (
+            "key ctrl+shift+i",
+            Box::new(|api, c, _| {
+                api.timed("POST", &format!("{c}/key"), Some(json!({"key": "ctrl+shift+i"})))
+            }),
+        ),
+        (
+            "type 50 chars",
+            Box::new(|api, c, _| api.timed("POST", &format!("{c}/type"), Some(json!({"text": TYPED})))),
+        ),
+        (
+            "bash echo",
+            Box::new(|api, c, _| {
+                api.timed("POST", &format!("{c}/bash"), Some(json!({"command": "echo hi"})))
+            }),
+        ),
+        (
+            "python print",
+            Box::new(|api, c, _| {
+                api.timed("POST", &format!("{c}/exec"), Some(json!({"code": "print('hi')"})))
+            }),
+        ),
+    ]
+}
+
+const TYPED: &str = "The quick brown fox jumps over the lazy dog 0123!?";
+
+/// The reference stack's command for each action of `actions()`, in the same order.
+fn reference_commands(shot: &std::path::Path) -> Vec<Box<dyn Fn(usize) -> String>> {
+    let scrot = format!(
+        "scrot -o -q 100 {f} && base64 -w0 {f} > /dev/null",
+        f = shot.display()
+    );
+    vec![
+        Box::new(move |_| scrot.clone()),
+        Box::new(|i| format!("xdotool mousemove {} 600 click 1", 300 + (i % 2) * 400)),
+        Box::new(|_| "xdotool key ctrl+shift+i".into()),
+        Box::new(|_| format!("xdotool type -- '{TYPED}'")),
+        Box::new(|_| "bash -c 'echo hi'".into()),
+        Box::new(|_| "python3 -c \"print('hi')\"".into()),
+    ]
+}
+
+/// Lifecycle, actions and throughput on one gateway serving desktops of `runtime`.
+fn measure(runtime: &str, n: usize) -> Measured {
+    let dir: PathBuf = common::scratch(&format!("bench-{runtime}"));
     let port = common::free_port();
-    let env = common::gateway_env(&dir, port);
+    let mut env = common::gateway_env(&dir, port);
+    env.push(("ORGO_RUNTIME", runtime.to_string()));
     let key = common::new_key(&env, "bench", "pro");
     let api = Arc::new(Api {
         served: common::Served::start(&env, port),
         key,
     });
-    let mut children = Killed(Vec::new());
 
-    // The reference stack on an Xvfb + openbox of its own.
-    let ref_display = ":77";
-    children.0.push(
-        Command::new("Xvfb")
-            .args([ref_display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    children.0.push(
-        Command::new("openbox")
-            .env("DISPLAY", ref_display)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-
-    // Lifecycle.
     let (mut create, mut restart) = (vec![], vec![]);
-    let mut first = None;
+    let mut projects = vec![];
     for _ in 0..5 {
         let t = Instant::now();
         let p = api.ok("POST", "/projects", Some(json!({"config": {"ram": 2, "cpu": 2}})));
@@ -139,116 +217,50 @@ fn main() {
         let t = Instant::now();
         api.ok("POST", &format!("/projects/{id}/start"), None);
         restart.push(t.elapsed());
-        match &first {
-            None => {
-                first = Some((
-                    id,
-                    p["desktop"]["id"].as_str().unwrap().to_string(),
-                    p["name"].as_str().unwrap().to_string(),
-                ))
-            }
-            Some(_) => {
-                api.ok("DELETE", &format!("/projects/{id}"), None);
-            }
-        }
+        projects.push(p);
     }
-    let (_, desktop_id, name) = first.unwrap();
-    let c = format!("/computers/{name}");
-    std::thread::sleep(Duration::from_secs(2));
-    let idle_mb = desktop_rss_mb(&desktop_id);
-
-    // Actions, ours over HTTP next to the reference commands.
-    let shot = dir.join("ref.jpg");
-    let scrot = format!(
-        "scrot -o -q 100 {f} && base64 -w0 {f} > /dev/null",
-        f = shot.display()
-    );
-    type Case<'a> = (
-        &'a str,
-        Box<dyn Fn(usize) -> Duration + 'a>,
-        Box<dyn Fn(usize) -> Duration + 'a>,
-    );
-    let cases: Vec<Case> = vec![
-        (
-            "screenshot",
-            Box::new(|_| api.timed("GET", &format!("{c}/screenshot"), None)),
-            Box::new(|_| timed_cmd(&scrot, ref_display)),
-        ),
-        (
-            "click",
-            Box::new(|i| {
-                api.timed(
-                    "POST",
-                    &format!("{c}/click"),
-                    Some(json!({"x": 300 + (i % 2) * 400, "y": 600})),
-                )
-            }),
-            Box::new(|i| {
-                timed_cmd(
-                    &format!("xdotool mousemove {} 600 click 1", 300 + (i % 2) * 400),
-                    ref_display,
-                )
-            }),
-        ),
-        (
-            "key ctrl+shift+i",
-            Box::new(|_| api.timed("POST", &format!("{c}/key"), Some(json!({"key": "ctrl+shift+i"})))),
-            Box::new(|_| timed_cmd("xdotool key ctrl+shift+i", ref_display)),
-        ),
-        (
-            "type 50 chars",
-            Box::new(|_| {
-                api.timed(
-                    "POST",
-                    &format!("{c}/type"),
-                    Some(json!({"text": "The quick brown fox jumps over the lazy dog 0123!?"})),
-                )
-            }),
-            Box::new(|_| {
-                timed_cmd(
-                    "xdotool type -- 'The quick brown fox jumps over the lazy dog 0123!?'",
-                    ref_display,
-                )
-            }),
-        ),
-        (
-            "bash echo",
-            Box::new(|_| api.timed("POST", &format!("{c}/bash"), Some(json!({"command": "echo hi"})))),
-            Box::new(|_| timed_cmd("bash -c 'echo hi'", ref_display)),
-        ),
-        (
-            "python print",
-            Box::new(|_| api.timed("POST", &format!("{c}/exec"), Some(json!({"code": "print('hi')"})))),
-            Box::new(|_| timed_cmd("python3 -c \"print('hi')\"", ref_display)),
-        ),
-    ];
-    println!("\norgo-gateway bench: REST over HTTP on local desktops, {n} iterations per action (ms)");
-    println!(
-        "{:<18} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "action", "ours p50", "ours p90", "ref p50", "ref p90", "ratio"
-    );
-    for (name, ours, reference) in &cases {
-        let (mut o, mut r) = (vec![], vec![]);
-        for i in 0..n {
-            o.push(ours(i));
-            r.push(reference(i));
-        }
-        let ((o50, o90), (r50, r90)) = (median_p90(o), median_p90(r));
-        println!(
-            "{name:<18} {o50:>9.3} {o90:>9.3} {r50:>9.3} {r90:>9.3} {:>7.1}x",
-            r50 / o50
+    for p in &projects[1..] {
+        api.ok(
+            "DELETE",
+            &format!("/projects/{}", p["id"].as_str().unwrap()),
+            None,
         );
     }
-    let ((c50, c90), (s50, s90)) = (median_p90(create), median_p90(restart));
-    println!("create → ready     p50 {c50:.0} ms, p90 {c90:.0} ms");
-    println!("stop → start       p50 {s50:.0} ms, p90 {s90:.0} ms");
-    match idle_mb {
-        Some(mb) => println!("idle desktop       {mb:.0} MB resident (agent, Xvfb, openbox)"),
-        None => println!("idle desktop       unknown (no memory cgroup)"),
-    }
+    let desktop_id = projects[0]["desktop"]["id"].as_str().unwrap().to_string();
+    let name = projects[0]["name"].as_str().unwrap().to_string();
+    let c = format!("/computers/{name}");
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_mb = idle_mb(runtime, &desktop_id);
 
-    // Throughput: 8 desktops, 32 clients, mixed actions for a fixed time.
-    let mut names = vec![name.clone()];
+    let actions = actions()
+        .iter()
+        .map(|(_, action)| median_p90((0..n).map(|i| action(&api, &c, i)).collect()))
+        .collect();
+    let throughput = throughput(&api, name);
+    // Docker desktops outlive their gateway: remove them all first.
+    let listed = api.ok("GET", "/projects", None);
+    for p in listed["projects"].as_array().unwrap() {
+        api.ok(
+            "DELETE",
+            &format!("/projects/{}", p["id"].as_str().unwrap()),
+            None,
+        );
+    }
+    drop(api);
+    let _ = std::fs::remove_dir_all(&dir);
+    Measured {
+        runtime: runtime.to_string(),
+        create: median_p90(create),
+        restart: median_p90(restart),
+        idle_mb,
+        actions,
+        throughput,
+    }
+}
+
+/// 8 desktops, 32 clients, mixed actions for a fixed time: a line of figures.
+fn throughput(api: &Arc<Api>, first: String) -> String {
+    let mut names = vec![first];
     while names.len() < 8 {
         let p = api.ok("POST", "/projects", Some(json!({"config": {"ram": 2, "cpu": 2}})));
         names.push(p["name"].as_str().unwrap().to_string());
@@ -298,11 +310,76 @@ fn main() {
     let mut lat = lat;
     lat.sort();
     let p99 = lat[(lat.len() - 1) * 99 / 100].as_secs_f64() * 1000.0;
-    println!(
-        "8 desktops, 32 clients: {:.0} actions/s (screenshot/click/key/bash mix), p50 {l50:.1} ms, p99 {p99:.1} ms, {failed} errors of {}",
+    format!(
+        "{:.0} actions/s, p50 {l50:.1} ms, p99 {p99:.1} ms, {failed} errors of {}",
         okay as f64 / window.as_secs_f64(),
         okay + failed
+    )
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let runtimes = std::env::var("ORGO_BENCH_RUNTIMES").unwrap_or_else(|_| "local".into());
+    let dir: PathBuf = common::scratch("bench-reference");
+    let mut children = Killed(Vec::new());
+
+    // The reference stack on an Xvfb + openbox of its own.
+    let ref_display = ":77";
+    children.0.push(
+        Command::new("Xvfb")
+            .args([ref_display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
+    std::thread::sleep(Duration::from_millis(500));
+    children.0.push(
+        Command::new("openbox")
+            .env("DISPLAY", ref_display)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let reference: Vec<(f64, f64)> = reference_commands(&dir.join("ref.jpg"))
+        .iter()
+        .map(|cmd| median_p90((0..n).map(|i| timed_cmd(&cmd(i), ref_display)).collect()))
+        .collect();
     drop(children);
+
+    let measured: Vec<Measured> = runtimes.split(',').map(|r| measure(r.trim(), n)).collect();
+
+    println!("\norgo-gateway bench: REST over HTTP, {n} iterations per action, p50 / p90 in ms");
+    print!("{:<18}", "action");
+    for m in &measured {
+        print!(" {:>17}", m.runtime);
+    }
+    println!(" {:>17} {:>8}", "reference", "ratio");
+    for (i, (name, _)) in actions().iter().enumerate() {
+        print!("{name:<18}");
+        for m in &measured {
+            let (p50, p90) = m.actions[i];
+            print!(" {p50:>8.2} /{p90:>7.2}");
+        }
+        let (r50, r90) = reference[i];
+        println!(" {r50:>8.2} /{r90:>7.2} {:>7.1}x", r50 / measured[0].actions[i].0);
+    }
+    for m in &measured {
+        let ((c50, c90), (s50, s90)) = (m.create, m.restart);
+        println!("{}:", m.runtime);
+        println!("  create → ready     p50 {c50:.0} ms, p90 {c90:.0} ms");
+        println!("  stop → start       p50 {s50:.0} ms, p90 {s90:.0} ms");
+        match m.idle_mb {
+            Some(mb) => println!("  idle desktop       {mb:.0} MB (agent, Xvfb, openbox)"),
+            None => println!("  idle desktop       unknown"),
+        }
+        println!(
+            "  8 desktops × 32 clients (screenshot/click/key/bash mix): {}",
+            m.throughput
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

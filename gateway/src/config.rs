@@ -49,6 +49,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The desktop image of the Docker runtime.
     pub image: String,
+    /// How long the viewer token inside each answer's `url` lasts, in seconds.
+    pub viewer_link_seconds: i64,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             default_plan: "free".into(),
             plans: BTreeMap::from([("free".into(), free), ("pro".into(), pro)]),
             max_body_bytes: 2 << 20,
+            viewer_link_seconds: 3600,
             image: format!("orgo/desktop-minimal:{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -126,6 +129,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if !(60..=7 * 86_400).contains(&self.viewer_link_seconds) {
+            anyhow::bail!(
+                "viewer_link_seconds must be from 60 to 604800, not {}",
+                self.viewer_link_seconds
+            );
+        }
         if !self.plans.contains_key(&self.default_plan) {
             anyhow::bail!(
                 "default_plan {:?} is not among the plans {:?}",

@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::live::token::{Grant, Mode, Signer};
 use crate::runtime::{DesktopSpec, Runtime};
 use crate::store::{Account, Computer, Project, Status, Store, now};
 
@@ -26,6 +27,8 @@ pub struct Desktops {
     agents: Mutex<HashMap<String, AgentClient<Channel>>>,
     /// Admission is serialised so two creates cannot both squeeze under a plan limit.
     admission: Mutex<()>,
+    /// Signs and checks the live view's tokens.
+    pub viewers: Signer,
     /// When each desktop's activity was last written, so a burst of actions costs one write.
     touched: std::sync::Mutex<HashMap<String, Instant>>,
 }
@@ -46,8 +49,9 @@ pub fn new_id() -> String {
 }
 
 impl Desktops {
-    pub fn new(store: Arc<Store>, config: Arc<Config>, runtime: Arc<dyn Runtime>) -> Self {
+    pub fn new(store: Arc<Store>, config: Arc<Config>, runtime: Arc<dyn Runtime>, viewers: Signer) -> Self {
         Desktops {
+            viewers,
             store,
             config,
             runtime,
@@ -92,8 +96,25 @@ impl Desktops {
         Ok(())
     }
 
+    /// The live view of a computer, opened with a fresh control token in the link's fragment
+    /// (only the owner's authenticated answers carry it).
     pub fn url(&self, computer: &Computer) -> String {
-        format!("{}/desktops/{}", self.config.public_url(), computer.name)
+        let grant = Grant {
+            computer: computer.id.clone(),
+            account: computer.account_id.clone(),
+            mode: Mode::Control,
+            expires_at: now() + self.config.viewer_link_seconds,
+        };
+        self.viewer_url(computer, &self.viewers.issue(&grant))
+    }
+
+    /// The live view of a computer opened with `token`.
+    pub fn viewer_url(&self, computer: &Computer, token: &str) -> String {
+        format!(
+            "{}/desktops/{}#token={token}",
+            self.config.public_url(),
+            computer.name
+        )
     }
 
     /// A new project with no computers (the SDK's workspace).

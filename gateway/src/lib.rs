@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod desktops;
 pub mod error;
+pub mod live;
 pub mod metrics;
 pub mod runtime;
 pub mod state;
@@ -38,7 +39,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         RuntimeKind::Local => Arc::new(LocalRuntime::new(&config.data_dir, config.agent_bin())?),
         RuntimeKind::Docker => Arc::new(DockerRuntime::connect(&config.data_dir, &config.image).await?),
     };
-    let desktops = Arc::new(Desktops::new(store.clone(), config.clone(), runtime));
+    let viewers = live::token::Signer::open(&config.data_dir)?;
+    let desktops = Arc::new(Desktops::new(store.clone(), config.clone(), runtime, viewers));
     desktops.reconcile().await?;
     desktops.spawn_idle_stopper();
     Ok(AppState {

@@ -28,11 +28,13 @@ async fn seed_examples_and_lifecycle_on_a_real_desktop() {
     assert!(name.starts_with("computer-") && name.len() == 15, "{name}");
     assert_eq!(p["status"], "active");
     assert_eq!(p["desktop"]["status"], "running");
+    let url = p["desktop"]["url"].as_str().unwrap();
     assert!(
-        p["desktop"]["url"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("/desktops/{name}"))
+        url.contains(&format!(
+            "/desktops/{name}#token={}.",
+            p["desktop"]["id"].as_str().unwrap()
+        )),
+        "the live view, opened with a viewer token: {url}"
     );
     let project_id = p["id"].as_str().unwrap().to_string();
 

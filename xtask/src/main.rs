@@ -4,8 +4,8 @@
 //! - `cargo xtask up` — install missing system packages, build, run the gateway with a dev key.
 //! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, the image, all tests.
 //! - `cargo xtask image [minimal|desktop]` — a desktop image built offline, imported to Docker.
-//! - `cargo xtask bench [agent|gateway]` — the agent, and the REST API, against the reference
-//!   stack, side by side.
+//! - `cargo xtask bench [agent|gateway|docker]` — the agent, and the REST API (on local, or on
+//!   local and Docker desktops), against the reference stack, side by side.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +28,9 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "bubblewrap",
 ];
 
+/// The real browser the live view's tests and benchmark drive.
+const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
+
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
@@ -37,7 +40,8 @@ commands:
   image [minimal|desktop]
                 build a desktop image offline from Debian's packages and import it into Docker
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3
-  bench gateway benchmark the REST API on local desktops against the same reference stack";
+  bench gateway benchmark the REST API on local desktops against the same reference stack
+  bench docker  the same on Docker desktops, beside local ones, in one run";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,9 +51,10 @@ fn main() {
         ["ci"] => ci(),
         ["image"] | ["image", "minimal"] => image("minimal"),
         ["image", "desktop"] => image("desktop"),
-        ["bench"] => bench_agent().and_then(|()| bench_gateway()),
+        ["bench"] => bench_agent().and_then(|()| bench_gateway("local")),
         ["bench", "agent"] => bench_agent(),
-        ["bench", "gateway"] => bench_gateway(),
+        ["bench", "gateway"] => bench_gateway("local"),
+        ["bench", "docker"] => image("minimal").and_then(|()| bench_gateway("local,docker")),
         ["help"] | ["--help"] | ["-h"] | [] => {
             println!("{USAGE}");
             Ok(())
@@ -71,9 +76,15 @@ fn root() -> PathBuf {
 
 /// Runs a command in the workspace root, failing with its command line if it fails.
 fn run(program: &str, args: &[&str]) -> Result<()> {
+    run_with(program, args, &[])
+}
+
+/// `run` with extra environment variables.
+fn run_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .status()
         .with_context(|| format!("cannot run {program}"))?;
@@ -130,6 +141,7 @@ fn is_root() -> bool {
 
 fn ci() -> Result<()> {
     ensure_system_packages()?;
+    ensure_packages(BROWSER_PACKAGES)?;
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run(
         "cargo",
@@ -364,10 +376,15 @@ fn image(kind: &str) -> Result<()> {
     Ok(())
 }
 
-fn bench_gateway() -> Result<()> {
+/// The REST bench on the runtimes named (comma-separated), side by side.
+fn bench_gateway(runtimes: &str) -> Result<()> {
     ensure_system_packages()?;
     run("cargo", &["build", "--release", "-p", "orgo-agent"])?;
-    run("cargo", &["bench", "-p", "orgo-gateway", "--bench", "gateway"])
+    run_with(
+        "cargo",
+        &["bench", "-p", "orgo-gateway", "--bench", "gateway"],
+        &[("ORGO_BENCH_RUNTIMES", runtimes)],
+    )
 }
 
 fn bench_agent() -> Result<()> {

@@ -66,7 +66,7 @@ fn render(state: &AppState, c: &Computer) -> Value {
 }
 
 /// Runs an agent call within the budget and maps its failure once.
-async fn call<T>(
+pub(crate) async fn call<T>(
     fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, ApiError> {
     match tokio::time::timeout(AGENT_DEADLINE, fut).await {
@@ -79,13 +79,13 @@ async fn call<T>(
 }
 
 /// Screen coordinates checked against the desktop's size; errors name the field.
-struct Screen {
+pub(crate) struct Screen {
     width: u32,
     height: u32,
 }
 
 impl Screen {
-    fn of(state: &AppState) -> Screen {
+    pub(crate) fn of(state: &AppState) -> Screen {
         Screen {
             width: state.config.screen_width,
             height: state.config.screen_height,
@@ -100,7 +100,7 @@ impl Screen {
         check_axis(field, v, self.height)
     }
 
-    fn point(&self, x: i64, y: i64) -> Result<pb::Point, ApiError> {
+    pub(crate) fn point(&self, x: i64, y: i64) -> Result<pb::Point, ApiError> {
         Ok(pb::Point {
             x: self.x("x", x)?,
             y: self.y("y", y)?,
@@ -118,13 +118,25 @@ fn check_axis(field: &str, v: i64, size: u32) -> Result<i32, ApiError> {
     Ok(v as i32)
 }
 
-fn button(name: Option<&str>) -> Result<pb::MouseButton, ApiError> {
+pub(crate) fn button(name: Option<&str>) -> Result<pb::MouseButton, ApiError> {
     match name.map(str::to_ascii_lowercase).as_deref() {
         None | Some("left") => Ok(pb::MouseButton::Left),
         Some("right") => Ok(pb::MouseButton::Right),
         Some("middle") => Ok(pb::MouseButton::Middle),
         Some(other) => Err(ApiError::BadRequest(format!(
             "button must be left, right or middle, not {other:?}"
+        ))),
+    }
+}
+
+pub(crate) fn scroll_direction(name: Option<&str>) -> Result<pb::ScrollDirection, ApiError> {
+    match name.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("down") => Ok(pb::ScrollDirection::Down),
+        Some("up") => Ok(pb::ScrollDirection::Up),
+        Some("left") => Ok(pb::ScrollDirection::Left),
+        Some("right") => Ok(pb::ScrollDirection::Right),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "direction must be up, down, left or right, not {other:?}"
         ))),
     }
 }
@@ -470,17 +482,7 @@ impl Command {
             }
             "scroll" => {
                 let s: wire::Scroll = parse_body(body)?;
-                let direction = match s.direction.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                    None | Some("down") => pb::ScrollDirection::Down,
-                    Some("up") => pb::ScrollDirection::Up,
-                    Some("left") => pb::ScrollDirection::Left,
-                    Some("right") => pb::ScrollDirection::Right,
-                    Some(other) => {
-                        return Err(ApiError::BadRequest(format!(
-                            "direction must be up, down, left or right, not {other:?}"
-                        )));
-                    }
-                };
+                let direction = scroll_direction(s.direction.as_deref())?;
                 let amount = s.amount.unwrap_or(3);
                 if !(1..=MAX_SCROLL).contains(&amount) {
                     return Err(ApiError::BadRequest(format!(

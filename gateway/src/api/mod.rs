@@ -1,7 +1,7 @@
 //! The public REST surface under `/api`: one routing table, request bodies parsed into typed,
 //! validated commands before anything reaches a desktop.
 
-mod computers;
+pub(crate) mod computers;
 mod projects;
 mod wire;
 
@@ -87,12 +87,14 @@ pub fn router(state: AppState) -> Router {
         .route("/computers/{id}", get(computers::get).delete(computers::delete))
         .route("/computers/{id}/screenshot", get(computers::screenshot))
         .route("/computers/{id}/cursor", get(computers::cursor))
+        .route("/computers/{id}/viewer-token", post(crate::live::issue))
         .route("/computers/{id}/{action}", post(computers::action))
         .route("/storage/screenshots/{file}", get(computers::stored_screenshot))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) });
     Router::new()
         .nest("/api", api)
+        .merge(crate::live::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(crate::metrics::serve))
         .layer(axum::extract::DefaultBodyLimit::max(limit))

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod browser;
 pub mod inproc;
 
 /// The orgo-agent binary of this build, built first if needed.

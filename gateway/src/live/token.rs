@@ -1,0 +1,183 @@
+//! Viewer tokens: short-lived, signed grants to watch (or also drive) one desktop in the browser,
+//! so the API key never reaches a page. A token is `<computer>.<account>.<mode>.<expiry>.<mac>`,
+//! HMAC-SHA256 under a secret kept in the data dir; nothing is stored per token, and a token
+//! survives a gateway restart until it expires.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::Sha256;
+
+use crate::error::ApiError;
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Watch only; input is refused.
+    View,
+    /// Watch and drive the mouse and keyboard.
+    Control,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::View => "view",
+            Mode::Control => "control",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "view" => Some(Mode::View),
+            "control" => Some(Mode::Control),
+            _ => None,
+        }
+    }
+}
+
+/// What a valid token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub computer: String,
+    pub account: String,
+    pub mode: Mode,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+pub struct Signer {
+    secret: [u8; 32],
+}
+
+impl Signer {
+    /// The signer of this data dir: its secret is made once (mode 0600) and kept.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Signer> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.join("viewer.secret");
+        let secret = match std::fs::read(&path) {
+            Ok(bytes) => bytes.try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "{} must hold 32 bytes; delete it to make a new one",
+                    path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret: [u8; 32] = rand::rng().random();
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                file.write_all(&secret)?;
+                secret
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        };
+        Ok(Signer { secret })
+    }
+
+    fn mac(&self, payload: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    pub fn issue(&self, grant: &Grant) -> String {
+        let payload = format!(
+            "{}.{}.{}.{}",
+            grant.computer,
+            grant.account,
+            grant.mode.as_str(),
+            grant.expires_at
+        );
+        let tag = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
+        format!("{payload}.{tag}")
+    }
+
+    /// The grant of a token that this gateway signed and that has not expired at `now`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Grant, ApiError> {
+        let invalid = || ApiError::Unauthorized("invalid viewer token".into());
+        if token.len() > 512 {
+            return Err(invalid());
+        }
+        let (payload, tag) = token.rsplit_once('.').ok_or_else(invalid)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
+        self.mac(payload).verify_slice(&tag).map_err(|_| invalid())?;
+        let parts: Vec<&str> = payload.split('.').collect();
+        let [computer, account, mode, expires_at] = parts.as_slice() else {
+            return Err(invalid());
+        };
+        let grant = Grant {
+            computer: computer.to_string(),
+            account: account.to_string(),
+            mode: Mode::parse(mode).ok_or_else(invalid)?,
+            expires_at: expires_at.parse().map_err(|_| invalid())?,
+        };
+        if grant.expires_at <= now {
+            return Err(ApiError::Unauthorized(
+                "this viewer token has expired; create a new one".into(),
+            ));
+        }
+        Ok(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        Signer { secret: [7; 32] }
+    }
+
+    fn grant() -> Grant {
+        Grant {
+            computer: "c0ffee".into(),
+            account: "acc1".into(),
+            mode: Mode::View,
+            expires_at: 1000,
+        }
+    }
+
+    #[test]
+    fn issued_tokens_verify_until_they_expire() {
+        let token = signer().issue(&grant());
+        assert_eq!(signer().verify(&token, 999).unwrap(), grant());
+        let expired = signer().verify(&token, 1000).unwrap_err();
+        assert!(expired.to_string().contains("expired"));
+    }
+
+    #[test]
+    fn altered_or_foreign_tokens_are_refused() {
+        let token = signer().issue(&grant());
+        let other = Signer { secret: [8; 32] };
+        assert!(other.verify(&token, 0).is_err(), "another gateway's secret");
+        let upgraded = token.replacen(".view.", ".control.", 1);
+        assert!(signer().verify(&upgraded, 0).is_err(), "mode changed");
+        let longer = token.replacen(".1000.", ".9999.", 1);
+        assert!(signer().verify(&longer, 0).is_err(), "expiry changed");
+        for junk in ["", ".", "a.b", "x.y.z.w.v", &"a".repeat(600)] {
+            assert!(signer().verify(junk, 0).is_err(), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn the_secret_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("orgo-signer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = Signer::open(&dir).unwrap().issue(&grant());
+        assert!(Signer::open(&dir).unwrap().verify(&token, 0).is_ok());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("viewer.secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
