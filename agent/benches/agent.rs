@@ -14,9 +14,8 @@ mod common;
 
 use common::{Agent, children_named};
 
+use orgo_proto::connect::Agent as AgentClient;
 use orgo_proto::v1 as pb;
-use orgo_proto::v1::agent_client::AgentClient;
-use tonic::transport::Channel;
 
 const ASCII_50: &str = "The quick brown fox jumps over the lazy dog 0123!?";
 const UNICODE_LINE: &str = "Crème brûlée Ελληνικά привет 中文 日本語 😀🚀 ∑√ €";
@@ -145,7 +144,7 @@ impl Drop for Typist {
     }
 }
 
-async fn type_ours(client: &mut AgentClient<Channel>, text: &str) -> Duration {
+async fn type_ours(client: &mut AgentClient, text: &str) -> Duration {
     let t = Instant::now();
     client
         .type_text(pb::TypeTextRequest {

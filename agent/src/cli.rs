@@ -27,8 +27,13 @@ pub struct Cli {
     #[arg(long, default_value = "openbox")]
     pub wm: String,
 
-    /// Where to serve: unix:///path/agent.sock or tcp://host:port.
-    #[arg(long, default_value = "unix:///tmp/orgo-agent.sock")]
+    /// Where to serve: unix:///path/agent.sock or tcp://host:port. Given twice, the last wins, so
+    /// arguments after an image's entrypoint can change it.
+    #[arg(
+        long,
+        default_value = "unix:///tmp/orgo-agent.sock",
+        overrides_with = "listen"
+    )]
     pub listen: Listen,
 
     /// File holding the bearer token TCP clients must send.
@@ -90,6 +95,7 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::parse_geometry;
+    use clap::Parser;
 
     #[test]
     fn geometries() {
@@ -98,5 +104,18 @@ mod tests {
         assert!(parse_geometry("1280x800x16").is_err());
         assert!(parse_geometry("0x0").is_err());
         assert!(parse_geometry("big").is_err());
+    }
+
+    #[test]
+    fn the_last_listen_wins() {
+        let cli = super::Cli::try_parse_from([
+            "orgo-agent",
+            "--listen",
+            "unix:///run/orgo/agent.sock",
+            "--listen",
+            "tcp://0.0.0.0:7000",
+        ])
+        .unwrap();
+        assert!(matches!(cli.listen, super::Listen::Tcp(_)), "{:?}", cli.listen);
     }
 }

@@ -103,11 +103,13 @@ async fn tcp_needs_the_token() {
         tonic::Code::Unauthenticated
     );
 
-    let mut right = AgentClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
-        r.metadata_mut()
-            .insert("authorization", "Bearer tok-123".parse().unwrap());
-        Ok(r)
-    });
+    // The shared connector, as the gateway reaches agents over TCP.
+    let mut right = orgo_proto::connect::connect(&orgo_proto::connect::Target::Tcp {
+        addr: format!("127.0.0.1:{port}"),
+        token: "tok-123".into(),
+    })
+    .await
+    .unwrap();
     let info = right
         .screen_info(pb::ScreenInfoRequest {})
         .await

@@ -31,6 +31,17 @@ pub enum RuntimeKind {
     Docker,
 }
 
+/// How the gateway reaches the agents of Docker desktops.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerTransport {
+    /// A Unix socket in a run directory bind-mounted from the data dir.
+    Unix,
+    /// TCP on a port published on loopback, with a per-desktop token: for engines that cannot
+    /// share the host's filesystem.
+    Tcp,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -49,6 +60,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The desktop image of the Docker runtime.
     pub image: String,
+    pub docker_transport: DockerTransport,
     /// How long the viewer token inside each answer's `url` lasts, in seconds.
     pub viewer_link_seconds: i64,
 }
@@ -79,6 +91,7 @@ impl Default for Config {
             plans: BTreeMap::from([("free".into(), free), ("pro".into(), pro)]),
             max_body_bytes: 2 << 20,
             viewer_link_seconds: 3600,
+            docker_transport: DockerTransport::Unix,
             image: format!("orgo/desktop-minimal:{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -114,6 +127,13 @@ impl Config {
                 "local" => RuntimeKind::Local,
                 "docker" => RuntimeKind::Docker,
                 other => anyhow::bail!("ORGO_RUNTIME={other:?} must be \"local\" or \"docker\""),
+            };
+        }
+        if let Some(v) = var("ORGO_DOCKER_TRANSPORT") {
+            self.docker_transport = match v.as_str() {
+                "unix" => DockerTransport::Unix,
+                "tcp" => DockerTransport::Tcp,
+                other => anyhow::bail!("ORGO_DOCKER_TRANSPORT={other:?} must be \"unix\" or \"tcp\""),
             };
         }
         if let Some(v) = var("ORGO_PUBLIC_URL") {

@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orgo_proto::v1::agent_client::AgentClient;
+use orgo_proto::connect::{Agent, Target};
 use rand::Rng;
 use tokio::sync::Mutex;
-use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -24,7 +23,7 @@ pub struct Desktops {
     store: Arc<Store>,
     config: Arc<Config>,
     runtime: Arc<dyn Runtime>,
-    agents: Mutex<HashMap<String, AgentClient<Channel>>>,
+    agents: Mutex<HashMap<String, Agent>>,
     /// Admission is serialised so two creates cannot both squeeze under a plan limit.
     admission: Mutex<()>,
     /// Signs and checks the live view's tokens.
@@ -198,8 +197,8 @@ impl Desktops {
         };
         self.store.set_status(&computer.id, Status::Creating)?;
         match self.runtime.start(&spec).await {
-            Ok(socket) => {
-                let client = orgo_proto::connect::connect_unix(socket)
+            Ok(target) => {
+                let client = orgo_proto::connect::connect(&target)
                     .await
                     .map_err(|e| ApiError::NotReady(format!("agent connect: {e}")))?;
                 self.agents.lock().await.insert(computer.id.clone(), client);
@@ -253,7 +252,7 @@ impl Desktops {
     }
 
     /// The agent of a running computer, or why there is none.
-    pub async fn agent(&self, computer: &Computer) -> Result<AgentClient<Channel>, ApiError> {
+    pub async fn agent(&self, computer: &Computer) -> Result<Agent, ApiError> {
         if computer.status != Status::Running {
             return Err(ApiError::NotRunning(format!(
                 "computer {:?} is {}; start it with POST /api/computers/{}/start",
@@ -362,11 +361,10 @@ impl Desktops {
     pub async fn reconcile(&self) -> Result<(), ApiError> {
         let computers = self.store.all_computers()?;
         let known: Vec<String> = computers.iter().map(|c| c.id.clone()).collect();
-        let alive: HashMap<String, std::path::PathBuf> =
-            self.runtime.adopt(&known).await.into_iter().collect();
+        let alive: HashMap<String, Target> = self.runtime.adopt(&known).await.into_iter().collect();
         for computer in computers {
             match alive.get(&computer.id) {
-                Some(socket) => match orgo_proto::connect::connect_unix(socket.clone()).await {
+                Some(target) => match orgo_proto::connect::connect(target).await {
                     Ok(client) => {
                         tracing::info!(computer = %computer.name, "adopted a running desktop");
                         self.agents.lock().await.insert(computer.id.clone(), client);

@@ -37,7 +37,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = Arc::new(Store::open(&config.db_path())?);
     let runtime: Arc<dyn Runtime> = match config.runtime {
         RuntimeKind::Local => Arc::new(LocalRuntime::new(&config.data_dir, config.agent_bin())?),
-        RuntimeKind::Docker => Arc::new(DockerRuntime::connect(&config.data_dir, &config.image).await?),
+        RuntimeKind::Docker => {
+            Arc::new(DockerRuntime::connect(&config.data_dir, &config.image, config.docker_transport).await?)
+        }
     };
     let viewers = live::token::Signer::open(&config.data_dir)?;
     let desktops = Arc::new(Desktops::new(store.clone(), config.clone(), runtime, viewers));

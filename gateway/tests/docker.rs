@@ -42,6 +42,29 @@ async fn desktop(gw: &Gateway, key: &str, ram: u32) -> (String, String, String) 
     )
 }
 
+/// A second gateway on the same data dir (its start adopts what runs): `cat ~/f` on a computer
+/// through it, as (status, output).
+async fn through_a_second_gateway(gw: &Gateway, key: &str, computer: &str) -> (StatusCode, Value) {
+    let again = orgo_gateway::build_state((*gw.state.config).clone())
+        .await
+        .unwrap();
+    let resp = orgo_gateway::app(again)
+        .oneshot(
+            Request::post(format!("{computer}/bash"))
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Body::from(json!({"command": "cat ~/f"}).to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
 /// The desktop's address on its Docker network and that network's gateway (the host's side).
 fn addresses(desktop_id: &str) -> (String, String) {
     let info = docker_inspect(&format!("orgo-{desktop_id}")).unwrap();
@@ -162,9 +185,7 @@ async fn docker_desktops_are_hardened_keep_files_and_outlive_the_gateway() {
     let orphan_id = labelled(data_dir.to_str().unwrap());
     let abandoned_id = labelled("/nonexistent/orgo-gateway-gone");
     let neighbour_id = labelled(std::env::temp_dir().to_str().unwrap());
-    let again = orgo_gateway::build_state((*gw.state.config).clone())
-        .await
-        .unwrap();
+    let (status, adopted) = through_a_second_gateway(&gw, &key, &c).await;
     assert!(
         docker_inspect(&orphan_id).is_none() && docker_inspect(&abandoned_id).is_none(),
         "the orphan containers were removed"
@@ -176,18 +197,9 @@ async fn docker_desktops_are_hardened_keep_files_and_outlive_the_gateway() {
     let _ = std::process::Command::new("docker")
         .args(["rm", "-f", &neighbour_id])
         .output();
-    let resp = orgo_gateway::app(again.clone())
-        .oneshot(
-            Request::post(format!("{c}/bash"))
-                .header(header::AUTHORIZATION, format!("Bearer {key}"))
-                .body(Body::from(json!({"command": "cat ~/f"}).to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        resp.status(),
-        StatusCode::OK,
+        (status, &adopted["output"]),
+        (StatusCode::OK, &json!("kept\n")),
         "the adopted desktop answers without a restart"
     );
 
@@ -379,4 +391,69 @@ async fn bombs_stay_inside_their_docker_desktop() {
     assert_eq!(after["output"], "recovered\n");
     let neighbour = gw.bash(&bob, &b, "echo fine", None).await;
     assert_eq!(neighbour["output"], "fine\n");
+}
+
+/// Engines that cannot share the host's filesystem: the agent on TCP, published on loopback
+/// only, behind a per-desktop token that is in no environment; everything else as over a socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_desktops_over_tcp_with_a_token() {
+    let gw = Gateway::with("docker-tcp", |c| {
+        c.runtime = orgo_gateway::config::RuntimeKind::Docker;
+        c.docker_transport = orgo_gateway::config::DockerTransport::Tcp;
+    })
+    .await;
+    let key = gw.key("tcp");
+    let (project, id, c) = desktop(&gw, &key, 1).await;
+    let out = gw
+        .bash(
+            &key,
+            &c,
+            "whoami; stat -c '%U %a' /run/orgo/token; echo kept > ~/f",
+            None,
+        )
+        .await;
+    assert_eq!(out["output"], "user\nuser 400\n", "{out}");
+
+    let info = docker_inspect(&format!("orgo-{id}")).unwrap();
+    let host = &info["HostConfig"];
+    assert!(
+        host["Binds"].is_null(),
+        "no host directory inside: {}",
+        host["Binds"]
+    );
+    let bindings = host["PortBindings"]["7000/tcp"].as_array().unwrap();
+    assert!(
+        bindings.iter().all(|b| b["HostIp"] == "127.0.0.1"),
+        "published on loopback only: {bindings:?}"
+    );
+    let token = std::fs::read_to_string(gw.dir.join(format!("desktops/{id}/agent.token"))).unwrap();
+    assert!(
+        !info["Config"].to_string().contains(&token),
+        "the token is in no environment or argument"
+    );
+    let port = info["NetworkSettings"]["Ports"]["7000/tcp"][0]["HostPort"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = orgo_proto::connect::connect(&orgo_proto::connect::Target::Tcp {
+        addr: format!("127.0.0.1:{port}"),
+        token: "not-the-token".into(),
+    })
+    .await
+    .unwrap()
+    .health(orgo_proto::v1::HealthRequest {})
+    .await
+    .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+
+    gw.ok("POST", &format!("{c}/stop"), &key, None).await;
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    assert_eq!(gw.bash(&key, &c, "cat ~/f", None).await["output"], "kept\n");
+
+    // A second gateway adopts it over TCP.
+    let (status, adopted) = through_a_second_gateway(&gw, &key, &c).await;
+    assert_eq!((status, &adopted["output"]), (StatusCode::OK, &json!("kept\n")));
+    gw.ok("DELETE", &format!("/api/projects/{project}"), &key, None)
+        .await;
+    assert!(docker_inspect(&format!("orgo-{id}")).is_none());
 }

@@ -93,17 +93,6 @@ async fn cursor(gw: &Gateway, key: &str, c: &str) -> (i64, i64) {
     (p["x"].as_i64().unwrap(), p["y"].as_i64().unwrap())
 }
 
-async fn open_live(browser: &Browser, url: &str) {
-    browser.client.goto(url).await.unwrap();
-    browser
-        .until(
-            "const v = window.orgoViewer; return v && v.state === 'live' && v.frames > 0;",
-            20,
-            "the viewer goes live",
-        )
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
     let (gw, base) = served_gateway("live").await;
@@ -125,7 +114,7 @@ async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
 
     // The window is smaller than the desktop, so the canvas is scaled.
     let browser = Browser::start(1000, 700).await;
-    open_live(&browser, &url).await;
+    browser.open_viewer(&url).await;
     let mode = browser.js("return window.orgoViewer.mode").await;
     assert_eq!(mode, "control");
     browser
@@ -219,7 +208,7 @@ async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
         )
         .await;
     assert_eq!(view["mode"], "view");
-    open_live(&browser, view["url"].as_str().unwrap()).await;
+    browser.open_viewer(view["url"].as_str().unwrap()).await;
     assert_eq!(browser.js("return window.orgoViewer.mode").await, "view");
     let still = cursor(&gw, &alice, &c).await;
     click_at(&browser, 400, 500).await;

@@ -6,6 +6,7 @@
 //! - `cargo xtask image [minimal|desktop]` — a desktop image built offline, imported to Docker.
 //! - `cargo xtask bench [agent|gateway|docker]` — the agent, and the REST API (on local, or on
 //!   local and Docker desktops), against the reference stack, side by side.
+//! - `cargo xtask bench view` — the live view in a real browser.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,7 +42,8 @@ commands:
                 build a desktop image offline from Debian's packages and import it into Docker
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3
   bench gateway benchmark the REST API on local desktops against the same reference stack
-  bench docker  the same on Docker desktops, beside local ones, in one run";
+  bench docker  the same on Docker desktops, beside local ones, in one run
+  bench view    the live view in headless Chromium: fps, latency, bytes/s, agent CPU";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,6 +56,7 @@ fn main() {
         ["bench"] => bench_agent().and_then(|()| bench_gateway("local")),
         ["bench", "agent"] => bench_agent(),
         ["bench", "gateway"] => bench_gateway("local"),
+        ["bench", "view"] => bench_view(),
         ["bench", "docker"] => image("minimal").and_then(|()| bench_gateway("local,docker")),
         ["help"] | ["--help"] | ["-h"] | [] => {
             println!("{USAGE}");
@@ -385,6 +388,13 @@ fn bench_gateway(runtimes: &str) -> Result<()> {
         &["bench", "-p", "orgo-gateway", "--bench", "gateway"],
         &[("ORGO_BENCH_RUNTIMES", runtimes)],
     )
+}
+
+fn bench_view() -> Result<()> {
+    ensure_system_packages()?;
+    ensure_packages(BROWSER_PACKAGES)?;
+    run("cargo", &["build", "--release", "-p", "orgo-agent"])?;
+    run("cargo", &["bench", "-p", "orgo-gateway", "--bench", "view"])
 }
 
 fn bench_agent() -> Result<()> {

@@ -8,10 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use orgo_proto::connect::Agent as AgentClient;
 use orgo_proto::connect::connect_unix;
 use orgo_proto::v1 as pb;
-use orgo_proto::v1::agent_client::AgentClient;
-use tonic::transport::Channel;
 use x11rb::connection::Connection;
 use x11rb::protocol::Event;
 use x11rb::protocol::xproto::*;
@@ -23,7 +22,7 @@ pub struct Agent {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub display: String,
-    pub client: AgentClient<Channel>,
+    pub client: AgentClient,
 }
 
 fn scratch_dir(tag: &str) -> PathBuf {

@@ -544,10 +544,7 @@ impl Command {
         })
     }
 
-    async fn run(
-        self,
-        agent: &mut orgo_proto::v1::agent_client::AgentClient<tonic::transport::Channel>,
-    ) -> Answer {
+    async fn run(self, agent: &mut orgo_proto::connect::Agent) -> Answer {
         let pointer = |r: pb::PointerResponse| {
             let p = r.position.unwrap_or_default();
             Json(json!({ "success": true, "x": p.x, "y": p.y }))

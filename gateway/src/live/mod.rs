@@ -16,12 +16,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
+use orgo_proto::connect::Agent;
 use orgo_proto::v1 as pb;
-use orgo_proto::v1::agent_client::AgentClient;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 use crate::api::computers::{Screen, button, call, scroll_direction};
 use crate::api::parse_body;
@@ -236,7 +235,7 @@ struct Viewer {
     state: AppState,
     computer: Computer,
     mode: Mode,
-    agent: AgentClient<Channel>,
+    agent: Agent,
     /// Keys this viewer holds down, released when it leaves so none stays stuck.
     held: BTreeSet<String>,
 }

@@ -4,7 +4,9 @@
 //! no capabilities, no new privileges, no published ports and no Docker socket; they sit on a
 //! bridge network of their own with inter-container traffic off, so a desktop reaches the
 //! internet but no other desktop. The agent is
-//! reached over a Unix socket in a bind-mounted per-desktop run directory. Stop keeps the
+//! reached over a Unix socket in a bind-mounted per-desktop run directory or, for engines that
+//! cannot share the host's filesystem, over TCP on a port published on loopback only, with a
+//! per-desktop token copied into the container before it starts. Stop keeps the
 //! container, so files in `/home/user` survive; containers outlive the gateway and are adopted
 //! again at its next start, and containers no desktop owns are removed.
 
@@ -13,15 +15,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use bollard::container::UploadToContainerOptions;
 use bollard::container::{
     Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
-use bollard::models::HostConfig;
+use bollard::models::{HostConfig, PortBinding};
 use bollard::network::{CreateNetworkOptions, ListNetworksOptions};
 use tokio::sync::Mutex;
 
 use super::cgroup::PIDS_MAX;
+use orgo_proto::connect::Target;
+
 use super::{DesktopSpec, Runtime, agent_answers};
+use crate::config::DockerTransport;
 use crate::error::ApiError;
 
 const LABEL: &str = "orgo.desktop";
@@ -30,6 +36,8 @@ const LABEL: &str = "orgo.desktop";
 const OWNER: &str = "orgo.gateway";
 /// The desktops' network: a bridge with inter-container communication disabled.
 const NETWORK: &str = "orgo-desktops";
+/// The agent's port inside the container, for the TCP transport.
+const AGENT_PORT: &str = "7000/tcp";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The desktop image's user, who must be able to create the agent's socket.
 const DESKTOP_UID: u32 = 1000;
@@ -37,6 +45,7 @@ const DESKTOP_UID: u32 = 1000;
 pub struct DockerRuntime {
     docker: Docker,
     image: String,
+    transport: DockerTransport,
     /// Id of the desktops' network.
     network: String,
     data_dir: PathBuf,
@@ -100,7 +109,7 @@ async fn ensure_network(docker: &Docker) -> anyhow::Result<String> {
 impl DockerRuntime {
     /// Connects to the engine and checks that the image is there, with sentences that say what
     /// to do when not.
-    pub async fn connect(data_dir: &Path, image: &str) -> anyhow::Result<Self> {
+    pub async fn connect(data_dir: &Path, image: &str, transport: DockerTransport) -> anyhow::Result<Self> {
         let docker = Docker::connect_with_unix_defaults()
             .map_err(|e| anyhow::anyhow!("cannot reach the Docker engine at /var/run/docker.sock: {e}"))?
             .negotiate_version()
@@ -115,6 +124,7 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             docker,
             image: image.to_string(),
+            transport,
             network,
             owner,
             data_dir,
@@ -127,32 +137,111 @@ impl DockerRuntime {
     }
 
     fn config(&self, spec: &DesktopSpec) -> Config<String> {
-        let run = self.run_dir(&spec.id);
         let memory = i64::from(spec.ram_gb) << 30;
-        Config {
+        let mut host = HostConfig {
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some((spec.cpu * 1e9) as i64),
+            pids_limit: Some(i64::from(PIDS_MAX)),
+            init: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                "rw,exec,nosuid,size=1g,mode=1777".to_string(),
+            )])),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            network_mode: Some(self.network.clone()),
+            ..Default::default()
+        };
+        let mut config = Config {
             image: Some(self.image.clone()),
             labels: Some(HashMap::from([
                 (LABEL.to_string(), spec.id.clone()),
                 (OWNER.to_string(), self.owner.clone()),
             ])),
             env: Some(vec![format!("ORGO_SPAWN_XVFB={}x{}x24", spec.width, spec.height)]),
-            host_config: Some(HostConfig {
-                memory: Some(memory),
-                memory_swap: Some(memory),
-                nano_cpus: Some((spec.cpu * 1e9) as i64),
-                pids_limit: Some(i64::from(PIDS_MAX)),
-                init: Some(true),
-                tmpfs: Some(HashMap::from([(
-                    "/tmp".to_string(),
-                    "rw,exec,nosuid,size=1g,mode=1777".to_string(),
-                )])),
-                cap_drop: Some(vec!["ALL".into()]),
-                security_opt: Some(vec!["no-new-privileges".into()]),
-                binds: Some(vec![format!("{}:/run/orgo", run.display())]),
-                network_mode: Some(self.network.clone()),
-                ..Default::default()
-            }),
             ..Default::default()
+        };
+        match self.transport {
+            DockerTransport::Unix => {
+                host.binds = Some(vec![format!("{}:/run/orgo", self.run_dir(&spec.id).display())]);
+            }
+            DockerTransport::Tcp => {
+                // Appended to the image's entrypoint; the agent takes the last --listen.
+                config.cmd = Some(
+                    [
+                        "--listen",
+                        "tcp://0.0.0.0:7000",
+                        "--token-file",
+                        "/run/orgo/token",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                );
+                config.exposed_ports = Some(HashMap::from([(AGENT_PORT.to_string(), HashMap::new())]));
+                host.port_bindings = Some(HashMap::from([(
+                    AGENT_PORT.to_string(),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )]));
+            }
+        }
+        config.host_config = Some(host);
+        config
+    }
+
+    fn token_file(&self, id: &str) -> PathBuf {
+        self.data_dir.join("desktops").join(id).join("agent.token")
+    }
+
+    /// For the TCP transport: a new token, kept (0600) in the data dir for adoption after a
+    /// gateway restart, and copied into the created container as `/run/orgo/token`, readable by
+    /// the desktop's user only.
+    async fn install_token(&self, id: &str, container: &str) -> Result<(), ApiError> {
+        use rand::Rng;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token = hex::encode(rand::rng().random::<[u8; 32]>());
+        let file = self.token_file(id);
+        let _ = std::fs::remove_file(&file);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .and_then(|mut f| f.write_all(token.as_bytes()))
+            .map_err(|e| ApiError::Internal(format!("agent token: {e}")))?;
+        let tar = token_tar(&token).map_err(|e| ApiError::Internal(format!("agent token: {e}")))?;
+        let options = UploadToContainerOptions {
+            path: "/run",
+            ..Default::default()
+        };
+        self.docker
+            .upload_to_container(container, Some(options), tar.into())
+            .await
+            .map_err(engine)
+    }
+
+    /// Where the agent of a desktop (whose container runs) listens.
+    async fn target(&self, id: &str) -> Option<Target> {
+        match self.transport {
+            DockerTransport::Unix => Some(Target::Unix(self.run_dir(id).join("agent.sock"))),
+            DockerTransport::Tcp => {
+                let token = std::fs::read_to_string(self.token_file(id)).ok()?;
+                let info = self
+                    .docker
+                    .inspect_container(&container_name(id), None)
+                    .await
+                    .ok()?;
+                let ports = info.network_settings?.ports?;
+                let binding = ports.get(AGENT_PORT)?.as_ref()?.first()?.clone();
+                Some(Target::Tcp {
+                    addr: format!("127.0.0.1:{}", binding.host_port?),
+                    token,
+                })
+            }
         }
     }
 
@@ -169,13 +258,12 @@ impl DockerRuntime {
 
 #[tonic::async_trait]
 impl Runtime for DockerRuntime {
-    async fn start(&self, spec: &DesktopSpec) -> Result<PathBuf, ApiError> {
+    async fn start(&self, spec: &DesktopSpec) -> Result<Target, ApiError> {
         let run = self.run_dir(&spec.id);
         std::fs::create_dir_all(&run).map_err(|e| ApiError::Internal(format!("desktop dir: {e}")))?;
         std::os::unix::fs::chown(&run, Some(DESKTOP_UID), Some(DESKTOP_UID))
             .map_err(|e| ApiError::Internal(format!("chown desktop dir: {e}")))?;
-        let socket = run.join("agent.sock");
-        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(run.join("agent.sock"));
         let name = container_name(&spec.id);
         if self.docker.inspect_container(&name, None).await.is_err() {
             let options = CreateContainerOptions {
@@ -186,6 +274,9 @@ impl Runtime for DockerRuntime {
                 .create_container(Some(options), self.config(spec))
                 .await
                 .map_err(engine)?;
+            if self.transport == DockerTransport::Tcp {
+                self.install_token(&spec.id, &name).await?;
+            }
         }
         self.docker
             .start_container::<String>(&name, None)
@@ -198,8 +289,22 @@ impl Runtime for DockerRuntime {
                 }
                 other => engine(other),
             })?;
+        let target = self.target(&spec.id).await;
         let deadline = Instant::now() + READY_TIMEOUT;
-        while !(socket.exists() && agent_answers(&socket).await) {
+        loop {
+            let present = match &target {
+                Some(Target::Unix(socket)) => socket.exists(),
+                Some(Target::Tcp { .. }) => true,
+                None => false,
+            };
+            if let Some(target) = target.as_ref().filter(|_| present)
+                && agent_answers(target).await
+            {
+                if let Some(pid) = self.running_pid(&name).await {
+                    self.pids.lock().await.insert(spec.id.clone(), pid);
+                }
+                return Ok(target.clone());
+            }
             if Instant::now() > deadline || self.running_pid(&name).await.is_none() {
                 let _ = self
                     .docker
@@ -211,10 +316,6 @@ impl Runtime for DockerRuntime {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if let Some(pid) = self.running_pid(&name).await {
-            self.pids.lock().await.insert(spec.id.clone(), pid);
-        }
-        Ok(socket)
     }
 
     async fn stop(&self, id: &str) -> Result<(), ApiError> {
@@ -268,7 +369,7 @@ impl Runtime for DockerRuntime {
         pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
     }
 
-    async fn adopt(&self, known: &[String]) -> Vec<(String, PathBuf)> {
+    async fn adopt(&self, known: &[String]) -> Vec<(String, Target)> {
         let options = ListContainersOptions {
             all: true,
             filters: HashMap::from([("label".to_string(), vec![LABEL.to_string()])]),
@@ -302,13 +403,39 @@ impl Runtime for DockerRuntime {
             if !mine {
                 continue;
             }
-            let socket = self.run_dir(&id).join("agent.sock");
-            let pid = self.running_pid(&container_name(&id)).await;
-            if let (Some(pid), true) = (pid, agent_answers(&socket).await) {
+            let Some(pid) = self.running_pid(&container_name(&id)).await else {
+                continue;
+            };
+            if let Some(target) = self.target(&id).await
+                && agent_answers(&target).await
+            {
                 self.pids.lock().await.insert(id.clone(), pid);
-                alive.push((id, socket));
+                alive.push((id, target));
             }
         }
         alive
     }
+}
+
+/// A tar holding `orgo/token` (and its directory) owned by the desktop's user, for `/run`.
+fn token_tar(token: &str) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_path("orgo/")?;
+    dir.set_mode(0o700);
+    dir.set_uid(u64::from(DESKTOP_UID));
+    dir.set_gid(u64::from(DESKTOP_UID));
+    dir.set_size(0);
+    dir.set_cksum();
+    tar.append(&dir, std::io::empty())?;
+    let mut file = tar::Header::new_gnu();
+    file.set_path("orgo/token")?;
+    file.set_mode(0o400);
+    file.set_uid(u64::from(DESKTOP_UID));
+    file.set_gid(u64::from(DESKTOP_UID));
+    file.set_size(token.len() as u64);
+    file.set_cksum();
+    tar.append(&file, token.as_bytes())?;
+    tar.into_inner()
 }

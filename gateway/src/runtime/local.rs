@@ -13,6 +13,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use super::cgroup::{Cgroups, Groups};
+use orgo_proto::connect::Target;
+
 use super::{DesktopSpec, Runtime, agent_answers};
 use crate::error::ApiError;
 
@@ -170,7 +172,7 @@ async fn stop_child(mut child: Child) {
 
 #[tonic::async_trait]
 impl Runtime for LocalRuntime {
-    async fn start(&self, spec: &DesktopSpec) -> Result<PathBuf, ApiError> {
+    async fn start(&self, spec: &DesktopSpec) -> Result<Target, ApiError> {
         let dir = self.dir(&spec.id);
         for sub in ["home", "tmp", "run"] {
             std::fs::create_dir_all(dir.join(sub))
@@ -181,6 +183,7 @@ impl Runtime for LocalRuntime {
         let _ = std::fs::remove_file(dir.join("tmp/.X11-unix/X1"));
         let socket = self.socket(&spec.id);
         let _ = std::fs::remove_file(&socket);
+        let target = Target::Unix(socket.clone());
         let mut running = self.running.lock().await;
         if let Some(old) = running.remove(&spec.id) {
             stop_running(old).await;
@@ -219,7 +222,7 @@ impl Runtime for LocalRuntime {
                     "desktop exited during start-up: {status}"
                 )));
             }
-            if socket.exists() && agent_answers(&socket).await {
+            if socket.exists() && agent_answers(&target).await {
                 break;
             }
             if Instant::now() > deadline {
@@ -229,7 +232,7 @@ impl Runtime for LocalRuntime {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         running.insert(spec.id.clone(), running_desktop(child));
-        Ok(socket)
+        Ok(target)
     }
 
     async fn stop(&self, id: &str) -> Result<(), ApiError> {
@@ -251,7 +254,7 @@ impl Runtime for LocalRuntime {
 
     /// Local desktops end with the gateway that started them (bubblewrap dies with its parent),
     /// so there is never one to take over.
-    async fn adopt(&self, _known: &[String]) -> Vec<(String, PathBuf)> {
+    async fn adopt(&self, _known: &[String]) -> Vec<(String, Target)> {
         Vec::new()
     }
 

@@ -1,11 +1,11 @@
 //! Runtimes create, stop and remove desktops; the gateway then reaches each desktop's agent
-//! over the Unix socket the runtime answers. A runtime owns no HTTP code.
+//! where the runtime says (a Unix socket, or TCP with a token). A runtime owns no HTTP code.
 
 pub mod cgroup;
 pub mod docker;
 pub mod local;
 
-use std::path::{Path, PathBuf};
+use orgo_proto::connect::Target;
 
 use crate::error::ApiError;
 
@@ -21,9 +21,9 @@ pub struct DesktopSpec {
 
 #[tonic::async_trait]
 pub trait Runtime: Send + Sync {
-    /// Starts the desktop (again, with its files, if it ran before) and answers its agent's
-    /// socket once the agent accepts connections.
-    async fn start(&self, spec: &DesktopSpec) -> Result<PathBuf, ApiError>;
+    /// Starts the desktop (again, with its files, if it ran before) and answers where its agent
+    /// listens once the agent answers.
+    async fn start(&self, spec: &DesktopSpec) -> Result<Target, ApiError>;
     /// Stops the desktop; its files stay.
     async fn stop(&self, id: &str) -> Result<(), ApiError>;
     /// Stops the desktop if needed and deletes its files.
@@ -31,15 +31,15 @@ pub trait Runtime: Send + Sync {
     /// Whether the desktop's processes are still there.
     async fn is_alive(&self, id: &str) -> bool;
     /// At gateway start: takes over the desktops among `known` that are still running (answers
-    /// their ids and agent sockets) and removes what belongs to no known desktop.
-    async fn adopt(&self, known: &[String]) -> Vec<(String, PathBuf)>;
+    /// their ids and agents) and removes what belongs to no known desktop.
+    async fn adopt(&self, known: &[String]) -> Vec<(String, Target)>;
     /// Whether desktops keep running when the gateway exits (and so need no stopping then).
     fn outlives_gateway(&self) -> bool;
 }
 
-/// Whether an agent answers on this socket.
-pub async fn agent_answers(socket: &Path) -> bool {
-    match orgo_proto::connect::connect_unix(socket.to_path_buf()).await {
+/// Whether an agent answers there.
+pub async fn agent_answers(target: &Target) -> bool {
+    match orgo_proto::connect::connect(target).await {
         Ok(mut agent) => agent.health(orgo_proto::v1::HealthRequest {}).await.is_ok(),
         Err(_) => false,
     }

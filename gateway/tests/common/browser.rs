@@ -68,6 +68,19 @@ impl Browser {
         }
     }
 
+    /// Opens a viewer link in a fresh page and waits until it shows frames.
+    pub async fn open_viewer(&self, url: &str) {
+        // Through a blank page: a change of fragment alone would keep the old page a moment.
+        self.client.goto("about:blank").await.unwrap();
+        self.client.goto(url).await.unwrap();
+        self.until(
+            "const v = window.orgoViewer; return v && v.state === 'live' && v.frames > 0;",
+            20,
+            "the viewer goes live",
+        )
+        .await;
+    }
+
     pub async fn close(self) {
         let Browser { client, mut driver } = self;
         let _ = client.close().await;

@@ -1,0 +1,1 @@
+/work/main/target-bench/debug/xtask: /tmp/bench-tree/xtask/src/main.rs
