@@ -49,7 +49,16 @@ pub fn authenticate(state: &AppState, header: Option<&str>) -> Result<Account, A
     if !bool::from(presented.as_slice().ct_eq(&stored)) {
         return Err(invalid());
     }
-    state.store.account(&account_id)?.ok_or_else(invalid)
+    let account = state.store.account(&account_id)?.ok_or_else(invalid)?;
+    let rate = state
+        .config
+        .plan(&account.plan)
+        .map_or(1, |p| p.requests_per_second);
+    state
+        .limiter
+        .take(id, rate, std::time::Instant::now())
+        .map_err(ApiError::RateLimited)?;
+    Ok(account)
 }
 
 /// The authenticated caller.

@@ -18,10 +18,17 @@ pub struct Plan {
     /// Desktops stop by themselves after this long without API activity; 0 never.
     #[serde(default = "default_idle")]
     pub idle_stop_seconds: u64,
+    /// API requests per second per key (bursts up to twice as many pass).
+    #[serde(default = "default_rate")]
+    pub requests_per_second: u32,
 }
 
 fn default_idle() -> u64 {
     1800
+}
+
+fn default_rate() -> u32 {
+    50
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -72,12 +79,14 @@ impl Default for Config {
             max_ram_gb: 4,
             max_cpu: 4,
             idle_stop_seconds: default_idle(),
+            requests_per_second: default_rate(),
         };
         let pro = Plan {
             max_desktops: 10,
             max_ram_gb: 64,
             max_cpu: 32,
             idle_stop_seconds: 3600,
+            requests_per_second: 500,
         };
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
@@ -165,6 +174,9 @@ impl Config {
         for (name, plan) in &self.plans {
             if plan.max_desktops == 0 || plan.max_ram_gb == 0 || plan.max_cpu == 0 {
                 anyhow::bail!("plan {name:?} must allow at least one desktop, 1 GB and 1 CPU");
+            }
+            if plan.requests_per_second == 0 {
+                anyhow::bail!("plan {name:?} must allow at least 1 request per second");
             }
         }
         if !(320..=7680).contains(&self.screen_width) || !(240..=4320).contains(&self.screen_height) {

@@ -23,6 +23,9 @@ pub enum ApiError {
     NotRunning(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The key's request rate is used up; retry after this long.
+    #[error("too many requests with this key; retry after {} s", retry_after_secs(*.0))]
+    RateLimited(std::time::Duration),
     /// The desktop's agent failed or could not be reached.
     #[error("the desktop failed to carry out the request")]
     Agent(String),
@@ -43,6 +46,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::NotRunning(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Agent(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AgentTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -74,6 +78,11 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+/// Whole seconds to wait, at least one (`Retry-After` takes whole seconds).
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -88,6 +97,11 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+        if let ApiError::RateLimited(wait) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -10,6 +10,7 @@ pub mod desktops;
 pub mod error;
 pub mod live;
 pub mod metrics;
+pub mod ratelimit;
 pub mod runtime;
 pub mod state;
 pub mod store;
@@ -50,6 +51,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         store,
         desktops,
         metrics: Default::default(),
+        limiter: Default::default(),
     })
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::desktops::Desktops;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -13,4 +14,5 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub desktops: Arc<Desktops>,
     pub metrics: Arc<Metrics>,
+    pub limiter: Arc<RateLimiter>,
 }

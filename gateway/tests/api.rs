@@ -658,10 +658,24 @@ async fn every_route_validates_before_touching_a_desktop() {
         ("GET", format!("{c}/screenshot?quality=abc"), None, 400, "quality"),
         (
             "GET",
-            format!("{c}/screenshot?x=5"),
+            format!("{c}/screenshot?x=5&width=1281"),
             None,
             400,
             "width and height",
+        ),
+        (
+            "GET",
+            format!("{c}/screenshot?height=0"),
+            None,
+            400,
+            "width and height",
+        ),
+        (
+            "GET",
+            format!("{c}/screenshot?x=1280"),
+            None,
+            400,
+            "outside the screen",
         ),
         ("GET", format!("{c}/cursor"), None, 409, "start it"),
         ("PUT", format!("{c}/click"), Some(json!({})), 405, "method"),
@@ -720,7 +734,7 @@ async fn every_route_validates_before_touching_a_desktop() {
             "/api/projects".into(),
             Some(json!({"config": {"ram": "lots"}})),
             400,
-            "config.ram",
+            "config\": ram",
         ),
         (
             "POST",
@@ -819,10 +833,23 @@ async fn the_served_openapi_document_is_the_committed_one_and_checks_answers() {
         .await
         .unwrap()
         .to_bytes();
-    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
-    assert_eq!(served.as_ref(), committed.as_slice());
+    let committed: Value =
+        serde_json::from_slice(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap())
+            .unwrap();
     let doc: Value = serde_json::from_slice(&served).unwrap();
+    assert_eq!(
+        doc, committed,
+        "the default screen's document is the committed one"
+    );
     assert_eq!(doc["openapi"], "3.1.0");
+    // Another screen size bounds coordinates by itself.
+    let wide: Value = serde_json::from_str(&orgo_gateway::api::openapi_document(1920, 1080)).unwrap();
+    let click = &wide["paths"]["/computers/{id}/click"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["properties"];
+    assert_eq!(
+        (click["x"]["maximum"].clone(), click["y"]["maximum"].clone()),
+        (json!(1919), json!(1079))
+    );
 
     // The check used on every answer in these tests does catch a wrong one.
     for (method, path, status, body) in [
@@ -883,4 +910,40 @@ async fn a_desktop_that_dies_is_marked_and_starts_again() {
         )
         .await;
     assert_eq!(out["output"], "ok\n");
+}
+
+/// Each key has its plan's request rate: a burst of twice the rate passes, then 429 with
+/// `Retry-After`, other keys unaffected, and the key works again after the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_gets_429_with_retry_after() {
+    let gw = Gateway::with("rate", |c| {
+        c.plans.get_mut("free").unwrap().requests_per_second = 2;
+    })
+    .await;
+    let (alice, bob) = (gw.key("alice"), gw.key("bob"));
+    for _ in 0..4 {
+        gw.ok("GET", "/api/projects", &alice, None).await;
+    }
+    let resp = orgo_gateway::app(gw.state.clone())
+        .oneshot(
+            Request::get("/api/projects")
+                .header(header::AUTHORIZATION, format!("Bearer {alice}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait >= 1, "{wait}");
+    let (status, v) = gw.send("GET", "/api/projects", Some(&alice), None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(v["error"].as_str().unwrap().contains("retry after"), "{v}");
+    gw.ok("GET", "/api/projects", &bob, None).await;
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    gw.ok("GET", "/api/projects", &alice, None).await;
 }

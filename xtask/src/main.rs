@@ -7,11 +7,14 @@
 //! - `cargo xtask bench [agent|gateway|docker]` — the agent, and the REST API (on local, or on
 //!   local and Docker desktops), against the reference stack, side by side.
 //! - `cargo xtask bench view` — the live view in a real browser.
+//! - `cargo xtask fuzz-api [--long]` — schemathesis against the served OpenAPI document.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+mod fuzz;
 
 /// Debian packages the build, the tests and the benchmarks need.
 const SYSTEM_PACKAGES: &[&str] = &[
@@ -43,7 +46,10 @@ commands:
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3
   bench gateway benchmark the REST API on local desktops against the same reference stack
   bench docker  the same on Docker desktops, beside local ones, in one run
-  bench view    the live view in headless Chromium: fps, latency, bytes/s, agent CPU";
+  bench view    the live view in headless Chromium: fps, latency, bytes/s, agent CPU
+  fuzz-api [--long]
+                schemathesis (every check) against a served gateway's OpenAPI document; the
+                short run is part of ci, --long generates over 5,000 requests";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -57,6 +63,8 @@ fn main() {
         ["bench", "agent"] => bench_agent(),
         ["bench", "gateway"] => bench_gateway("local"),
         ["bench", "view"] => bench_view(),
+        ["fuzz-api"] => fuzz::api(fuzz::SHORT),
+        ["fuzz-api", "--long"] => fuzz::api(fuzz::LONG),
         ["bench", "docker"] => image("minimal").and_then(|()| bench_gateway("local,docker")),
         ["help"] | ["--help"] | ["-h"] | [] => {
             println!("{USAGE}");
@@ -402,6 +410,28 @@ fn bench_agent() -> Result<()> {
     run("cargo", &["bench", "-p", "orgo-agent", "--bench", "agent"])
 }
 
+/// A new API key for `account` on `plan`, made with `gateway keys create` on that data dir.
+fn new_key(gateway: &Path, data: &Path, account: &str, plan: &str) -> Result<String> {
+    let out = Command::new(gateway)
+        .args(["keys", "create", "--account", account, "--plan", plan])
+        .env("ORGO_DATA_DIR", data)
+        .output()
+        .context("cannot run orgo-gateway keys create")?;
+    if !out.status.success() {
+        bail!(
+            "orgo-gateway keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(stdout
+        .lines()
+        .last()
+        .context("no key printed")?
+        .trim()
+        .to_string())
+}
+
 /// Builds, makes a dev account and key the first time (kept in `.orgo/dev-key`), prints how to
 /// create a desktop, and runs the gateway on 127.0.0.1:8080 with the local runtime.
 fn up() -> Result<()> {
@@ -417,24 +447,7 @@ fn up() -> Result<()> {
     let key = match std::fs::read_to_string(&key_file) {
         Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
         _ => {
-            let out = Command::new(&gateway)
-                .args(["keys", "create", "--account", "dev"])
-                .env("ORGO_DATA_DIR", &data)
-                .output()
-                .context("cannot run orgo-gateway keys create")?;
-            if !out.status.success() {
-                bail!(
-                    "orgo-gateway keys create failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let key = stdout
-                .lines()
-                .last()
-                .context("no key printed")?
-                .trim()
-                .to_string();
+            let key = new_key(&gateway, &data, "dev", "free")?;
             std::fs::write(&key_file, &key)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;

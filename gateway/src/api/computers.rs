@@ -26,6 +26,11 @@ const MAX_TEXT_CHARS: usize = 100_000;
 const MAX_SCROLL: i64 = 100;
 const MAX_WAIT_SECONDS: f64 = 60.0;
 const MAX_EXEC_SECONDS: f64 = 300.0;
+/// Input is one queue per desktop: a drag holds it, and calls behind it must still end well
+/// inside their budget.
+const MAX_DRAG_SECONDS: f64 = 10.0;
+/// What an exec may take beyond its timeout: killing its group and reading what is left.
+const EXEC_SLACK: Duration = Duration::from_secs(5);
 
 /// RAM in GB: a whole number from 1 to 64, or the default when absent.
 pub fn ram(value: Option<f64>, default: u32) -> Result<u32, ApiError> {
@@ -69,12 +74,20 @@ fn render(state: &AppState, c: &Computer) -> Value {
 pub(crate) async fn call<T>(
     fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, ApiError> {
-    match tokio::time::timeout(AGENT_DEADLINE, fut).await {
+    call_taking(Duration::ZERO, fut).await
+}
+
+/// `call` for an action that takes `takes` by itself (a drag's duration, an exec's timeout):
+/// the budget comes on top.
+async fn call_taking<T>(
+    takes: Duration,
+    fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, ApiError> {
+    let budget = takes + AGENT_DEADLINE;
+    match tokio::time::timeout(budget, fut).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(status)) => Err(status.into()),
-        Err(_) => Err(ApiError::AgentTimeout(format!(
-            "no answer within {AGENT_DEADLINE:?}"
-        ))),
+        Err(_) => Err(ApiError::AgentTimeout(format!("no answer within {budget:?}"))),
     }
 }
 
@@ -250,18 +263,28 @@ pub async fn screenshot(
     if q.quality.is_some_and(|v| !(1..=100).contains(&v)) {
         return Err(ApiError::BadRequest("quality must be from 1 to 100".into()));
     }
+    // Any of x, y, width, height makes a region: x and y default to 0, and width and height to
+    // the rest of the screen from there, which also bounds them. The corner must be on screen.
     let region = match (q.x, q.y, q.width, q.height) {
         (None, None, None, None) => None,
-        (x, y, Some(width), Some(height)) => Some(pb::Region {
-            x: x.unwrap_or(0),
-            y: y.unwrap_or(0),
-            width,
-            height,
-        }),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "a region needs width and height (x and y default to 0)".into(),
-            ));
+        (x, y, width, height) => {
+            let screen = Screen::of(&state);
+            let at = screen.point(i64::from(x.unwrap_or(0)), i64::from(y.unwrap_or(0)))?;
+            let (x, y) = (at.x as u32, at.y as u32);
+            let (rest_w, rest_h) = (screen.width - x, screen.height - y);
+            let fits = |v: Option<u32>, max: u32| v.is_none_or(|v| (1..=max).contains(&v));
+            if !fits(width, screen.width) || !fits(height, screen.height) {
+                return Err(ApiError::BadRequest(format!(
+                    "a region's width and height must be from 1 to the screen's {}x{}",
+                    screen.width, screen.height
+                )));
+            }
+            Some(pb::Region {
+                x,
+                y,
+                width: width.map_or(rest_w, |w| w.min(rest_w)),
+                height: height.map_or(rest_h, |h| h.min(rest_h)),
+            })
         }
     };
     let computer = find(&state, &account, &id)?;
@@ -421,7 +444,7 @@ impl Command {
         Ok(match action {
             "click" => {
                 let c: wire::Click = parse_body(body)?;
-                let count = match (c.double, c.count) {
+                let count = match (c.double.unwrap_or(false), c.count) {
                     (_, Some(n)) if !(1..=3).contains(&n) => {
                         return Err(ApiError::BadRequest(format!("count must be 1, 2 or 3, not {n}")));
                     }
@@ -458,7 +481,7 @@ impl Command {
             }
             "drag" => {
                 let d: wire::Drag = parse_body(body)?;
-                let duration = seconds("duration", d.duration, 0.5, 60.0).or_else(|e| {
+                let duration = seconds("duration", d.duration, 0.5, MAX_DRAG_SECONDS).or_else(|e| {
                     if d.duration == Some(0.0) {
                         Ok(Duration::ZERO)
                     } else {
@@ -554,7 +577,10 @@ impl Command {
             Command::Move(r) => pointer(call(agent.move_pointer(r)).await?),
             Command::Button(r, true) => pointer(call(agent.press_button(r)).await?),
             Command::Button(r, false) => pointer(call(agent.release_button(r)).await?),
-            Command::Drag(r) => pointer(call(agent.drag(r)).await?),
+            Command::Drag(r) => {
+                let takes = Duration::from_millis(u64::from(r.duration_millis));
+                pointer(call_taking(takes, agent.drag(r)).await?)
+            }
             Command::Scroll(r) => pointer(call(agent.scroll(r)).await?),
             Command::Type(r) => {
                 Json(json!({ "success": true, "sent": call(agent.type_text(r)).await?.sent }))
@@ -567,7 +593,8 @@ impl Command {
                 Json(json!({ "success": true, "sent": call(agent.key_up(r)).await?.sent }))
             }
             Command::Exec(r, is_bash) => {
-                let o = call(agent.exec(r)).await?;
+                let takes = Duration::from_millis(u64::from(r.timeout_millis)) + EXEC_SLACK;
+                let o = call_taking(takes, agent.exec(r)).await?;
                 let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
                 let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
                 let success = o.exit_code == Some(0) && !o.timed_out;

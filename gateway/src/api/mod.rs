@@ -69,15 +69,40 @@ async fn json_errors(response: Response) -> Response {
     out
 }
 
-/// The committed OpenAPI 3.1 document of this API (`gateway/openapi.json`).
+/// The committed OpenAPI 3.1 document of this API (`gateway/openapi.json`), written for the
+/// default 1280×800 screen.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+/// The document this gateway serves: the committed one with every screen coordinate's bounds
+/// (the fields marked `x-screen-axis`) set to the configured screen.
+pub fn openapi_document(width: u32, height: u32) -> String {
+    fn fit(v: &mut serde_json::Value, width: u32, height: u32) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let max = match map.get("x-screen-axis").and_then(|a| a.as_str()) {
+                    Some("x") => Some(width - 1),
+                    Some("y") => Some(height - 1),
+                    Some("width") => Some(width),
+                    Some("height") => Some(height),
+                    _ => None,
+                };
+                if let Some(max) = max {
+                    map.insert("maximum".into(), max.into());
+                }
+                map.values_mut().for_each(|v| fit(v, width, height));
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| fit(v, width, height)),
+            _ => {}
+        }
+    }
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+    fit(&mut doc, width, height);
+    doc.to_string()
 }
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
+    let document = openapi_document(state.config.screen_width, state.config.screen_height);
     let api = Router::new()
         .route("/projects", get(projects::list).post(projects::create))
         .route("/projects/by-name/{name}", get(projects::by_name))
@@ -90,7 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route("/computers/{id}/viewer-token", post(crate::live::issue))
         .route("/computers/{id}/{action}", post(computers::action))
         .route("/storage/screenshots/{file}", get(computers::stored_screenshot))
-        .route("/openapi.json", get(openapi))
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
+        )
         .fallback(|| async { ApiError::NotFound("no such API route".into()) });
     Router::new()
         .nest("/api", api)

@@ -1,16 +1,50 @@
 //! JSON shapes of the API: request bodies (serde, unknown fields ignored the way the SDK
 //! expects) and the answers, built from domain values.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use crate::desktops::Desktops;
 use crate::store::{Computer, Project};
 
+/// An integer field: JSON integers, and numbers with no fraction (`153.0`), which JSON Schema
+/// also counts as integers; anything else is refused with the field named.
+fn int<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    let whole = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => Some(i),
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
+        _ => None,
+    };
+    whole
+        .and_then(|i| T::try_from(i).ok())
+        .ok_or_else(|| D::Error::custom(format!("expected an integer in range, not {n}")))
+}
+
+/// `int` for optional fields; `null` counts as absent.
+fn opt_int<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap<T: TryFrom<i64>>(#[serde(deserialize_with = "int")] T);
+    Ok(Option::<Wrap<T>>::deserialize(d)?.map(|Wrap(v)| v))
+}
+
+/// A nested object (or null): serde would also read a struct from an array of its fields.
+fn object<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Map<String, Value>>::deserialize(d)? {
+        None => Ok(None),
+        Some(map) => serde_path_to_error::deserialize(Value::Object(map))
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("{}: {}", e.path(), e.inner()))),
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub struct CreateProject {
     pub name: Option<String>,
+    #[serde(deserialize_with = "object")]
     pub config: Option<SizeConfig>,
 }
 
@@ -36,27 +70,31 @@ pub struct CreateComputer {
 
 #[derive(Debug, Deserialize)]
 pub struct Click {
+    #[serde(deserialize_with = "int")]
     pub x: i64,
+    #[serde(deserialize_with = "int")]
     pub y: i64,
     #[serde(default)]
     pub button: Option<String>,
     #[serde(default)]
-    pub double: bool,
-    #[serde(default)]
+    pub double: Option<bool>,
+    #[serde(default, deserialize_with = "opt_int")]
     pub count: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Point {
+    #[serde(deserialize_with = "int")]
     pub x: i64,
+    #[serde(deserialize_with = "int")]
     pub y: i64,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Button {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub x: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub y: Option<i64>,
     #[serde(default)]
     pub button: Option<String>,
@@ -64,9 +102,13 @@ pub struct Button {
 
 #[derive(Debug, Deserialize)]
 pub struct Drag {
+    #[serde(deserialize_with = "int")]
     pub start_x: i64,
+    #[serde(deserialize_with = "int")]
     pub start_y: i64,
+    #[serde(deserialize_with = "int")]
     pub end_x: i64,
+    #[serde(deserialize_with = "int")]
     pub end_y: i64,
     #[serde(default)]
     pub button: Option<String>,
@@ -76,13 +118,13 @@ pub struct Drag {
 
 #[derive(Debug, Deserialize)]
 pub struct Scroll {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub x: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub y: Option<i64>,
     #[serde(default)]
     pub direction: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub amount: Option<i64>,
 }
 
