@@ -390,6 +390,9 @@ async fn stream_changes(
                 break;
             }
             tokio::time::sleep_until(next).await;
+            // Frames are paced from capture start to capture start, so the rate asked is the
+            // rate sent while the screen keeps changing.
+            next = tokio::time::Instant::now() + interval;
             if let Err(e) = damage.rearm() {
                 tracing::debug!("damage watch lost: {e}");
                 break;
@@ -399,7 +402,6 @@ async fn stream_changes(
                 Err(AgentError::DisplayUnavailable(_)) => break,
                 Err(e) => return Err(e),
             };
-            next = tokio::time::Instant::now() + interval;
             sequence += 1;
             let msg = pb::Frame {
                 width: frame.image.width as u32,

@@ -61,6 +61,8 @@ pub fn api(examples: u32) -> Result<()> {
         run(pip.to_str().context("path")?, &["install", "-q", SCHEMATHESIS])?;
     }
 
+    let report = root().join("target/fuzz-report");
+    std::fs::create_dir_all(&report)?;
     let data = root().join("target/fuzz-data");
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
@@ -73,8 +75,9 @@ pub fn api(examples: u32) -> Result<()> {
             .env("ORGO_DATA_DIR", &data)
             .env("ORGO_LISTEN", format!("127.0.0.1:{port}"))
             .env("ORGO_AGENT_BIN", root().join("target/debug/orgo-agent"))
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
+            .stderr(std::fs::File::create(report.join("gateway.log"))?)
             .spawn()
             .context("cannot start orgo-gateway")?,
     );
@@ -103,7 +106,7 @@ pub fn api(examples: u32) -> Result<()> {
             "--no-color",
         ])
         .arg("--report-dir")
-        .arg(root().join("target/fuzz-report"))
+        .arg(&report)
         .args(["--report", "junit"])
         .env("ORGO_FUZZ_KEY", &key)
         .env("ORGO_FUZZ_COMPUTER", &computer)
@@ -113,7 +116,7 @@ pub fn api(examples: u32) -> Result<()> {
         .status()
         .context("cannot run schemathesis")?;
     if !status.success() {
-        bail!("schemathesis found failures (report in target/fuzz-report)");
+        bail!("schemathesis found failures (report and the gateway's log in target/fuzz-report)");
     }
     let _ = std::fs::remove_dir_all(Path::new(&data));
     Ok(())

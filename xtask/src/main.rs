@@ -2,7 +2,8 @@
 //! needs a system library, so it builds on a fresh machine and installs what the rest needs.
 //!
 //! - `cargo xtask up` — install missing system packages, build, run the gateway with a dev key.
-//! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, the image, all tests.
+//! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, the image, all tests,
+//!   the short API fuzzing run.
 //! - `cargo xtask image [minimal|desktop]` — a desktop image built offline, imported to Docker.
 //! - `cargo xtask bench [agent|gateway|docker]` — the agent, and the REST API (on local, or on
 //!   local and Docker desktops), against the reference stack, side by side.
@@ -40,7 +41,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   up            install missing system packages, build, and run the gateway with a dev key
   ci            install missing system packages, then fmt check, clippy -D warnings, the desktop
-                image when missing, all tests
+                image when missing, all tests, the short API fuzzing run
   image [minimal|desktop]
                 build a desktop image offline from Debian's packages and import it into Docker
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3
@@ -160,7 +161,8 @@ fn ci() -> Result<()> {
     )?;
     // The Docker runtime's tests need the desktop image; a second build is skipped.
     image("minimal")?;
-    test_workspace()
+    test_workspace()?;
+    fuzz::api(fuzz::SHORT)
 }
 
 /// Runs every test, passing its output through, and ends with one total line: cargo prints a

@@ -263,6 +263,11 @@ pub async fn screenshot(
     if q.quality.is_some_and(|v| !(1..=100).contains(&v)) {
         return Err(ApiError::BadRequest("quality must be from 1 to 100".into()));
     }
+    if q.max_width.max(q.max_height).is_some_and(|v| v > 65_535) {
+        return Err(ApiError::BadRequest(
+            "max_width and max_height must be at most 65535 (0: no bound)".into(),
+        ));
+    }
     // Any of x, y, width, height makes a region: x and y default to 0, and width and height to
     // the rest of the screen from there, which also bounds them. The corner must be on screen.
     let region = match (q.x, q.y, q.width, q.height) {
