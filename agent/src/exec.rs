@@ -273,3 +273,41 @@ async fn kill_group(
     }
     status
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the output and the cap: exactly the first `cap` bytes pass, in order, and
+        /// the flag says whether anything was dropped.
+        #[test]
+        fn output_is_cut_at_the_cap_and_flagged(
+            len in 0usize..300_000,
+            cap in 0usize..200_000,
+            seed in any::<u8>(),
+        ) {
+            let input: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (out, truncated) = rt.block_on(async {
+                let (tx, mut rx) = mpsc::channel(4);
+                let flag = Arc::new(AtomicBool::new(false));
+                let reader = read_capped(&input[..], Stream::Stdout, cap, tx, flag.clone());
+                let collect = async {
+                    let mut out = Vec::new();
+                    while let Some((_, chunk)) = rx.recv().await {
+                        out.extend_from_slice(&chunk);
+                    }
+                    out
+                };
+                let ((), out) = tokio::join!(reader, collect);
+                (out, flag.load(Ordering::Relaxed))
+            });
+            prop_assert_eq!(&out[..], &input[..len.min(cap)]);
+            prop_assert_eq!(truncated, len > cap);
+        }
+    }
+}

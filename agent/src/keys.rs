@@ -193,8 +193,9 @@ pub fn keysym_for_char(ch: char) -> Option<Keysym> {
         '\t' => Some(0xff09),
         '\u{8}' => Some(0xff08),
         c if c.is_control() => None,
+        // A character X has no name for still has its Unicode keysym.
         c => match xkeysym::Keysym::from_char(c) {
-            xkeysym::Keysym::NoSymbol => None,
+            xkeysym::Keysym::NoSymbol => Some(unicode_keysym(c)),
             sym => Some(sym.raw()),
         },
     }
@@ -314,5 +315,72 @@ mod tests {
         assert_eq!(unicode_keysym('é'), 0xe9);
         assert_eq!(unicode_keysym('€'), 0x0100_20ac);
         assert_eq!(unicode_keysym('😀'), 0x0101_f600);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Names users and agents write, mixed case as they come.
+        const NAMES: &[&str] = &[
+            "ctrl",
+            "Shift",
+            "alt",
+            "super",
+            "cmd",
+            "Return",
+            "enter",
+            "esc",
+            "Tab",
+            "space",
+            "BackSpace",
+            "Delete",
+            "Page_Up",
+            "pgdn",
+            "F1",
+            "F12",
+            "Left",
+            "minus",
+            "a",
+            "Z",
+            "7",
+            "é",
+            "XF86AudioMute",
+            "KP_Enter",
+        ];
+
+        proptest! {
+            #[test]
+            fn any_text_parses_or_is_refused_without_panic(s in any::<String>()) {
+                let _ = parse_combo(&s);
+            }
+
+            #[test]
+            fn combos_made_of_known_names_parse_back(
+                names in prop::collection::vec(prop::sample::select(NAMES), 1..5),
+                plus_last in any::<bool>(),
+            ) {
+                let mut combo = names.join("+");
+                let mut want: Vec<Keysym> = names.iter().map(|n| keysym_for_name(n).unwrap()).collect();
+                if plus_last {
+                    combo.push_str("++");
+                    want.push(keysym_for_name("+").unwrap());
+                }
+                prop_assert_eq!(parse_combo(&combo).unwrap().keysyms, want);
+                // Surrounding blanks and case do not matter.
+                let padded = format!("  {}  ", combo.to_uppercase());
+                prop_assert!(parse_combo(&padded).is_ok(), "{padded:?}");
+            }
+
+            #[test]
+            fn every_character_but_controls_can_be_typed(c in any::<char>()) {
+                let typeable = keysym_for_char(c).is_some();
+                prop_assert!(typeable != (c.is_control() && !"\n\r\t\u{8}".contains(c)), "{c:?}");
+                // The invented keysym is unique per character and decodes back.
+                let sym = unicode_keysym(c);
+                let back = if sym >= 0x0100_0000 { sym - 0x0100_0000 } else { sym };
+                prop_assert_eq!(back, c as u32);
+            }
+        }
     }
 }

@@ -32,20 +32,10 @@ async fn agent_cpu(pid: u32, window: Duration) -> f64 {
     (cpu_seconds(pid) - before) / window.as_secs_f64() * 100.0
 }
 
-/// The pid of the desktop's agent: the `orgo-agent` among its cgroup's processes.
+/// The pid of the desktop's agent.
 fn agent_pid(desktop_id: &str) -> u32 {
-    let cgroups = orgo_gateway::runtime::cgroup::Cgroups::detect();
-    let procs = cgroups
-        .limit_file(desktop_id, "pids")
-        .or_else(|| cgroups.limit_file(desktop_id, "memory"))
-        .expect("the desktop's cgroup")
-        .with_file_name("cgroup.procs");
-    std::fs::read_to_string(procs)
-        .unwrap()
-        .lines()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "orgo-agent"))
-        .expect("the agent among the desktop's processes")
+    let pids = common::desktop_pids(desktop_id, "orgo-agent");
+    *pids.first().expect("the agent among the desktop's processes") as u32
 }
 
 fn percentile(mut v: Vec<f64>, q: f64) -> f64 {

@@ -70,6 +70,9 @@ pub struct Config {
     pub docker_transport: DockerTransport,
     /// How long the viewer token inside each answer's `url` lasts, in seconds.
     pub viewer_link_seconds: i64,
+    /// How long a desktop's agent has to answer a call (beyond what the action itself takes,
+    /// such as an exec's timeout) before the API answers 504.
+    pub agent_deadline_seconds: u64,
 }
 
 impl Default for Config {
@@ -100,6 +103,7 @@ impl Default for Config {
             plans: BTreeMap::from([("free".into(), free), ("pro".into(), pro)]),
             max_body_bytes: 2 << 20,
             viewer_link_seconds: 3600,
+            agent_deadline_seconds: 55,
             docker_transport: DockerTransport::Unix,
             image: format!("orgo/desktop-minimal:{}", env!("CARGO_PKG_VERSION")),
         }
@@ -158,6 +162,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=300).contains(&self.agent_deadline_seconds) {
+            anyhow::bail!(
+                "agent_deadline_seconds must be from 1 to 300, not {}",
+                self.agent_deadline_seconds
+            );
+        }
         if !(60..=7 * 86_400).contains(&self.viewer_link_seconds) {
             anyhow::bail!(
                 "viewer_link_seconds must be from 60 to 604800, not {}",

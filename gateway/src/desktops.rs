@@ -16,9 +16,6 @@ use crate::live::token::{Grant, Mode, Signer};
 use crate::runtime::{DesktopSpec, Runtime};
 use crate::store::{Account, Computer, Project, Status, Store, now};
 
-/// The budget of one forwarded call, inside the API's 60 s request timeout.
-pub const AGENT_DEADLINE: Duration = Duration::from_secs(55);
-
 pub struct Desktops {
     store: Arc<Store>,
     config: Arc<Config>,
@@ -93,6 +90,11 @@ impl Desktops {
             )));
         }
         Ok(())
+    }
+
+    /// How long an agent has to answer a call, on top of what the action itself takes.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_secs(self.config.agent_deadline_seconds)
     }
 
     /// The live view of a computer, opened with a fresh control token in the link's fragment

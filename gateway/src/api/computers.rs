@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::parse_body;
 use super::wire::{self, CreateComputer, ScreenshotQuery};
 use crate::auth::Caller;
-use crate::desktops::{AGENT_DEADLINE, new_id};
+use crate::desktops::new_id;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Account, Computer};
@@ -70,20 +70,22 @@ fn render(state: &AppState, c: &Computer) -> Value {
     )
 }
 
-/// Runs an agent call within the budget and maps its failure once.
+/// Runs an agent call within the budget `deadline` and maps its failure once.
 pub(crate) async fn call<T>(
+    deadline: Duration,
     fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, ApiError> {
-    call_taking(Duration::ZERO, fut).await
+    call_taking(deadline, Duration::ZERO, fut).await
 }
 
 /// `call` for an action that takes `takes` by itself (a drag's duration, an exec's timeout):
 /// the budget comes on top.
 async fn call_taking<T>(
+    deadline: Duration,
     takes: Duration,
     fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, ApiError> {
-    let budget = takes + AGENT_DEADLINE;
+    let budget = takes + deadline;
     match tokio::time::timeout(budget, fut).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(status)) => Err(status.into()),
@@ -230,7 +232,11 @@ pub async fn cursor(
 ) -> Answer {
     let computer = find(&state, &account, &id)?;
     let mut agent = state.desktops.agent(&computer).await?;
-    let r = call(agent.cursor_position(pb::CursorPositionRequest {})).await?;
+    let r = call(
+        state.desktops.deadline(),
+        agent.cursor_position(pb::CursorPositionRequest {}),
+    )
+    .await?;
     let p = r.position.unwrap_or_default();
     Ok(Json(json!({ "success": true, "x": p.x, "y": p.y })))
 }
@@ -294,13 +300,16 @@ pub async fn screenshot(
     };
     let computer = find(&state, &account, &id)?;
     let mut agent = state.desktops.agent(&computer).await?;
-    let shot = call(agent.screenshot(pb::ScreenshotRequest {
-        format: format.into(),
-        quality: q.quality.unwrap_or(0),
-        max_width: q.max_width.unwrap_or(0),
-        max_height: q.max_height.unwrap_or(0),
-        region,
-    }))
+    let shot = call(
+        state.desktops.deadline(),
+        agent.screenshot(pb::ScreenshotRequest {
+            format: format.into(),
+            quality: q.quality.unwrap_or(0),
+            max_width: q.max_width.unwrap_or(0),
+            max_height: q.max_height.unwrap_or(0),
+            region,
+        }),
+    )
     .await?;
     let shot_id = new_id();
     let ext = if format == pb::ImageFormat::Png {
@@ -428,7 +437,7 @@ pub async fn action(
     // Everything below is parsed before the agent is looked up, so bad input never reaches it.
     let command = Command::parse(&action, &body, &screen)?;
     let mut agent = state.desktops.agent(&computer).await?;
-    command.run(&mut agent).await
+    command.run(&mut agent, state.desktops.deadline()).await
 }
 
 /// A parsed desktop action.
@@ -572,34 +581,36 @@ impl Command {
         })
     }
 
-    async fn run(self, agent: &mut orgo_proto::connect::Agent) -> Answer {
+    async fn run(self, agent: &mut orgo_proto::connect::Agent, d: Duration) -> Answer {
         let pointer = |r: pb::PointerResponse| {
             let p = r.position.unwrap_or_default();
             Json(json!({ "success": true, "x": p.x, "y": p.y }))
         };
         Ok(match self {
-            Command::Click(r) => pointer(call(agent.click(r)).await?),
-            Command::Move(r) => pointer(call(agent.move_pointer(r)).await?),
-            Command::Button(r, true) => pointer(call(agent.press_button(r)).await?),
-            Command::Button(r, false) => pointer(call(agent.release_button(r)).await?),
+            Command::Click(r) => pointer(call(d, agent.click(r)).await?),
+            Command::Move(r) => pointer(call(d, agent.move_pointer(r)).await?),
+            Command::Button(r, true) => pointer(call(d, agent.press_button(r)).await?),
+            Command::Button(r, false) => pointer(call(d, agent.release_button(r)).await?),
             Command::Drag(r) => {
                 let takes = Duration::from_millis(u64::from(r.duration_millis));
-                pointer(call_taking(takes, agent.drag(r)).await?)
+                pointer(call_taking(d, takes, agent.drag(r)).await?)
             }
-            Command::Scroll(r) => pointer(call(agent.scroll(r)).await?),
+            Command::Scroll(r) => pointer(call(d, agent.scroll(r)).await?),
             Command::Type(r) => {
-                Json(json!({ "success": true, "sent": call(agent.type_text(r)).await?.sent }))
+                Json(json!({ "success": true, "sent": call(d, agent.type_text(r)).await?.sent }))
             }
-            Command::Key(r) => Json(json!({ "success": true, "sent": call(agent.press_key(r)).await?.sent })),
+            Command::Key(r) => {
+                Json(json!({ "success": true, "sent": call(d, agent.press_key(r)).await?.sent }))
+            }
             Command::KeyHold(r, true) => {
-                Json(json!({ "success": true, "sent": call(agent.key_down(r)).await?.sent }))
+                Json(json!({ "success": true, "sent": call(d, agent.key_down(r)).await?.sent }))
             }
             Command::KeyHold(r, false) => {
-                Json(json!({ "success": true, "sent": call(agent.key_up(r)).await?.sent }))
+                Json(json!({ "success": true, "sent": call(d, agent.key_up(r)).await?.sent }))
             }
             Command::Exec(r, is_bash) => {
                 let takes = Duration::from_millis(u64::from(r.timeout_millis)) + EXEC_SLACK;
-                let o = call_taking(takes, agent.exec(r)).await?;
+                let o = call_taking(d, takes, agent.exec(r)).await?;
                 let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
                 let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
                 let success = o.exit_code == Some(0) && !o.timed_out;

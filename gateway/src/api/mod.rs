@@ -133,3 +133,91 @@ pub fn router(state: AppState) -> Router {
         ))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every body type a route parses.
+    fn parse_all(body: &Bytes) -> Vec<Result<(), ApiError>> {
+        fn one<T: DeserializeOwned>(body: &Bytes) -> Result<(), ApiError> {
+            parse_body::<T>(body).map(|_| ())
+        }
+        vec![
+            one::<wire::CreateProject>(body),
+            one::<wire::CreateComputer>(body),
+            one::<wire::Click>(body),
+            one::<wire::Point>(body),
+            one::<wire::Button>(body),
+            one::<wire::Drag>(body),
+            one::<wire::Scroll>(body),
+            one::<wire::TypeText>(body),
+            one::<wire::Key>(body),
+            one::<wire::Bash>(body),
+            one::<wire::Exec>(body),
+            one::<wire::Wait>(body),
+            one::<crate::live::TokenRequest>(body),
+        ]
+    }
+
+    /// JSON values of any shape, with the field names the routes use.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            let key = prop::sample::select(vec![
+                "x",
+                "y",
+                "text",
+                "key",
+                "command",
+                "code",
+                "timeout",
+                "config",
+                "ram",
+                "cpu",
+                "name",
+                "duration",
+                "button",
+                "double",
+                "count",
+                "amount",
+                "direction",
+                "mode",
+                "zz",
+            ]);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(key.prop_map(String::from), inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_are_a_400(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            for r in parse_all(&Bytes::from(bytes)) {
+                prop_assert!(r.is_ok() || matches!(r, Err(ApiError::BadRequest(_))));
+            }
+        }
+
+        #[test]
+        fn any_json_parses_or_is_a_400_naming_the_problem(v in json_value()) {
+            let body = Bytes::from(v.to_string());
+            for r in parse_all(&body) {
+                match r {
+                    Ok(()) => prop_assert!(v.is_object(), "only objects are bodies: {v}"),
+                    Err(ApiError::BadRequest(m)) => prop_assert!(!m.is_empty()),
+                    Err(other) => prop_assert!(false, "{other:?} for {v}"),
+                }
+            }
+        }
+    }
+}

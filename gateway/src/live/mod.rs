@@ -178,7 +178,7 @@ async fn stream(
         quality,
         ..Default::default()
     };
-    let frames = call(agent.clone().watch_screen(request)).await?;
+    let frames = call(state.desktops.deadline(), agent.clone().watch_screen(request)).await?;
     Ok(ws.on_upgrade(move |socket| async move {
         let viewer = Viewer {
             state,
@@ -314,12 +314,16 @@ impl Viewer {
         let input: Input = serde_json::from_str(text)
             .map_err(|e| ApiError::BadRequest(format!("not an input event: {e}")))?;
         let screen = Screen::of(&self.state);
+        let deadline = self.state.desktops.deadline();
         let agent = &mut self.agent;
         match input {
             Input::Move { x, y } => {
-                call(agent.move_pointer(pb::MovePointerRequest {
-                    to: Some(screen.point(x, y)?),
-                }))
+                call(
+                    deadline,
+                    agent.move_pointer(pb::MovePointerRequest {
+                        to: Some(screen.point(x, y)?),
+                    }),
+                )
                 .await?;
             }
             Input::Button {
@@ -333,9 +337,9 @@ impl Viewer {
                     button: button(Some(&b))?.into(),
                 };
                 if down {
-                    call(agent.press_button(request)).await?;
+                    call(deadline, agent.press_button(request)).await?;
                 } else {
-                    call(agent.release_button(request)).await?;
+                    call(deadline, agent.release_button(request)).await?;
                 }
             }
             Input::Scroll {
@@ -344,23 +348,26 @@ impl Viewer {
                 x,
                 y,
             } => {
-                call(agent.scroll(pb::ScrollRequest {
-                    at: Some(screen.point(x, y)?),
-                    direction: scroll_direction(Some(&direction))?.into(),
-                    amount: amount.unwrap_or(1).clamp(1, 20),
-                }))
+                call(
+                    deadline,
+                    agent.scroll(pb::ScrollRequest {
+                        at: Some(screen.point(x, y)?),
+                        direction: scroll_direction(Some(&direction))?.into(),
+                        amount: amount.unwrap_or(1).clamp(1, 20),
+                    }),
+                )
                 .await?;
             }
             Input::KeyDown { key } => {
-                call(agent.key_down(key_request(&key))).await?;
+                call(deadline, agent.key_down(key_request(&key))).await?;
                 self.held.insert(key);
             }
             Input::KeyUp { key } => {
                 self.held.remove(&key);
-                call(agent.key_up(key_request(&key))).await?;
+                call(deadline, agent.key_up(key_request(&key))).await?;
             }
             Input::Key { key } => {
-                call(agent.press_key(key_request(&key))).await?;
+                call(deadline, agent.press_key(key_request(&key))).await?;
             }
             Input::Text { text } => {
                 if text.len() > MAX_TEXT {
@@ -368,10 +375,13 @@ impl Viewer {
                         "text must be at most {MAX_TEXT} bytes"
                     )));
                 }
-                call(agent.type_text(pb::TypeTextRequest {
-                    text,
-                    delay_millis: 0,
-                }))
+                call(
+                    deadline,
+                    agent.type_text(pb::TypeTextRequest {
+                        text,
+                        delay_millis: 0,
+                    }),
+                )
                 .await?;
             }
         }
@@ -379,8 +389,9 @@ impl Viewer {
     }
 
     async fn release_held(&mut self) {
+        let deadline = self.state.desktops.deadline();
         for key in std::mem::take(&mut self.held) {
-            let _ = call(self.agent.key_up(key_request(&key))).await;
+            let _ = call(deadline, self.agent.key_up(key_request(&key))).await;
         }
     }
 }

@@ -243,3 +243,19 @@ impl Drop for Served {
         }
     }
 }
+
+/// Pids of a local desktop's processes named `comm`, from the desktop's cgroup.
+pub fn desktop_pids(desktop_id: &str, comm: &str) -> Vec<i32> {
+    let cgroups = orgo_gateway::runtime::cgroup::Cgroups::detect();
+    let procs = cgroups
+        .limit_file(desktop_id, "pids")
+        .or_else(|| cgroups.limit_file(desktop_id, "memory"))
+        .expect("the desktop's cgroup")
+        .with_file_name("cgroup.procs");
+    std::fs::read_to_string(procs)
+        .unwrap()
+        .lines()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
+        .collect()
+}

@@ -1,0 +1,232 @@
+//! Faults on real local desktops: the agent killed mid-exec, the agent frozen (SIGSTOP), Xvfb
+//! killed under a desktop, a thousand timed-out execs that leave children behind, and an output
+//! flood. Each ends in a clear answer, and nothing is left behind or piles up.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+mod common;
+
+use common::inproc::Gateway;
+
+/// A new desktop for `key`: (desktop id, computer path).
+async fn desktop(gw: &Gateway, key: &str) -> (String, String) {
+    let p = gw.ok("POST", "/api/projects", key, Some(json!({}))).await;
+    (
+        p["desktop"]["id"].as_str().unwrap().to_string(),
+        format!("/api/computers/{}", p["name"].as_str().unwrap()),
+    )
+}
+
+/// The desktop's agent.
+fn agent_pid(desktop_id: &str) -> nix::unistd::Pid {
+    let pids = common::desktop_pids(desktop_id, "orgo-agent");
+    assert_eq!(pids.len(), 1, "one agent for the desktop: {pids:?}");
+    nix::unistd::Pid::from_raw(pids[0])
+}
+
+fn signal(pid: nix::unistd::Pid, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_fails_its_calls_at_once_and_the_desktop_starts_again() {
+    let gw = Gateway::new("fault-kill").await;
+    let key = gw.key("k");
+    let (id, c) = desktop(&gw, &key).await;
+    let agent = agent_pid(&id);
+    let bash = format!("{c}/bash");
+    let long = gw.send(
+        "POST",
+        &bash,
+        Some(&key),
+        Some(json!({"command": "sleep 30; echo late", "timeout": 60})),
+    );
+    let kill = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        signal(agent, nix::sys::signal::Signal::SIGKILL);
+    };
+    let t = Instant::now();
+    let ((status, v), ()) = tokio::join!(long, kill);
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the call waited for the command instead of failing with its agent"
+    );
+    assert!(matches!(status.as_u16(), 502 | 503 | 409), "{status}: {v}");
+    gw.until_noticed_dead(&key, &c).await;
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    assert_eq!(gw.bash(&key, &c, "echo back", None).await["output"], "back\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agent_times_out_at_the_deadline_without_piling_up() {
+    let gw = Gateway::with("fault-stop", |c| c.agent_deadline_seconds = 2).await;
+    let key = gw.key("k");
+    let (id, c) = desktop(&gw, &key).await;
+    gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
+    let fds = open_fds();
+    let agent = agent_pid(&id);
+    signal(agent, nix::sys::signal::Signal::SIGSTOP);
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let path = if i % 2 == 0 {
+                format!("{c}/screenshot")
+            } else {
+                format!("{c}/cursor")
+            };
+            let (gw, key) = (&gw, &key);
+            async move { gw.send("GET", &path, Some(key), None).await }
+        })
+        .collect();
+    for (status, v) in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("did not answer in time"),
+            "{v}"
+        );
+    }
+    assert!(
+        open_fds() <= fds + 2,
+        "calls to a frozen agent left descriptors open: {} then {}",
+        fds,
+        open_fds()
+    );
+    signal(agent, nix::sys::signal::Signal::SIGCONT);
+    gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
+    assert_eq!(open_fds(), fds, "one channel per desktop, as before");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_x_server_answers_503_until_it_is_back() {
+    let gw = Gateway::new("fault-xvfb").await;
+    let key = gw.key("k");
+    let (id, c) = desktop(&gw, &key).await;
+    let xvfb = common::desktop_pids(&id, "Xvfb");
+    assert_eq!(xvfb.len(), 1, "{xvfb:?}");
+    signal(
+        nix::unistd::Pid::from_raw(xvfb[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let mut unavailable = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, v) = gw.send("GET", &format!("{c}/screenshot"), Some(&key), None).await;
+        if status == StatusCode::OK && common::desktop_pids(&id, "Xvfb").first() != Some(&xvfb[0]) {
+            break;
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            unavailable += 1;
+            assert!(v["error"].as_str().unwrap().contains("not ready"), "{v}");
+        } else {
+            assert_eq!(status, StatusCode::OK, "{v}");
+        }
+        assert!(Instant::now() < deadline, "screenshots never resumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(unavailable > 0, "the gap was answered 503, never a picture");
+    // The agent supervises a new X server: clicks and typing work on it.
+    gw.ok(
+        "POST",
+        &format!("{c}/click"),
+        &key,
+        Some(json!({"x": 10, "y": 10})),
+    )
+    .await;
+}
+
+/// Processes in the desktop besides its agent, X server and window manager: (all, zombies).
+async fn leftovers(gw: &Gateway, key: &str, c: &str) -> (usize, usize) {
+    let ps = gw
+        .bash(
+            key,
+            c,
+            "ps -eo stat=,comm= | grep -v -E ' (orgo-agent|Xvfb|openbox|ps|grep|bash|bwrap|sh)$' || true",
+            None,
+        )
+        .await;
+    let lines: Vec<String> = ps["output"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let zombies = lines.iter().filter(|l| l.trim_start().starts_with('Z')).count();
+    (lines.len(), zombies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_timed_out_execs_leave_no_process_behind() {
+    let gw = Gateway::with("fault-leftovers", |c| {
+        c.plans.get_mut("free").unwrap().requests_per_second = 1000;
+    })
+    .await;
+    let key = gw.key("k");
+    let (_, c) = desktop(&gw, &key).await;
+    let before = leftovers(&gw, &key, &c).await;
+    let body = json!({"command": "sleep 60 & sleep 60 & (sleep 60; echo) & sleep 60", "timeout": 0.1});
+    let bash = format!("{c}/bash");
+    let mut timed_out = 0;
+    for _ in 0..100 {
+        let batch: Vec<_> = (0..10)
+            .map(|_| gw.send("POST", &bash, Some(&key), Some(body.clone())))
+            .collect();
+        for (status, v) in futures::future::join_all(batch).await {
+            assert_eq!(status, StatusCode::OK, "{v}");
+            timed_out += usize::from(v["timed_out"] == true);
+        }
+    }
+    assert_eq!(timed_out, 1000);
+    assert_eq!(
+        leftovers(&gw, &key, &c).await,
+        before,
+        "survivors or zombies after 1,000 timed-out runs"
+    );
+}
+
+/// Resident memory of this process (the in-process gateway), in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gigabyte_of_output_is_cut_and_flagged_without_growing_the_gateway() {
+    let gw = Gateway::new("fault-flood").await;
+    let key = gw.key("k");
+    let (_, c) = desktop(&gw, &key).await;
+    let before = rss();
+    let flood: Value = gw
+        .bash(
+            &key,
+            &c,
+            "head -c 1G /dev/zero | tr '\\0' x; echo done >&2",
+            Some(120.0),
+        )
+        .await;
+    assert_eq!(flood["truncated"], true);
+    assert_eq!(
+        flood["exit_code"], 0,
+        "the writer ran to its end: {}",
+        flood["stderr"]
+    );
+    let kept = flood["stdout"].as_str().unwrap().len();
+    assert!(kept <= 1 << 20 && kept > 0, "{kept} bytes kept");
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "the gateway grew by {} MB reading 1 GB of output",
+        grown >> 20
+    );
+}
