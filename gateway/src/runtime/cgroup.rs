@@ -126,12 +126,21 @@ impl Groups {
             .try_for_each(|d| write(&d.join("cgroup.procs"), &pid.to_string()))
     }
 
-    /// Removes the groups once their processes are gone.
+    /// Kills whatever is still in the groups (a process that outlived its sandbox's exit would
+    /// otherwise race the desktop's next start for its files) and removes them once empty.
     pub async fn remove(&self) {
         for dir in &self.dirs {
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            for _ in 0..100 {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                let pids: Vec<i32> = procs.lines().filter_map(|p| p.parse().ok()).collect();
+                if pids.is_empty() && (std::fs::remove_dir(dir).is_ok() || !dir.exists()) {
                     break;
+                }
+                for pid in pids {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }

@@ -178,16 +178,18 @@ impl Runtime for LocalRuntime {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| ApiError::Internal(format!("desktop dir: {e}")))?;
         }
+        // The previous run is gone entirely before its files are touched: a dying X server
+        // removes its lock and socket on exit, which would pull them from under the new one.
+        let mut running = self.running.lock().await;
+        if let Some(old) = running.remove(&spec.id) {
+            stop_running(old).await;
+        }
         // A desktop killed hard leaves X's lock behind, and Xvfb would refuse display :1.
         let _ = std::fs::remove_file(dir.join("tmp/.X1-lock"));
         let _ = std::fs::remove_file(dir.join("tmp/.X11-unix/X1"));
         let socket = self.socket(&spec.id);
         let _ = std::fs::remove_file(&socket);
         let target = Target::Unix(socket.clone());
-        let mut running = self.running.lock().await;
-        if let Some(old) = running.remove(&spec.id) {
-            stop_running(old).await;
-        }
         let groups = match self.cgroups.create(&spec.id, spec.ram_gb, spec.cpu) {
             Ok(g) => Some(g),
             Err(e) => {
