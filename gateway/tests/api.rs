@@ -242,7 +242,14 @@ async fn auth_plans_and_tenants() {
     let alice = gw.key("alice");
     let bob = gw.key("bob");
 
-    for header_key in [None, Some(""), Some("orgo_nope"), Some(&*format!("{alice}x"))] {
+    let huge = format!("orgo_{}", "a".repeat(16 << 10));
+    for header_key in [
+        None,
+        Some(""),
+        Some("orgo_nope"),
+        Some(&*format!("{alice}x")),
+        Some(huge.as_str()),
+    ] {
         let (status, v) = gw.send("GET", "/api/projects", header_key, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{header_key:?}: {v}");
         assert!(v["error"].is_string());
