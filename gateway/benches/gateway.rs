@@ -6,8 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -265,56 +264,14 @@ fn throughput(api: &Arc<Api>, first: String) -> String {
         let p = api.ok("POST", "/projects", Some(json!({"config": {"ram": 2, "cpu": 2}})));
         names.push(p["name"].as_str().unwrap().to_string());
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let results = Arc::new(Mutex::new((0u64, 0u64, Vec::<Duration>::new())));
-    let clients: Vec<_> = (0..32)
-        .map(|i| {
-            let (api, stop, results, target) =
-                (api.clone(), stop.clone(), results.clone(), names[i % 8].clone());
-            std::thread::spawn(move || {
-                let mut k = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    let c = format!("/computers/{target}");
-                    let t = Instant::now();
-                    let (status, _) = match k % 4 {
-                        0 => api.call("GET", &format!("{c}/screenshot"), None),
-                        1 => api.call(
-                            "POST",
-                            &format!("{c}/click"),
-                            Some(json!({"x": 100 + (k % 7) * 100, "y": 700})),
-                        ),
-                        2 => api.call("POST", &format!("{c}/key"), Some(json!({"key": "shift"}))),
-                        _ => api.call("POST", &format!("{c}/bash"), Some(json!({"command": "true"}))),
-                    };
-                    let took = t.elapsed();
-                    let mut r = results.lock().unwrap();
-                    if status == 200 {
-                        r.0 += 1
-                    } else {
-                        r.1 += 1
-                    }
-                    r.2.push(took);
-                    k += 1;
-                }
-            })
-        })
-        .collect();
-    let window = Duration::from_secs(10);
-    std::thread::sleep(window);
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let (okay, failed, lat) = std::mem::take(&mut *results.lock().unwrap());
-    let (l50, _) = median_p90(lat.clone());
-    let mut lat = lat;
-    lat.sort();
-    let p99 = lat[(lat.len() - 1) * 99 / 100].as_secs_f64() * 1000.0;
-    format!(
-        "{:.0} actions/s, p50 {l50:.1} ms, p99 {p99:.1} ms, {failed} errors of {}",
-        okay as f64 / window.as_secs_f64(),
-        okay + failed
+    common::load::run(
+        &api.served,
+        std::slice::from_ref(&api.key),
+        &names,
+        32,
+        Duration::from_secs(10),
     )
+    .summary()
 }
 
 fn main() {

@@ -8,6 +8,7 @@
 //! - `cargo xtask bench [agent|gateway|docker]` — the agent, and the REST API (on local, or on
 //!   local and Docker desktops), against the reference stack, side by side.
 //! - `cargo xtask bench view` — the live view in a real browser.
+//! - `cargo xtask load …` and `cargo xtask soak --minutes N` — load and leak checks.
 //! - `cargo xtask fuzz-api [--long]` — schemathesis against the served OpenAPI document.
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,12 @@ commands:
   bench gateway benchmark the REST API on local desktops against the same reference stack
   bench docker  the same on Docker desktops, beside local ones, in one run
   bench view    the live view in headless Chromium: fps, latency, bytes/s, agent CPU
+  load [--clients N] [--desktops M] [--seconds S] [--docker]
+                N clients mixing screenshots, clicks, keys, typing and bash on M desktops:
+                p50/p99 per route, answers by status (32, 8, 30 s, local runtime)
+  soak --minutes N
+                create/act/delete desktops in a loop, checking nothing leaks (also
+                ORGO_SOAK_RUNTIME=docker); a 20 s soak is part of the tests
   fuzz-api [--long]
                 schemathesis (every check) against a served gateway's OpenAPI document; the
                 short run is part of ci, --long generates over 5,000 requests";
@@ -64,6 +71,8 @@ fn main() {
         ["bench", "agent"] => bench_agent(),
         ["bench", "gateway"] => bench_gateway("local"),
         ["bench", "view"] => bench_view(),
+        ["load", rest @ ..] => load(rest),
+        ["soak", "--minutes", n] => soak(n),
         ["fuzz-api"] => fuzz::api(fuzz::SHORT),
         ["fuzz-api", "--long"] => fuzz::api(fuzz::LONG),
         ["bench", "docker"] => image("minimal").and_then(|()| bench_gateway("local,docker")),
@@ -397,6 +406,57 @@ fn bench_gateway(runtimes: &str) -> Result<()> {
         "cargo",
         &["bench", "-p", "orgo-gateway", "--bench", "gateway"],
         &[("ORGO_BENCH_RUNTIMES", runtimes)],
+    )
+}
+
+/// `cargo xtask load`: the load bench with the sizes given.
+fn load(args: &[&str]) -> Result<()> {
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let name = match *flag {
+            "--clients" => "ORGO_LOAD_CLIENTS",
+            "--desktops" => "ORGO_LOAD_DESKTOPS",
+            "--seconds" => "ORGO_LOAD_SECONDS",
+            "--docker" => {
+                env.push(("ORGO_RUNTIME", "docker"));
+                continue;
+            }
+            other => bail!("unknown load option {other:?}\n\n{USAGE}"),
+        };
+        let value = rest.next().context("a number after the option")?;
+        value
+            .parse::<u32>()
+            .with_context(|| format!("{flag} takes a number, not {value:?}"))?;
+        env.push((name, value));
+    }
+    ensure_system_packages()?;
+    if env.contains(&("ORGO_RUNTIME", "docker")) {
+        image("minimal")?;
+    }
+    run("cargo", &["build", "--release", "-p", "orgo-agent"])?;
+    run_with("cargo", &["bench", "-p", "orgo-gateway", "--bench", "load"], &env)
+}
+
+/// `cargo xtask soak --minutes N`: the soak test, run for that long, its figures printed.
+fn soak(minutes: &str) -> Result<()> {
+    let minutes: u64 = minutes
+        .parse()
+        .with_context(|| format!("--minutes takes a number, not {minutes:?}"))?;
+    ensure_system_packages()?;
+    let seconds = (minutes * 60).to_string();
+    run_with(
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "orgo-gateway",
+            "--test",
+            "soak",
+            "--",
+            "--nocapture",
+        ],
+        &[("ORGO_SOAK_SECONDS", &seconds)],
     )
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 pub mod browser;
 pub mod inproc;
+pub mod load;
 
 /// The orgo-agent binary of this build, built first if needed.
 pub fn agent_bin() -> PathBuf {
