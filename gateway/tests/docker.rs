@@ -254,7 +254,7 @@ async fn a_docker_desktop_reaches_neither_its_neighbours_nor_the_gateway_nor_the
     gw.bash(
         &bob,
         &b,
-        "setsid python3 -m http.server 8000 >/dev/null 2>&1 < /dev/null & sleep 1",
+        "setsid python3 -m http.server 8000 >/dev/null 2>&1 < /dev/null &",
         None,
     )
     .await;
@@ -263,7 +263,18 @@ async fn a_docker_desktop_reaches_neither_its_neighbours_nor_the_gateway_nor_the
             "python3 -c \"import socket; s = socket.socket(); s.settimeout(3); print('open' if s.connect_ex(('{host}', {port})) == 0 else 'closed')\""
         )
     };
-    let own = gw.bash(&bob, &b, &probe(&b_ip, 8000), None).await;
+    // The server takes a moment to start on a busy machine: wait until it answers its owner.
+    let own = gw
+        .bash(
+            &bob,
+            &b,
+            &format!(
+                "for i in $(seq 100); do r=$({}); [ \"$r\" = open ] && break; sleep 0.2; done; echo $r",
+                probe(&b_ip, 8000)
+            ),
+            None,
+        )
+        .await;
     assert_eq!(own["output"], "open\n", "bob's server listens: {own}");
 
     for (host, port, what) in [

@@ -130,12 +130,19 @@ async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
 
     // A click on the canvas lands at the matching desktop point.
     click_at(&browser, 900, 600).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (x, y) = cursor(&gw, &alice, &c).await;
-    assert!(
-        (x - 900).abs() <= 2 && (y - 600).abs() <= 2,
-        "clicked at (900, 600), landed at ({x}, {y})"
-    );
+    // Input goes over the socket and is carried out in order; wait for it, not a fixed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (x, y) = cursor(&gw, &alice, &c).await;
+        if (x - 900).abs() <= 2 && (y - 600).abs() <= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clicked at (900, 600), landed at ({x}, {y})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Focus the terminal, type, erase the line with ctrl+u, type again, Enter.
     click_at(&browser, 150, 150).await;
