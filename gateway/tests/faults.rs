@@ -1,11 +1,11 @@
-//! Faults on real local desktops: the agent killed mid-exec, the agent frozen (SIGSTOP), Xvfb
-//! killed under a desktop, a thousand timed-out execs that leave children behind, and an output
-//! flood. Each ends in a clear answer, and nothing is left behind or piles up.
+//! Faults on real local desktops: the agent killed mid-exec, Xvfb killed under a desktop, and a
+//! thousand timed-out execs that leave children behind. Each ends in a clear answer, and nothing
+//! is left behind. (A frozen agent and an output flood have test binaries of their own.)
 
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod common;
 
@@ -21,7 +21,7 @@ async fn desktop(gw: &Gateway, key: &str) -> (String, String) {
 }
 
 /// The desktop's agent.
-fn agent_pid(desktop_id: &str) -> nix::unistd::Pid {
+pub fn agent_pid(desktop_id: &str) -> nix::unistd::Pid {
     let pids = common::desktop_pids(desktop_id, "orgo-agent");
     assert_eq!(pids.len(), 1, "one agent for the desktop: {pids:?}");
     nix::unistd::Pid::from_raw(pids[0])
@@ -29,10 +29,6 @@ fn agent_pid(desktop_id: &str) -> nix::unistd::Pid {
 
 fn signal(pid: nix::unistd::Pid, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(pid, sig).unwrap();
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,44 +58,6 @@ async fn a_killed_agent_fails_its_calls_at_once_and_the_desktop_starts_again() {
     gw.until_noticed_dead(&key, &c).await;
     gw.ok("POST", &format!("{c}/start"), &key, None).await;
     assert_eq!(gw.bash(&key, &c, "echo back", None).await["output"], "back\n");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_agent_times_out_at_the_deadline_without_piling_up() {
-    let gw = Gateway::with("fault-stop", |c| c.agent_deadline_seconds = 2).await;
-    let key = gw.key("k");
-    let (id, c) = desktop(&gw, &key).await;
-    gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
-    let fds = open_fds();
-    let agent = agent_pid(&id);
-    signal(agent, nix::sys::signal::Signal::SIGSTOP);
-    let calls: Vec<_> = (0..20)
-        .map(|i| {
-            let path = if i % 2 == 0 {
-                format!("{c}/screenshot")
-            } else {
-                format!("{c}/cursor")
-            };
-            let (gw, key) = (&gw, &key);
-            async move { gw.send("GET", &path, Some(key), None).await }
-        })
-        .collect();
-    for (status, v) in futures::future::join_all(calls).await {
-        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{v}");
-        assert!(
-            v["error"].as_str().unwrap().contains("did not answer in time"),
-            "{v}"
-        );
-    }
-    assert!(
-        open_fds() <= fds + 2,
-        "calls to a frozen agent left descriptors open: {} then {}",
-        fds,
-        open_fds()
-    );
-    signal(agent, nix::sys::signal::Signal::SIGCONT);
-    gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
-    assert_eq!(open_fds(), fds, "one channel per desktop, as before");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,47 +144,5 @@ async fn a_thousand_timed_out_execs_leave_no_process_behind() {
         leftovers(&gw, &key, &c).await,
         before,
         "survivors or zombies after 1,000 timed-out runs"
-    );
-}
-
-/// Resident memory of this process (the in-process gateway), in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gigabyte_of_output_is_cut_and_flagged_without_growing_the_gateway() {
-    let gw = Gateway::new("fault-flood").await;
-    let key = gw.key("k");
-    let (_, c) = desktop(&gw, &key).await;
-    let before = rss();
-    let flood: Value = gw
-        .bash(
-            &key,
-            &c,
-            "head -c 1G /dev/zero | tr '\\0' x; echo done >&2",
-            Some(120.0),
-        )
-        .await;
-    assert_eq!(flood["truncated"], true);
-    assert_eq!(
-        flood["exit_code"], 0,
-        "the writer ran to its end: {}",
-        flood["stderr"]
-    );
-    let kept = flood["stdout"].as_str().unwrap().len();
-    assert!(kept <= 1 << 20 && kept > 0, "{kept} bytes kept");
-    let grown = rss().saturating_sub(before);
-    assert!(
-        grown < 64 << 20,
-        "the gateway grew by {} MB reading 1 GB of output",
-        grown >> 20
     );
 }
