@@ -7,10 +7,6 @@ mod common;
 
 use common::inproc::Gateway;
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_times_out_at_the_deadline_without_piling_up() {
     let gw = Gateway::with("fault-stop", |c| c.agent_deadline_seconds = 2).await;
@@ -21,7 +17,7 @@ async fn a_frozen_agent_times_out_at_the_deadline_without_piling_up() {
     let id = p["desktop"]["id"].as_str().unwrap().to_string();
     let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
     gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
-    let fds = open_fds();
+    let fds = common::own_fds();
     let agent = nix::unistd::Pid::from_raw(common::desktop_pids(&id, "orgo-agent")[0]);
     nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let calls: Vec<_> = (0..20)
@@ -43,12 +39,12 @@ async fn a_frozen_agent_times_out_at_the_deadline_without_piling_up() {
         );
     }
     assert!(
-        open_fds() <= fds + 2,
+        common::own_fds() <= fds + 2,
         "calls to a frozen agent left descriptors open: {} then {}",
         fds,
-        open_fds()
+        common::own_fds()
     );
     nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGCONT).unwrap();
     gw.ok("GET", &format!("{c}/screenshot"), &key, None).await;
-    assert!(open_fds() <= fds, "one channel per desktop, as before");
+    assert!(common::own_fds() <= fds, "one channel per desktop, as before");
 }

@@ -7,25 +7,13 @@ mod common;
 
 use common::inproc::Gateway;
 
-/// Resident memory of this process (the in-process gateway), in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gigabyte_of_output_is_cut_and_flagged_without_growing_the_gateway() {
     let gw = Gateway::new("fault-flood").await;
     let key = gw.key("k");
     let p = gw.ok("POST", "/api/projects", &key, Some(json!({}))).await;
     let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
-    let before = rss();
+    let before = common::own_rss();
     let flood: Value = gw
         .bash(
             &key,
@@ -42,7 +30,7 @@ async fn a_gigabyte_of_output_is_cut_and_flagged_without_growing_the_gateway() {
     );
     let kept = flood["stdout"].as_str().unwrap().len();
     assert!(kept <= 1 << 20 && kept > 0, "{kept} bytes kept");
-    let grown = rss().saturating_sub(before);
+    let grown = common::own_rss().saturating_sub(before);
     assert!(
         grown < 64 << 20,
         "the gateway grew by {} MB reading 1 GB of output",

@@ -12,21 +12,6 @@ mod common;
 use common::inproc::Gateway;
 use orgo_gateway::config::RuntimeKind;
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
 /// Whether Docker still has a container for the desktop.
 fn container_exists(id: &str) -> bool {
     std::process::Command::new("docker")
@@ -91,8 +76,8 @@ async fn create_act_delete_in_a_loop_leaves_nothing_behind() {
             assert!(!container_exists(&id), "the desktop's container is gone");
         }
         cycles += 1;
-        fds.push(open_fds());
-        rss.push(rss_mb());
+        fds.push(common::own_fds());
+        rss.push(common::own_rss() as f64 / 1048576.0);
     }
     // The first cycles warm up pools and caches; drift is measured from the second.
     let (fd0, fd1) = (fds[1], *fds.last().unwrap());

@@ -260,3 +260,20 @@ pub fn desktop_pids(desktop_id: &str, comm: &str) -> Vec<i32> {
         .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
         .collect()
 }
+
+/// Resident memory of this test process (and so of an in-process gateway), in bytes.
+pub fn own_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Open descriptors of this test process.
+pub fn own_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
