@@ -14,7 +14,7 @@ use super::{ensure_system_packages, new_key, root, run};
 
 /// Examples per operation: the short run in `ci`, and the long one (over 5,000 requests).
 pub const SHORT: u32 = 10;
-pub const LONG: u32 = 150;
+pub const LONG: u32 = 60;
 
 const SCHEMATHESIS: &str = "schemathesis>=4.32,<5";
 
