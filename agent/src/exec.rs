@@ -209,7 +209,7 @@ async fn deliver(
 }
 
 /// Reads a pipe to its end, passing on at most `cap` bytes and flagging any it drops.
-async fn read_capped(
+pub async fn read_capped(
     mut pipe: impl tokio::io::AsyncRead + Unpin,
     stream: Stream,
     cap: usize,

@@ -34,9 +34,11 @@ pub struct Batch {
 }
 
 impl Keymap {
-    pub fn max_keycode(&self) -> u8 {
-        let rows = self.syms.len() / self.per.max(1);
-        (self.min_keycode as usize + rows).saturating_sub(1).min(255) as u8
+    /// The keycodes the mapping has whole rows for (none when it is empty).
+    pub fn keycodes(&self) -> impl Iterator<Item = u8> + use<> {
+        let rows = self.syms.len().checked_div(self.per).unwrap_or(0);
+        let first = usize::from(self.min_keycode);
+        (first..(first + rows).min(256)).map(|kc| kc as u8)
     }
 
     pub fn row(&self, keycode: u8) -> &[Keysym] {
@@ -46,7 +48,7 @@ impl Keymap {
 
     /// The keysym a keycode gives at a Shift level, with X's rule that a lone lowercase letter
     /// in the first column implies its uppercase in the second.
-    fn level(&self, keycode: u8, shift: bool) -> Keysym {
+    pub fn level(&self, keycode: u8, shift: bool) -> Keysym {
         let row = self.row(keycode);
         let first = row.first().copied().unwrap_or(NO_SYMBOL);
         let second = row.get(1).copied().unwrap_or(NO_SYMBOL);
@@ -67,7 +69,7 @@ impl Keymap {
     /// Where the keyboard already has the keysym: its keycode and whether Shift is needed.
     pub fn find(&self, sym: Keysym) -> Option<Stroke> {
         for shift in [false, true] {
-            for keycode in self.min_keycode..=self.max_keycode() {
+            for keycode in self.keycodes() {
                 if self.level(keycode, shift) == sym {
                     return Some(Stroke { keycode, shift });
                 }
@@ -78,7 +80,7 @@ impl Keymap {
 
     /// Keycodes bound to nothing: the ones that may be borrowed.
     pub fn spare_keycodes(&self) -> Vec<u8> {
-        (self.min_keycode..=self.max_keycode())
+        self.keycodes()
             .filter(|&kc| self.row(kc).iter().all(|&s| s == NO_SYMBOL))
             .collect()
     }
@@ -218,6 +220,28 @@ mod tests {
             })
         );
         assert_eq!(map.spare_keycodes(), vec![13, 14, 15]);
+    }
+
+    /// Seen while writing the `type_plan` fuzz target: a mapping with no whole row (which no X
+    /// server sends, but nothing here trusts that) has no keycodes, not a row 0 out of range.
+    #[test]
+    fn a_mapping_without_rows_has_no_keys_and_refuses_to_borrow() {
+        for (min_keycode, per, syms) in [(0, 2, vec![]), (0, 0, vec![1, 2]), (255, 3, vec![7, 8])] {
+            let map = Keymap {
+                min_keycode,
+                per,
+                syms,
+            };
+            assert_eq!(map.keycodes().count(), 0);
+            assert_eq!(map.find('a' as u32), None);
+            assert!(Lease::default().plan(&map, &['a' as u32]).is_err());
+        }
+        let last_row = Keymap {
+            min_keycode: 255,
+            per: 1,
+            syms: vec![0, 0],
+        };
+        assert_eq!(last_row.spare_keycodes(), vec![255]);
     }
 
     #[test]

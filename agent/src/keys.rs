@@ -86,9 +86,10 @@ fn named_ranges() -> impl Iterator<Item = Keysym> {
         .chain((0x1000u32..=0x1008).flat_map(|page| (0xfe00..=0xffffu32).map(move |low| (page << 16) | low)))
 }
 
-/// X's spelling of a keysym name without the `XK_` prefix: `XF86XK_AudioMute` → `XF86AudioMute`.
-fn x_name(raw: &str) -> Option<String> {
-    let (vendor, rest) = raw.split_once("XK_")?;
+/// A keysym's X name without the `XK_` prefix (`XF86XK_AudioMute` → `XF86AudioMute`), as
+/// xdotool and `parse_combo` spell it.
+pub fn keysym_name(sym: Keysym) -> Option<String> {
+    let (vendor, rest) = xkeysym::Keysym::new(sym).name()?.split_once("XK_")?;
     Some(format!("{vendor}{rest}"))
 }
 
@@ -103,7 +104,7 @@ fn table() -> &'static Table {
         let mut exact = HashMap::new();
         let mut folded: HashMap<String, Keysym> = HashMap::new();
         for sym in named_ranges() {
-            let Some(name) = xkeysym::Keysym::new(sym).name().and_then(x_name) else {
+            let Some(name) = keysym_name(sym) else {
                 continue;
             };
             exact.entry(name.clone()).or_insert(sym);

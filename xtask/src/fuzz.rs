@@ -1,8 +1,9 @@
-//! `cargo xtask fuzz-api`: schemathesis, from PyPI in a venv of its own, against a gateway served
-//! on loopback with real local desktops (one to act on, one to stop, one to delete), every check
-//! on, configured by
-//! `gateway/tests/schemathesis.toml`. Any 5xx, any answer the document does not allow, any
-//! request the document allows but the gateway refuses (or the reverse) fails the run.
+//! Fuzzing. `cargo xtask fuzz-api`: schemathesis, from PyPI in a venv of its own, against a
+//! gateway served on loopback with real local desktops (one to act on, one to stop, one to
+//! delete), every check on, configured by `gateway/tests/schemathesis.toml`. Any 5xx, any answer
+//! the document does not allow, any request the document allows but the gateway refuses (or the
+//! reverse) fails the run. `cargo xtask fuzz-parsers`: the cargo-fuzz targets in `fuzz/`
+//! (libFuzzer, nightly toolchain), each for a while, on a corpus kept in `fuzz/corpus`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +16,12 @@ use super::{ensure_system_packages, new_key, root, run};
 /// Examples per operation: the short run in `ci`, and the long one (over 5,000 requests).
 pub const SHORT: u32 = 10;
 pub const LONG: u32 = 60;
+
+/// Seconds per cargo-fuzz target in `ci`.
+pub const PARSERS_SHORT: u32 = 20;
+
+/// The cargo-fuzz targets, each with an optional dictionary in `fuzz/dicts/<target>.dict`.
+const PARSER_TARGETS: &[&str] = &["key_combo", "type_plan", "request_body", "output_cap"];
 
 const SCHEMATHESIS: &str = "schemathesis>=4.32,<5";
 
@@ -119,5 +126,43 @@ pub fn api(examples: u32) -> Result<()> {
         bail!("schemathesis found failures (report and the gateway's log in target/fuzz-report)");
     }
     let _ = std::fs::remove_dir_all(Path::new(&data));
+    Ok(())
+}
+
+/// Runs every cargo-fuzz target for `seconds`; a crash fails the run, leaving the input in
+/// `fuzz/artifacts/<target>`.
+pub fn parsers(seconds: u32) -> Result<()> {
+    let have_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_fuzz {
+        run("cargo", &["install", "cargo-fuzz", "--locked"])?;
+    }
+    let fuzz = root().join("fuzz");
+    for target in PARSER_TARGETS {
+        let corpus = fuzz.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        let dict = fuzz.join("dicts").join(format!("{target}.dict"));
+        let mut args = vec![
+            "+nightly".to_string(),
+            "fuzz".into(),
+            "run".into(),
+            "--sanitizer".into(),
+            "none".into(),
+            target.to_string(),
+            corpus.display().to_string(),
+            "--".into(),
+            format!("-max_total_time={seconds}"),
+            "-print_final_stats=1".into(),
+        ];
+        if dict.exists() {
+            args.push(format!("-dict={}", dict.display()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("cargo", &args)?;
+    }
     Ok(())
 }

@@ -3,13 +3,14 @@
 //!
 //! - `cargo xtask up` — install missing system packages, build, run the gateway with a dev key.
 //! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, the image, all tests,
-//!   the short API fuzzing run.
+//!   the short API and parser fuzzing runs.
 //! - `cargo xtask image [minimal|desktop]` — a desktop image built offline, imported to Docker.
 //! - `cargo xtask bench [agent|gateway|docker]` — the agent, and the REST API (on local, or on
 //!   local and Docker desktops), against the reference stack, side by side.
 //! - `cargo xtask bench view` — the live view in a real browser.
 //! - `cargo xtask load …` and `cargo xtask soak --minutes N` — load and leak checks.
 //! - `cargo xtask fuzz-api [--long]` — schemathesis against the served OpenAPI document.
+//! - `cargo xtask fuzz-parsers [--seconds N]` — the cargo-fuzz targets in `fuzz/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,7 +43,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   up            install missing system packages, build, and run the gateway with a dev key
   ci            install missing system packages, then fmt check, clippy -D warnings, the desktop
-                image when missing, all tests, the short API fuzzing run
+                image when missing, all tests, the short API and parser fuzzing runs
   image [minimal|desktop]
                 build a desktop image offline from Debian's packages and import it into Docker
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3
@@ -57,7 +58,10 @@ commands:
                 ORGO_SOAK_RUNTIME=docker); a 20 s soak is part of the tests
   fuzz-api [--long]
                 schemathesis (every check) against a served gateway's OpenAPI document; the
-                short run is part of ci, --long generates over 5,000 requests";
+                short run is part of ci, --long generates over 5,000 requests
+  fuzz-parsers [--seconds N]
+                the cargo-fuzz targets in fuzz/ (key combos, typing plans, request bodies,
+                output capping), N seconds each (20, as in ci), nightly toolchain";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,6 +79,11 @@ fn main() {
         ["soak", "--minutes", n] => soak(n),
         ["fuzz-api"] => fuzz::api(fuzz::SHORT),
         ["fuzz-api", "--long"] => fuzz::api(fuzz::LONG),
+        ["fuzz-parsers"] => fuzz::parsers(fuzz::PARSERS_SHORT),
+        ["fuzz-parsers", "--seconds", n] => n
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--seconds takes a whole number, not {n:?}"))
+            .and_then(fuzz::parsers),
         ["bench", "docker"] => image("minimal").and_then(|()| bench_gateway("local,docker")),
         ["help"] | ["--help"] | ["-h"] | [] => {
             println!("{USAGE}");
@@ -166,12 +175,17 @@ fn ci() -> Result<()> {
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run(
         "cargo",
+        &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
+    )?;
+    run(
+        "cargo",
         &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
     )?;
     // The Docker runtime's tests need the desktop image; a second build is skipped.
     image("minimal")?;
     test_workspace()?;
-    fuzz::api(fuzz::SHORT)
+    fuzz::api(fuzz::SHORT)?;
+    fuzz::parsers(fuzz::PARSERS_SHORT)
 }
 
 /// Runs every test, passing its output through, and ends with one total line: cargo prints a

@@ -440,6 +440,16 @@ pub async fn action(
     command.run(&mut agent, state.desktops.deadline()).await
 }
 
+/// Parses an action's body on a 1280×800 screen, for [`super::check_body`].
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_action(action: &str, body: &Bytes) -> Result<(), ApiError> {
+    let screen = Screen {
+        width: 1280,
+        height: 800,
+    };
+    Command::parse(action, body, &screen).map(drop)
+}
+
 /// A parsed desktop action.
 enum Command {
     Click(pb::ClickRequest),

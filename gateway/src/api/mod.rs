@@ -38,6 +38,41 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     })
 }
 
+/// Every request body the API parses, by route: the computer actions and the three creating
+/// routes. The property tests and the cargo-fuzz target (`fuzz/`) feed each of them bytes.
+#[cfg(any(test, fuzzing))]
+pub const BODY_ROUTES: &[&str] = &[
+    "projects",
+    "computers",
+    "viewer-token",
+    "wait",
+    "click",
+    "move",
+    "mouse-down",
+    "mouse-up",
+    "drag",
+    "scroll",
+    "type",
+    "key",
+    "key-down",
+    "key-up",
+    "bash",
+    "exec",
+];
+
+/// Parses a body as route `route` (one of [`BODY_ROUTES`]) does before any desktop is touched:
+/// a checked command, or the error the client gets.
+#[cfg(any(test, fuzzing))]
+pub fn check_body(route: &str, body: &Bytes) -> Result<(), ApiError> {
+    match route {
+        "projects" => parse_body::<wire::CreateProject>(body).map(drop),
+        "computers" => parse_body::<wire::CreateComputer>(body).map(drop),
+        "viewer-token" => parse_body::<crate::live::TokenRequest>(body).map(drop),
+        "wait" => parse_body::<wire::Wait>(body).map(drop),
+        action => computers::check_action(action, body),
+    }
+}
+
 /// Turns the framework's own error answers (405, 413, path rejections, …), which are plain
 /// text or empty, into the API's `{"error": "..."}` shape.
 async fn json_errors(response: Response) -> Response {
@@ -139,26 +174,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Every body type a route parses.
     fn parse_all(body: &Bytes) -> Vec<Result<(), ApiError>> {
-        fn one<T: DeserializeOwned>(body: &Bytes) -> Result<(), ApiError> {
-            parse_body::<T>(body).map(|_| ())
-        }
-        vec![
-            one::<wire::CreateProject>(body),
-            one::<wire::CreateComputer>(body),
-            one::<wire::Click>(body),
-            one::<wire::Point>(body),
-            one::<wire::Button>(body),
-            one::<wire::Drag>(body),
-            one::<wire::Scroll>(body),
-            one::<wire::TypeText>(body),
-            one::<wire::Key>(body),
-            one::<wire::Bash>(body),
-            one::<wire::Exec>(body),
-            one::<wire::Wait>(body),
-            one::<crate::live::TokenRequest>(body),
-        ]
+        BODY_ROUTES.iter().map(|r| check_body(r, body)).collect()
     }
 
     /// JSON values of any shape, with the field names the routes use.
