@@ -22,6 +22,11 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     } else {
         body
     };
+    // JSON is UTF-8, and serde_json checks only the strings it keeps: a bad byte in an
+    // ignored field would otherwise pass.
+    if std::str::from_utf8(text).is_err() {
+        return Err(ApiError::BadRequest("request body is not valid UTF-8".into()));
+    }
     // serde would also read a struct from an array of its fields; the API takes objects only.
     if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::BadRequest("request body must be a JSON object".into()));

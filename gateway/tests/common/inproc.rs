@@ -1,7 +1,7 @@
 //! A gateway driven in-process through its router, each answer checked against openapi.json.
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{HeaderMap, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -47,20 +47,32 @@ impl Gateway {
         key: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (status, _, value) = self.send_raw(method, path, auth.as_deref(), body).await;
+        (status, value)
+    }
+
+    /// A request with any `Authorization` value and body bytes: the status, the headers and
+    /// the answer (JSON, checked against the document, or `{"raw": text}`).
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, Value) {
         let mut req = Request::builder().method(method).uri(path);
-        if let Some(k) = key {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
         }
-        let body = body
-            .map(|b| Body::from(b.to_string()))
-            .unwrap_or_else(Body::empty);
         let resp = orgo_gateway::app(self.state.clone())
-            .oneshot(req.body(body).unwrap())
+            .oneshot(req.body(Body::from(body)).unwrap())
             .await
             .unwrap();
         let status = resp.status();
-        let is_json = resp
-            .headers()
+        let headers = resp.headers().clone();
+        let is_json = headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         let bytes = http_body_util::BodyExt::collect(resp.into_body())
@@ -76,7 +88,7 @@ impl Gateway {
         if is_json && path.starts_with("/api/") {
             self.doc.check(method, path, status.as_u16(), &value);
         }
-        (status, value)
+        (status, headers, value)
     }
 
     pub async fn ok(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> Value {

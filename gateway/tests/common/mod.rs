@@ -57,6 +57,24 @@ impl ApiDoc {
         }
     }
 
+    /// Every operation the document has: method (upper case), path template under `/api`,
+    /// and whether it takes a request body.
+    pub fn operations(&self) -> Vec<(String, String, bool)> {
+        let mut ops = Vec::new();
+        for (path, item) in self.doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                    ops.push((
+                        method.to_uppercase(),
+                        path.clone(),
+                        op.get("requestBody").is_some(),
+                    ));
+                }
+            }
+        }
+        ops
+    }
+
     /// The document's path template for a request path under `/api`: the one whose segments
     /// match, preferring literal segments over `{params}`.
     fn template(&self, path: &str) -> Option<String> {
