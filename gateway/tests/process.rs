@@ -1,5 +1,6 @@
 //! `orgo-gateway` as a process: keys from the CLI, a clean SIGTERM that stops its desktops and
-//! records them as stopped, and a second gateway on the same data that starts them again with
+//! records them as stopped, a SIGKILL that takes its local desktops down with it (nothing
+//! orphaned, no stale state), and a second gateway on the same data that starts them again with
 //! their files.
 
 mod common;
@@ -7,6 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::{Served, free_port, gateway_env, keys};
+use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
 use serde_json::json;
 
 #[test]
@@ -41,16 +43,11 @@ fn sigterm_stops_desktops_cleanly_and_a_new_gateway_starts_them_again() {
         Some(json!({"command": "echo kept > /home/user/f"})),
     );
     let id = p["desktop"]["id"].as_str().unwrap().to_string();
-    let status = gw.terminate();
+    let status = gw.end(SIGTERM);
     assert!(status.success(), "{status:?}");
-    let left = Command::new("pgrep")
-        .args(["-f", &format!("desktops/{id}/run")])
-        .output()
-        .unwrap();
     assert!(
-        left.stdout.is_empty(),
-        "no process of the desktop is left: {}",
-        String::from_utf8_lossy(&left.stdout)
+        pgrep(&format!("desktops/{id}/run")).is_empty(),
+        "a clean stop leaves nothing"
     );
     assert!(
         !dir.join(format!("desktops/{id}/tmp/.X1-lock")).exists(),
@@ -76,6 +73,94 @@ fn sigterm_stops_desktops_cleanly_and_a_new_gateway_starts_them_again() {
     assert!(keys(&["revoke", key_id]).0);
     let (status, v) = gw.call(&key, "GET", "/projects", None);
     assert_eq!(status, 401, "a revoked key is refused: {v}");
-    assert!(gw.terminate().success());
+    assert!(gw.end(SIGTERM).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Processes whose command line mentions `pattern`.
+fn pgrep(pattern: &str) -> String {
+    let out = Command::new("pgrep").args(["-af", pattern]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls until no process matches `pattern`, failing with what is left after a generous bound
+/// (the kernel tears down a dead parent's sandboxes asynchronously).
+fn until_gone(pattern: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = pgrep(pattern);
+        if left.is_empty() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running: {left}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_gateway_orphans_no_desktop_and_a_new_one_starts_them_again() {
+    let dir = common::scratch("killed");
+    let port = free_port();
+    let env = gateway_env(&dir, port);
+    let key = common::new_key(&env, "ops", "pro");
+    let gw = Served::start(&env, port);
+    let mut desktops = Vec::new();
+    for n in 0..2 {
+        let (status, p) = gw.call(
+            &key,
+            "POST",
+            "/projects",
+            Some(json!({"config": {"ram": 1, "cpu": 1}})),
+        );
+        assert_eq!(status, 200, "{p}");
+        let id = p["desktop"]["id"].as_str().unwrap().to_string();
+        let c = format!("/computers/{id}");
+        // Children that try to outlive their desktop: detached, in a session of their own.
+        let (status, out) = gw.call(
+            &key,
+            "POST",
+            &format!("{c}/bash"),
+            Some(json!({"command": format!("echo {n} > /home/user/f; setsid nohup sleep 4{n}4242 >/dev/null 2>&1 & disown; echo ok")})),
+        );
+        assert_eq!((status, out["output"].as_str()), (200, Some("ok\n")), "{out}");
+        desktops.push((id, c));
+    }
+    for (id, _) in &desktops {
+        assert!(!pgrep(&format!("desktops/{id}/run")).is_empty(), "{id} runs");
+    }
+
+    assert_eq!(
+        pgrep("sleep 4[01]4242").lines().count(),
+        2,
+        "the detached children run"
+    );
+    let status = gw.end(SIGKILL);
+    assert!(!status.success());
+    for (id, _) in &desktops {
+        until_gone(&format!("desktops/{id}/run"));
+    }
+    until_gone("sleep 4[01]4242");
+
+    let gw = Served::start(&env, port);
+    for (n, (id, c)) in desktops.iter().enumerate() {
+        let (_, computer) = gw.call(&key, "GET", c, None);
+        assert_eq!(
+            computer["status"], "stopped",
+            "the record follows the kill: {computer}"
+        );
+        let (status, v) = gw.call(&key, "POST", &format!("{c}/start"), None);
+        assert_eq!(status, 200, "{v}");
+        let (_, out) = gw.call(
+            &key,
+            "POST",
+            &format!("{c}/bash"),
+            Some(json!({"command": "cat /home/user/f"})),
+        );
+        assert_eq!(out["output"], format!("{n}\n"), "{id} kept its files");
+    }
+    assert!(gw.end(SIGTERM).success());
+    for (id, _) in &desktops {
+        until_gone(&format!("desktops/{id}/run"));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
