@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{ensure_system_packages, new_key, root, run};
+use crate::new_key;
+use crate::system::{ensure_system_packages, root, run};
 
 /// Examples per operation: the short run in `ci`, and the long one (over 5,000 requests).
 pub const SHORT: u32 = 10;

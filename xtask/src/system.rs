@@ -1,0 +1,115 @@
+//! Running programs from the workspace root and installing the Debian packages the project
+//! needs on a fresh machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages the build, the tests and the benchmarks need.
+pub const SYSTEM_PACKAGES: &[&str] = &[
+    "pkg-config",
+    "libturbojpeg0-dev",
+    "xvfb",
+    "openbox",
+    "xterm",
+    "x11-utils",
+    "x11-xserver-utils",
+    "xdotool",
+    "scrot",
+    "python3",
+    "procps",
+    "bubblewrap",
+];
+
+/// The real browser the live view's tests and benchmark drive.
+pub const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with its command line if it fails.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    run_with(program, args, &[])
+}
+
+/// `run` with extra environment variables.
+pub fn run_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Output of a command, failing with its stderr.
+pub fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs the missing system packages when running as root; otherwise says the one command
+/// to run.
+pub fn ensure_system_packages() -> Result<()> {
+    ensure_packages(SYSTEM_PACKAGES)
+}
+
+/// Installs those of `packages` that are missing (as root), or says the command to run.
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let command = format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    if !is_root() {
+        bail!(
+            "missing system packages: {}\nrun as root: {command}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(
+        "bash",
+        &["-c", &format!("export DEBIAN_FRONTEND=noninteractive; {command}")],
+    )
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
