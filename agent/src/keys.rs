@@ -169,9 +169,22 @@ pub fn parse_combo(combo: &str) -> Result<Combo> {
         }
         let sym = keysym_for_name(name)
             .ok_or_else(|| AgentError::InvalidArgument(format!("unknown key name {name:?} in {combo:?}")))?;
+        if controls_the_server(sym) {
+            return Err(AgentError::InvalidArgument(format!(
+                "key {name:?} controls the X server itself (it would end or reconfigure the desktop's display) and is not sent"
+            )));
+        }
         keysyms.push(sym);
     }
     Ok(Combo { keysyms })
+}
+
+/// Keysyms whose XKB action works on the server rather than on a window: Terminate_Server
+/// ends the X server, the AccessX toggles (slow, sticky, bounce, mouse keys, repeat off) would
+/// change how every later key press is taken, and XFree86's VT switches, grab breaks and
+/// video-mode keys reconfigure the server.
+fn controls_the_server(sym: Keysym) -> bool {
+    matches!(sym, 0xfe70..=0xfe7a | 0xfed5 | 0x1008_fe01..=0x1008_fe0c | 0x1008_fe20..=0x1008_fe25)
 }
 
 /// Splits on `+`, treating a `+` at the very end (or alone) as the plus key itself.
@@ -302,6 +315,11 @@ mod tests {
             ("hyperdrive", "\"hyperdrive\""),
             ("ctrl+", "empty"),
             ("", "empty"),
+            ("Terminate_Server", "controls the X server"),
+            ("ctrl+alt+terminate_server", "controls the X server"),
+            ("SlowKeys_Enable", "controls the X server"),
+            ("XF86Switch_VT_1", "controls the X server"),
+            ("XF86Ungrab", "controls the X server"),
         ] {
             let err = parse_combo(combo).unwrap_err().to_string();
             assert!(err.contains(needle), "{combo:?} gave {err:?}");

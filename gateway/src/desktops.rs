@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use orgo_proto::connect::{Agent, Target};
 use rand::Rng;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -27,6 +27,8 @@ pub struct Desktops {
     pub viewers: Signer,
     /// When each desktop's activity was last written, so a burst of actions costs one write.
     touched: std::sync::Mutex<HashMap<String, Instant>>,
+    /// One lock per desktop that its lifecycle changes take in turn (see [`Desktops::turn`]).
+    lifecycles: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// Activity is recorded at most this often per desktop; idle times are counted in seconds.
@@ -54,7 +56,26 @@ impl Desktops {
             agents: Mutex::new(HashMap::new()),
             admission: Mutex::new(()),
             touched: std::sync::Mutex::new(HashMap::new()),
+            lifecycles: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    fn lifecycle(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut all = self.lifecycles.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Waits for the desktop's turn to change state, then reloads it: concurrent starts,
+    /// stops, restarts, deletes and idle stops of one desktop run one after another, each from
+    /// the state the previous one left (a restart's stop would otherwise kill a concurrent
+    /// start's processes, and two starts would race for the same files).
+    async fn turn(&self, computer: &mut Computer) -> Result<OwnedMutexGuard<()>, ApiError> {
+        let turn = self.lifecycle(&computer.id).lock_owned().await;
+        *computer = self
+            .store
+            .computer(&computer.account_id, &computer.id)?
+            .ok_or_else(|| ApiError::NotFound(format!("computer {:?} not found", computer.name)))?;
+        Ok(turn)
     }
 
     /// Checks that starting a desktop of this size keeps the account within its plan.
@@ -154,6 +175,7 @@ impl Desktops {
             created_at: now(),
             last_active: now(),
         };
+        let _turn = self.lifecycle(&computer.id).lock_owned().await;
         loop {
             match self.store.insert_computer(&computer) {
                 Err(ApiError::Conflict(_)) if name.is_none() => {
@@ -222,6 +244,35 @@ impl Desktops {
     }
 
     pub async fn start(&self, account: &Account, computer: &mut Computer) -> Result<(), ApiError> {
+        let _turn = self.turn(computer).await?;
+        self.start_in_turn(account, computer).await
+    }
+
+    pub async fn stop(&self, computer: &mut Computer) -> Result<(), ApiError> {
+        let _turn = self.turn(computer).await?;
+        self.stop_in_turn(computer).await
+    }
+
+    pub async fn restart(&self, account: &Account, computer: &mut Computer) -> Result<(), ApiError> {
+        let _turn = self.turn(computer).await?;
+        self.stop_in_turn(computer).await?;
+        self.start_in_turn(account, computer).await
+    }
+
+    pub async fn delete(&self, computer: &Computer) -> Result<(), ApiError> {
+        let mut computer = computer.clone();
+        let _turn = self.turn(&mut computer).await?;
+        self.agents.lock().await.remove(&computer.id);
+        self.runtime.remove(&computer.id).await?;
+        self.store.delete_computer(&computer.id)?;
+        self.lifecycles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&computer.id);
+        Ok(())
+    }
+
+    async fn start_in_turn(&self, account: &Account, computer: &mut Computer) -> Result<(), ApiError> {
         if computer.status == Status::Running && self.runtime.is_alive(&computer.id).await {
             return Ok(());
         }
@@ -233,24 +284,13 @@ impl Desktops {
         self.boot(computer).await
     }
 
-    pub async fn stop(&self, computer: &mut Computer) -> Result<(), ApiError> {
+    async fn stop_in_turn(&self, computer: &mut Computer) -> Result<(), ApiError> {
         self.agents.lock().await.remove(&computer.id);
         self.store.set_status(&computer.id, Status::Stopping)?;
         self.runtime.stop(&computer.id).await?;
         self.store.set_status(&computer.id, Status::Stopped)?;
         computer.status = Status::Stopped;
         Ok(())
-    }
-
-    pub async fn restart(&self, account: &Account, computer: &mut Computer) -> Result<(), ApiError> {
-        self.stop(computer).await?;
-        self.start(account, computer).await
-    }
-
-    pub async fn delete(&self, computer: &Computer) -> Result<(), ApiError> {
-        self.agents.lock().await.remove(&computer.id);
-        self.runtime.remove(&computer.id).await?;
-        self.store.delete_computer(&computer.id)
     }
 
     /// The agent of a running computer, or why there is none.
@@ -307,9 +347,16 @@ impl Desktops {
             let Some(idle) = self.config.idle_stop(&account.plan) else {
                 continue;
             };
-            if now() - computer.last_active >= idle.as_secs() as i64 {
+            if now() - computer.last_active < idle.as_secs() as i64 {
+                continue;
+            }
+            // Judged again in turn: it may have been used, stopped or deleted meanwhile.
+            let Ok(_turn) = self.turn(&mut computer).await else {
+                continue;
+            };
+            if computer.status == Status::Running && now() - computer.last_active >= idle.as_secs() as i64 {
                 tracing::info!(computer = %computer.name, idle_seconds = idle.as_secs(), "stopping idle desktop");
-                self.stop(&mut computer).await?;
+                self.stop_in_turn(&mut computer).await?;
                 stopped += 1;
             }
         }

@@ -920,3 +920,45 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
     tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
     gw.ok("GET", "/api/projects", &alice, None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lifecycle_calls_on_one_desktop_take_turns() {
+    let gw = std::sync::Arc::new(Gateway::new("turns").await);
+    let key = gw.key("turns");
+    let p = gw
+        .ok(
+            "POST",
+            "/api/projects",
+            &key,
+            Some(json!({"config": {"ram": 1, "cpu": 1}})),
+        )
+        .await;
+    let id = p["desktop"]["id"].as_str().unwrap().to_string();
+    let c = format!("/api/computers/{id}");
+    let mut calls = tokio::task::JoinSet::new();
+    for round in 0..4 {
+        for action in ["restart", "stop", "start"] {
+            let (gw, key, path) = (gw.clone(), key.clone(), format!("{c}/{action}"));
+            calls.spawn(async move {
+                let (status, v) = gw.send("POST", &path, Some(&key), None).await;
+                (round, action, status, v)
+            });
+        }
+    }
+    while let Some(done) = calls.join_next().await {
+        let (round, action, status, v) = done.unwrap();
+        assert_eq!(status, StatusCode::OK, "{action} (round {round}): {v}");
+    }
+    // Whatever order they ran in, the record and the processes agree, and one start serves.
+    let status = gw.ok("GET", &c, &key, None).await["status"].clone();
+    let agents = common::desktop_pids(&id, "orgo-agent").len();
+    assert_eq!(
+        agents,
+        usize::from(status == "running"),
+        "{status} with {agents} agents"
+    );
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    assert_eq!(common::desktop_pids(&id, "orgo-agent").len(), 1);
+    let out = gw.bash(&key, &c, "echo fine", None).await;
+    assert_eq!(out["output"], "fine\n");
+}

@@ -16,7 +16,7 @@ use crate::system::{ensure_system_packages, root, run};
 
 /// Examples per operation: the short run in `ci`, and the long one (over 5,000 requests).
 pub const SHORT: u32 = 10;
-pub const LONG: u32 = 60;
+pub const LONG: u32 = 120;
 
 /// Seconds per cargo-fuzz target in `ci`.
 pub const PARSERS_SHORT: u32 = 20;
@@ -38,24 +38,44 @@ impl Drop for Served {
     }
 }
 
-/// `POST /api/projects` with curl: the new project's name (its desktop's, too).
-fn new_project(base: &str, key: &str) -> Result<String> {
+/// A successful curl's output.
+fn curl(args: &[&str]) -> Result<String> {
     let out = Command::new("curl")
-        .args(["-sf", "-X", "POST", &format!("{base}/projects")])
-        .args(["-H", &format!("Authorization: Bearer {key}"), "-d", "{}"])
+        .arg("-sf")
+        .args(args)
         .output()
         .context("cannot run curl")?;
     if !out.status.success() {
-        bail!("creating a desktop for the run failed");
+        bail!("curl {} failed", args.join(" "));
     }
-    let answer = String::from_utf8_lossy(&out.stdout);
-    // The answer's first "name" is the project's; no JSON library for one field.
-    let name = answer
-        .split("\"name\":\"")
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The string value of the first `"field":"…"` in a JSON answer; no JSON library for one field.
+fn first_string(answer: &str, field: &str) -> Result<String> {
+    answer
+        .split(&format!("\"{field}\":\""))
         .nth(1)
         .and_then(|rest| rest.split('"').next())
-        .context("no name in the create answer")?;
-    Ok(name.to_string())
+        .map(String::from)
+        .with_context(|| format!("no {field} in {answer}"))
+}
+
+/// `POST /api/projects`: the new project's name (its desktop's, too).
+fn new_project(base: &str, key: &str) -> Result<String> {
+    let auth = format!("Authorization: Bearer {key}");
+    let answer = curl(&["-X", "POST", &format!("{base}/projects"), "-H", &auth, "-d", "{}"])?;
+    first_string(&answer, "name")
+}
+
+/// A screenshot stored for the run (`?response_format=url`): its file name, for the storage
+/// route.
+fn stored_screenshot(base: &str, key: &str, computer: &str) -> Result<String> {
+    let auth = format!("Authorization: Bearer {key}");
+    let url = format!("{base}/computers/{computer}/screenshot?response_format=url");
+    let answer = curl(&[&url, "-H", &auth])?;
+    let image = first_string(&answer, "image")?;
+    Ok(image.rsplit('/').next().unwrap_or_default().to_string())
 }
 
 pub fn api(examples: u32) -> Result<()> {
@@ -98,6 +118,7 @@ pub fn api(examples: u32) -> Result<()> {
     }
     let base = format!("http://127.0.0.1:{port}/api");
     let computer = new_project(&base, &key)?;
+    let stored = stored_screenshot(&base, &key, &computer)?;
     let victim = new_project(&base, &key)?;
     let stopped = new_project(&base, &key)?;
 
@@ -110,7 +131,8 @@ pub fn api(examples: u32) -> Result<()> {
             "--max-examples",
             &examples.to_string(),
             "--workers",
-            "2",
+            // Waits, drags and execs mostly sleep: more workers overlap them.
+            "4",
             "--no-color",
         ])
         .arg("--report-dir")
@@ -120,11 +142,29 @@ pub fn api(examples: u32) -> Result<()> {
         .env("ORGO_FUZZ_COMPUTER", &computer)
         .env("ORGO_FUZZ_VICTIM", &victim)
         .env("ORGO_FUZZ_STOPPED", &stopped)
+        .env("ORGO_FUZZ_FILE", &stored)
         .current_dir(root())
         .status()
         .context("cannot run schemathesis")?;
+    // The gateway's own count of what it answered, by status class.
+    let metrics = curl(&[&format!("http://127.0.0.1:{port}/metrics")])?;
+    let (mut served, mut server_errors) = (0u64, 0u64);
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("orgo_http_requests_total{"))
+    {
+        let n: u64 = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        served += n;
+        if line.contains("status=\"5") {
+            server_errors += n;
+        }
+    }
+    println!("fuzz-api: the gateway answered {served} requests, {server_errors} of them 5xx");
     if !status.success() {
         bail!("schemathesis found failures (report and the gateway's log in target/fuzz-report)");
+    }
+    if server_errors > 0 {
+        bail!("the gateway answered {server_errors} requests with 5xx (log in target/fuzz-report)");
     }
     let _ = std::fs::remove_dir_all(Path::new(&data));
     Ok(())

@@ -52,27 +52,25 @@ impl Cgroups {
         found.unwrap_or_else(Cgroups::Unavailable)
     }
 
-    /// Removes groups left empty by desktops that ended without being stopped (a crash, a
-    /// killed gateway). Groups with processes in them cannot be removed and stay.
-    pub fn sweep(&self) {
-        let parents = match self {
-            Cgroups::V2(p) => vec![p.clone()],
-            Cgroups::V1(r) => ["memory", "cpu", "pids"]
+    /// Removes the groups of `ids` left empty by desktops that ended without being stopped (a
+    /// crash, a killed gateway). Only a gateway's own desktops: another gateway on the machine
+    /// may have just made a group it has not put its desktop into yet. Groups with processes in
+    /// them cannot be removed and stay.
+    pub fn sweep<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        for dir in ids.into_iter().flat_map(|id| self.dirs(id)) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
+    /// A desktop's group directories: one on v2; memory, cpu and pids on v1.
+    fn dirs(&self, id: &str) -> Vec<PathBuf> {
+        match self {
+            Cgroups::V2(parent) => vec![parent.join(id)],
+            Cgroups::V1(root) => ["memory", "cpu", "pids"]
                 .iter()
-                .map(|c| r.join(c).join("orgo"))
+                .map(|c| root.join(c).join("orgo").join(id))
                 .collect(),
             Cgroups::Unavailable(_) => Vec::new(),
-        };
-        for parent in parents {
-            let Ok(entries) = std::fs::read_dir(&parent) else {
-                continue;
-            };
-            for entry in entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            {
-                let _ = std::fs::remove_dir(entry.path());
-            }
         }
     }
 
@@ -95,17 +93,17 @@ impl Cgroups {
         let memory = (u64::from(ram_gb) << 30).to_string();
         let quota = ((cpu * CPU_PERIOD_US as f64) as u64).max(1000);
         match self {
-            Cgroups::V2(parent) => {
-                let dir = parent.join(id);
-                mkdir(&dir)?;
+            Cgroups::V2(_) => {
+                let dirs = self.dirs(id);
+                let dir = &dirs[0];
+                mkdir(dir)?;
                 write(&dir.join("memory.max"), &memory)?;
                 write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
                 write(&dir.join("pids.max"), &PIDS_MAX.to_string())?;
-                Ok(Groups { dirs: vec![dir] })
+                Ok(Groups { dirs })
             }
-            Cgroups::V1(root) => {
-                let dir = |c: &str| root.join(c).join("orgo").join(id);
-                let dirs = vec![dir("memory"), dir("cpu"), dir("pids")];
+            Cgroups::V1(_) => {
+                let dirs = self.dirs(id);
                 dirs.iter().try_for_each(|d| mkdir(d))?;
                 write(&dirs[0].join("memory.limit_in_bytes"), &memory)?;
                 write(&dirs[1].join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
@@ -145,5 +143,35 @@ impl Groups {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gateway starting beside another sweeps its own leftovers only: a group the other has
+    /// just made, still empty because its desktop is not in it yet, stays.
+    #[test]
+    fn sweeping_leaves_other_gateways_groups() {
+        let cgroups = Cgroups::detect();
+        if let Cgroups::Unavailable(why) = &cgroups {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let (mine, theirs) = ("sweep-test-mine", "sweep-test-theirs");
+        cgroups.create(mine, 1, 1.0).unwrap();
+        cgroups.create(theirs, 1, 1.0).unwrap();
+        cgroups.sweep([mine]);
+        assert!(
+            cgroups.dirs(mine).iter().all(|d| !d.exists()),
+            "own leftover removed"
+        );
+        assert!(
+            cgroups.dirs(theirs).iter().all(|d| d.exists()),
+            "another's group kept"
+        );
+        cgroups.sweep([theirs]);
+        assert!(cgroups.dirs(theirs).iter().all(|d| !d.exists()));
     }
 }

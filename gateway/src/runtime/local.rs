@@ -38,7 +38,12 @@ impl LocalRuntime {
     pub fn new(data_dir: &Path, agent_bin: PathBuf) -> anyhow::Result<Self> {
         let data_dir = std::fs::canonicalize(data_dir)?;
         let cgroups = Cgroups::detect();
-        cgroups.sweep();
+        let ids: Vec<String> = std::fs::read_dir(data_dir.join("desktops"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        cgroups.sweep(ids.iter().map(String::as_str));
         match &cgroups {
             Cgroups::Unavailable(why) => {
                 tracing::warn!(reason = %why, "cgroups unavailable: desktops run without memory, CPU and pids limits")
