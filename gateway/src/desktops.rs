@@ -29,6 +29,9 @@ pub struct Desktops {
     touched: std::sync::Mutex<HashMap<String, Instant>>,
     /// One lock per desktop that its lifecycle changes take in turn (see [`Desktops::turn`]).
     lifecycles: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// How many times each desktop has been stopped: a call that fails while this changes
+    /// was cut short by a stop or restart (see [`Desktops::using`]).
+    stops: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// Activity is recorded at most this often per desktop; idle times are counted in seconds.
@@ -57,6 +60,41 @@ impl Desktops {
             admission: Mutex::new(()),
             touched: std::sync::Mutex::new(HashMap::new()),
             lifecycles: std::sync::Mutex::new(HashMap::new()),
+            stops: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn stops_of(&self, id: &str) -> u64 {
+        let stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        stops.get(id).copied().unwrap_or(0)
+    }
+
+    /// Runs `call` with the agent of a running computer. When the call fails because the
+    /// desktop was stopped, restarted or deleted under it (its agent went away mid-call), the
+    /// answer says so, as for any call to a stopped or missing desktop, instead of a 5xx.
+    pub async fn using<T>(
+        &self,
+        computer: &Computer,
+        call: impl AsyncFnOnce(Agent) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let stops = self.stops_of(&computer.id);
+        let agent = self.agent(computer).await?;
+        match call(agent).await {
+            Err(ApiError::NotReady(_) | ApiError::Agent(_))
+                if self.store.computer(&computer.account_id, &computer.id)?.is_none() =>
+            {
+                Err(ApiError::NotFound(format!(
+                    "computer {:?} was deleted while this call ran",
+                    computer.name
+                )))
+            }
+            Err(ApiError::NotReady(_) | ApiError::Agent(_)) if self.stops_of(&computer.id) != stops => {
+                Err(ApiError::NotRunning(format!(
+                    "computer {:?} was stopped or restarted while this call ran; call again once it runs",
+                    computer.name
+                )))
+            }
+            other => other,
         }
     }
 
@@ -269,6 +307,10 @@ impl Desktops {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&computer.id);
+        self.stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&computer.id);
         Ok(())
     }
 
@@ -285,6 +327,12 @@ impl Desktops {
     }
 
     async fn stop_in_turn(&self, computer: &mut Computer) -> Result<(), ApiError> {
+        *self
+            .stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(computer.id.clone())
+            .or_default() += 1;
         self.agents.lock().await.remove(&computer.id);
         self.store.set_status(&computer.id, Status::Stopping)?;
         self.runtime.stop(&computer.id).await?;

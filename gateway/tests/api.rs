@@ -923,7 +923,10 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_lifecycle_calls_on_one_desktop_take_turns() {
-    let gw = std::sync::Arc::new(Gateway::new("turns").await);
+    let gw = Gateway::with("turns", |c| {
+        c.plans.get_mut("free").unwrap().requests_per_second = 100_000;
+    });
+    let gw = std::sync::Arc::new(gw.await);
     let key = gw.key("turns");
     let p = gw
         .ok(
@@ -945,9 +948,38 @@ async fn concurrent_lifecycle_calls_on_one_desktop_take_turns() {
             });
         }
     }
-    while let Some(done) = calls.join_next().await {
-        let (round, action, status, v) = done.unwrap();
+    // Actions meanwhile either run or are told the desktop is (or went) down: never a 5xx.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut actions = tokio::task::JoinSet::new();
+    for (method, action, body) in [
+        ("GET", "screenshot", None),
+        ("POST", "click", Some(json!({"x": 5, "y": 5}))),
+        ("GET", "cursor", None),
+        ("POST", "bash", Some(json!({"command": "sleep 0.1; echo hi"}))),
+    ] {
+        let (gw, key, path, done) = (gw.clone(), key.clone(), format!("{c}/{action}"), done.clone());
+        actions.spawn(async move {
+            let mut ran = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, v) = gw.send(method, &path, Some(&key), body.clone()).await;
+                assert!(
+                    status == StatusCode::OK || status == StatusCode::CONFLICT,
+                    "{method} {path} during lifecycle calls: {status} {v}"
+                );
+                ran += usize::from(status == StatusCode::OK);
+                // A refusal can complete without ever waiting; let the lifecycle calls run.
+                tokio::task::yield_now().await;
+            }
+            ran
+        });
+    }
+    while let Some(finished) = calls.join_next().await {
+        let (round, action, status, v) = finished.unwrap();
         assert_eq!(status, StatusCode::OK, "{action} (round {round}): {v}");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    while let Some(finished) = actions.join_next().await {
+        finished.unwrap();
     }
     // Whatever order they ran in, the record and the processes agree, and one start serves.
     let status = gw.ok("GET", &c, &key, None).await["status"].clone();

@@ -231,12 +231,13 @@ pub async fn cursor(
     Path(id): Path<String>,
 ) -> Answer {
     let computer = find(&state, &account, &id)?;
-    let mut agent = state.desktops.agent(&computer).await?;
-    let r = call(
-        state.desktops.deadline(),
-        agent.cursor_position(pb::CursorPositionRequest {}),
-    )
-    .await?;
+    let deadline = state.desktops.deadline();
+    let r = state
+        .desktops
+        .using(&computer, async |mut agent| {
+            call(deadline, agent.cursor_position(pb::CursorPositionRequest {})).await
+        })
+        .await?;
     let p = r.position.unwrap_or_default();
     Ok(Json(json!({ "success": true, "x": p.x, "y": p.y })))
 }
@@ -299,18 +300,20 @@ pub async fn screenshot(
         }
     };
     let computer = find(&state, &account, &id)?;
-    let mut agent = state.desktops.agent(&computer).await?;
-    let shot = call(
-        state.desktops.deadline(),
-        agent.screenshot(pb::ScreenshotRequest {
-            format: format.into(),
-            quality: q.quality.unwrap_or(0),
-            max_width: q.max_width.unwrap_or(0),
-            max_height: q.max_height.unwrap_or(0),
-            region,
-        }),
-    )
-    .await?;
+    let request = pb::ScreenshotRequest {
+        format: format.into(),
+        quality: q.quality.unwrap_or(0),
+        max_width: q.max_width.unwrap_or(0),
+        max_height: q.max_height.unwrap_or(0),
+        region,
+    };
+    let deadline = state.desktops.deadline();
+    let shot = state
+        .desktops
+        .using(&computer, async |mut agent| {
+            call(deadline, agent.screenshot(request)).await
+        })
+        .await?;
     let shot_id = new_id();
     let ext = if format == pb::ImageFormat::Png {
         "png"
@@ -436,8 +439,13 @@ pub async fn action(
     }
     // Everything below is parsed before the agent is looked up, so bad input never reaches it.
     let command = Command::parse(&action, &body, &screen)?;
-    let mut agent = state.desktops.agent(&computer).await?;
-    command.run(&mut agent, state.desktops.deadline()).await
+    let deadline = state.desktops.deadline();
+    state
+        .desktops
+        .using(&computer, async |mut agent| {
+            command.run(&mut agent, deadline).await
+        })
+        .await
 }
 
 /// Parses an action's body on a 1280×800 screen, for [`super::check_body`].

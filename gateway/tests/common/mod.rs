@@ -263,7 +263,8 @@ impl Drop for Served {
     }
 }
 
-/// Pids of a local desktop's processes named `comm`, from the desktop's cgroup.
+/// Pids of a local desktop's processes named `comm`, from the desktop's cgroup (none once a
+/// stop has removed the group).
 pub fn desktop_pids(desktop_id: &str, comm: &str) -> Vec<i32> {
     let cgroups = orgo_gateway::runtime::cgroup::Cgroups::detect();
     let procs = cgroups
@@ -272,7 +273,7 @@ pub fn desktop_pids(desktop_id: &str, comm: &str) -> Vec<i32> {
         .expect("the desktop's cgroup")
         .with_file_name("cgroup.procs");
     std::fs::read_to_string(procs)
-        .unwrap()
+        .unwrap_or_default()
         .lines()
         .filter_map(|p| p.parse::<i32>().ok())
         .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
