@@ -20,6 +20,11 @@ impl Gateway {
     }
 
     pub async fn with(tag: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
+        // The gateway's warnings (each failed request's detail) land in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
         let dir = super::scratch(tag);
         let mut config = Config {
             data_dir: dir.clone(),
