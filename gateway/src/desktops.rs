@@ -27,11 +27,17 @@ pub struct Desktops {
     pub viewers: Signer,
     /// When each desktop's activity was last written, so a burst of actions costs one write.
     touched: std::sync::Mutex<HashMap<String, Instant>>,
-    /// One lock per desktop that its lifecycle changes take in turn (see [`Desktops::turn`]).
-    lifecycles: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// How many times each desktop has been stopped: a call that fails while this changes
-    /// was cut short by a stop or restart (see [`Desktops::using`]).
-    stops: std::sync::Mutex<HashMap<String, u64>>,
+    lifecycles: std::sync::Mutex<HashMap<String, Lifecycle>>,
+}
+
+/// What each desktop's lifecycle changes share.
+#[derive(Default)]
+struct Lifecycle {
+    /// Taken by each change in turn (see [`Desktops::turn`]).
+    turn: Arc<Mutex<()>>,
+    /// How many times the desktop has been stopped: a call that fails while this changes was
+    /// cut short by a stop or restart (see [`Desktops::using`]).
+    stops: u64,
 }
 
 /// Activity is recorded at most this often per desktop; idle times are counted in seconds.
@@ -60,13 +66,13 @@ impl Desktops {
             admission: Mutex::new(()),
             touched: std::sync::Mutex::new(HashMap::new()),
             lifecycles: std::sync::Mutex::new(HashMap::new()),
-            stops: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    fn stops_of(&self, id: &str) -> u64 {
-        let stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
-        stops.get(id).copied().unwrap_or(0)
+    /// Reads or changes a desktop's lifecycle record.
+    fn lifecycle<T>(&self, id: &str, f: impl FnOnce(&mut Lifecycle) -> T) -> T {
+        let mut all = self.lifecycles.lock().unwrap_or_else(|p| p.into_inner());
+        f(all.entry(id.to_string()).or_default())
     }
 
     /// Runs `call` with the agent of a running computer. When the call fails because the
@@ -77,7 +83,7 @@ impl Desktops {
         computer: &Computer,
         call: impl AsyncFnOnce(Agent) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let stops = self.stops_of(&computer.id);
+        let stops = self.lifecycle(&computer.id, |l| l.stops);
         let agent = self.agent(computer).await?;
         match call(agent).await {
             Err(ApiError::NotReady(_) | ApiError::Agent(_))
@@ -88,7 +94,9 @@ impl Desktops {
                     computer.name
                 )))
             }
-            Err(ApiError::NotReady(_) | ApiError::Agent(_)) if self.stops_of(&computer.id) != stops => {
+            Err(ApiError::NotReady(_) | ApiError::Agent(_))
+                if self.lifecycle(&computer.id, |l| l.stops) != stops =>
+            {
                 Err(ApiError::NotRunning(format!(
                     "computer {:?} was stopped or restarted while this call ran; call again once it runs",
                     computer.name
@@ -98,17 +106,15 @@ impl Desktops {
         }
     }
 
-    fn lifecycle(&self, id: &str) -> Arc<Mutex<()>> {
-        let mut all = self.lifecycles.lock().unwrap_or_else(|p| p.into_inner());
-        all.entry(id.to_string()).or_default().clone()
-    }
-
     /// Waits for the desktop's turn to change state, then reloads it: concurrent starts,
     /// stops, restarts, deletes and idle stops of one desktop run one after another, each from
     /// the state the previous one left (a restart's stop would otherwise kill a concurrent
     /// start's processes, and two starts would race for the same files).
     async fn turn(&self, computer: &mut Computer) -> Result<OwnedMutexGuard<()>, ApiError> {
-        let turn = self.lifecycle(&computer.id).lock_owned().await;
+        let turn = self
+            .lifecycle(&computer.id, |l| l.turn.clone())
+            .lock_owned()
+            .await;
         *computer = self
             .store
             .computer(&computer.account_id, &computer.id)?
@@ -213,7 +219,10 @@ impl Desktops {
             created_at: now(),
             last_active: now(),
         };
-        let _turn = self.lifecycle(&computer.id).lock_owned().await;
+        let _turn = self
+            .lifecycle(&computer.id, |l| l.turn.clone())
+            .lock_owned()
+            .await;
         loop {
             match self.store.insert_computer(&computer) {
                 Err(ApiError::Conflict(_)) if name.is_none() => {
@@ -307,10 +316,6 @@ impl Desktops {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&computer.id);
-        self.stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&computer.id);
         Ok(())
     }
 
@@ -327,12 +332,7 @@ impl Desktops {
     }
 
     async fn stop_in_turn(&self, computer: &mut Computer) -> Result<(), ApiError> {
-        *self
-            .stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(computer.id.clone())
-            .or_default() += 1;
+        self.lifecycle(&computer.id, |l| l.stops += 1);
         self.agents.lock().await.remove(&computer.id);
         self.store.set_status(&computer.id, Status::Stopping)?;
         self.runtime.stop(&computer.id).await?;
