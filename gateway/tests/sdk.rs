@@ -4,68 +4,22 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-const SDK: &str = "orgo==0.0.47";
-
-/// A Python the SDK runs on. orgo 0.0.47 says `Requires-Python >=3.7` but uses 3.12 syntax
-/// (a backslash inside an f-string expression), so look for 3.12 or newer.
-fn base_python() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let mut candidates: Vec<PathBuf> = ["python3.14", "python3.13", "python3.12", "python3"]
-        .map(PathBuf::from)
-        .to_vec();
-    if let Ok(dir) = std::fs::read_dir(Path::new(&home).join(".pyenv/versions")) {
-        let mut found: Vec<PathBuf> = dir
-            .filter_map(|e| Some(e.ok()?.path().join("bin/python3")))
-            .collect();
-        found.sort();
-        candidates.splice(0..0, found.into_iter().rev());
-    }
-    let new_enough = |py: &PathBuf| {
-        Command::new(py)
-            .args(["-c", "import sys; assert sys.version_info >= (3, 12)"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    candidates
-        .into_iter()
-        .find(new_enough)
-        .expect("the orgo SDK needs Python 3.12 or newer (python3.12+ on PATH or under ~/.pyenv/versions)")
-}
-
-/// A venv under target/ with the SDK and Pillow, made on first use.
+/// A venv under target/ with exactly the pinned SDK and Pillow (`sdk-requirements.txt`, hashes
+/// checked), made by `python-venv.sh` on a Python 3.12 or newer and reused while the file is
+/// unchanged.
 fn sdk_python() -> PathBuf {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sdk-venv");
-    let python = venv.join("bin/python");
-    let ready = python.exists()
-        && Command::new(&python)
-            .args([
-                "-c",
-                "import importlib.metadata as m, PIL, orgo; assert m.version('orgo') == '0.0.47'",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ready {
-        let _ = std::fs::remove_dir_all(&venv);
-        let made = Command::new(base_python())
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(
-            made.success(),
-            "python3 -m venv failed (Debian needs python3-venv)"
-        );
-        let pip = Command::new(&python)
-            .args(["-m", "pip", "install", "-q", SDK, "pillow"])
-            .status()
-            .unwrap();
-        assert!(pip.success(), "pip install {SDK} pillow failed");
-    }
-    python
+    let made = Command::new("bash")
+        .arg(tests.join("python-venv.sh"))
+        .arg(tests.join("sdk-requirements.txt"))
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success(), "python-venv.sh could not make the SDK's venv");
+    venv.join("bin/python")
 }
 
 #[test]

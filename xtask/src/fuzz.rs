@@ -1,8 +1,11 @@
-//! Fuzzing. `cargo xtask fuzz-api`: schemathesis, from PyPI in a venv of its own, against a
+//! Fuzzing. `cargo xtask fuzz-api`: schemathesis (exact versions and hashes from
+//! `gateway/tests/schemathesis-requirements.txt`, in a venv of its own) against a
 //! gateway served on loopback with real local desktops (one to act on, one to stop, one to
 //! delete), every check on, configured by `gateway/tests/schemathesis.toml`. Any 5xx, any answer
 //! the document does not allow, any request the document allows but the gateway refuses (or the
-//! reverse) fails the run. `cargo xtask fuzz-parsers`: the cargo-fuzz targets in `fuzz/`
+//! reverse) fails the run; a crash inside the tool itself (a Python traceback in Hypothesis or
+//! schemathesis, no check failed, no 5xx) is reported as such with the command to run it again.
+//! `cargo xtask fuzz-parsers`: the cargo-fuzz targets in `fuzz/`
 //! (libFuzzer, nightly toolchain), each for a while, on a corpus kept in `fuzz/corpus`.
 
 use std::path::Path;
@@ -36,10 +39,14 @@ pub const LONG: Size = Size {
 /// Seconds per cargo-fuzz target in `ci`.
 pub const PARSERS_SHORT: u32 = 20;
 
+/// The cargo-fuzz release `fuzz-parsers` installs (a fresh machine would get the newest).
+const CARGO_FUZZ: &str = "0.13.2";
+
 /// The cargo-fuzz targets, each with an optional dictionary in `fuzz/dicts/<target>.dict`.
 const PARSER_TARGETS: &[&str] = &["key_combo", "type_plan", "request_body", "output_cap"];
 
-const SCHEMATHESIS: &str = "schemathesis>=4.32,<5";
+/// schemathesis, Hypothesis and every dependency at exact versions with hashes.
+const REQUIREMENTS: &str = "gateway/tests/schemathesis-requirements.txt";
 
 /// A served gateway, stopped (SIGTERM, which stops its desktops) when dropped.
 struct Served(Child);
@@ -97,12 +104,15 @@ pub fn api(size: Size) -> Result<()> {
     ensure_system_packages()?;
     run("cargo", &["build", "-p", "orgo-agent", "-p", "orgo-gateway"])?;
     let venv = root().join("target/fuzz-venv");
+    run(
+        "bash",
+        &[
+            "gateway/tests/python-venv.sh",
+            REQUIREMENTS,
+            venv.to_str().context("path")?,
+        ],
+    )?;
     let st = venv.join("bin/schemathesis");
-    if !st.exists() {
-        run("python3", &["-m", "venv", venv.to_str().context("path")?])?;
-        let pip = venv.join("bin/pip");
-        run(pip.to_str().context("path")?, &["install", "-q", SCHEMATHESIS])?;
-    }
 
     let report = root().join("target/fuzz-report");
     std::fs::create_dir_all(&report)?;
@@ -138,28 +148,38 @@ pub fn api(size: Size) -> Result<()> {
     let stopped = new_project(&base, &key)?;
 
     let config = root().join("gateway/tests/schemathesis.toml");
+    let examples = size.examples.to_string();
+    let workers = size.workers.to_string();
+    let args = [
+        "--config-file",
+        config.to_str().context("path")?,
+        "run",
+        &format!("{base}/openapi.json"),
+        "--checks",
+        "all",
+        "--max-examples",
+        &examples,
+        "--workers",
+        &workers,
+        // How fast Hypothesis makes data on a busy machine says nothing about the API.
+        "--suppress-health-check",
+        "too_slow",
+        "--no-color",
+        "--report-dir",
+        report.to_str().context("path")?,
+        "--report",
+        "junit",
+    ];
+    let env = [
+        ("ORGO_FUZZ_KEY", key.as_str()),
+        ("ORGO_FUZZ_COMPUTER", &computer),
+        ("ORGO_FUZZ_VICTIM", &victim),
+        ("ORGO_FUZZ_STOPPED", &stopped),
+        ("ORGO_FUZZ_FILE", &stored),
+    ];
     let status = Command::new(&st)
-        .arg("--config-file")
-        .arg(&config)
-        .args(["run", &format!("{base}/openapi.json"), "--checks", "all"])
-        .args([
-            "--max-examples",
-            &size.examples.to_string(),
-            "--workers",
-            &size.workers.to_string(),
-            // How fast Hypothesis makes data on a busy machine says nothing about the API.
-            "--suppress-health-check",
-            "too_slow",
-            "--no-color",
-        ])
-        .arg("--report-dir")
-        .arg(&report)
-        .args(["--report", "junit"])
-        .env("ORGO_FUZZ_KEY", &key)
-        .env("ORGO_FUZZ_COMPUTER", &computer)
-        .env("ORGO_FUZZ_VICTIM", &victim)
-        .env("ORGO_FUZZ_STOPPED", &stopped)
-        .env("ORGO_FUZZ_FILE", &stored)
+        .args(args)
+        .envs(env)
         .current_dir(root())
         .status()
         .context("cannot run schemathesis")?;
@@ -177,27 +197,96 @@ pub fn api(size: Size) -> Result<()> {
         }
     }
     println!("fuzz-api: the gateway answered {served} requests, {server_errors} of them 5xx");
-    if !status.success() {
-        bail!("schemathesis found failures (report and the gateway's log in target/fuzz-report)");
-    }
     if server_errors > 0 {
         bail!("the gateway answered {server_errors} requests with 5xx (log in target/fuzz-report)");
+    }
+    if !status.success() {
+        let junit = std::fs::read_to_string(report.join("junit.xml")).unwrap_or_default();
+        let verdict = Verdict::of_junit(&junit);
+        if !verdict.tool_only() {
+            bail!(
+                "schemathesis found {} failed checks and {} API errors (report and the gateway's \
+                 log in target/fuzz-report)",
+                verdict.failures,
+                verdict.api_errors
+            );
+        }
+        // The tool broke inside itself (a Python traceback in Hypothesis or schemathesis), with
+        // no check failed and no 5xx: say so, with the command to run it again, and go on.
+        let reproduce = env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain([st.display().to_string()])
+            .chain(args.iter().map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        eprintln!(
+            "fuzz-api: WARNING: schemathesis itself crashed {} times (a tool error, not an API \
+             failure: no check failed, no 5xx); see target/fuzz-report/junit.xml. To reproduce \
+             against a gateway served like this one:\n  {reproduce}",
+            verdict.tool_errors
+        );
     }
     let _ = std::fs::remove_dir_all(Path::new(&data));
     Ok(())
 }
 
+/// What a schemathesis JUnit report holds: failed checks (`<failure>`), errors that concern
+/// the API (the network, the server unavailable or unresponsive, the schema), and errors of
+/// the tool itself (schemathesis' "Runtime Error": an exception inside Hypothesis or
+/// schemathesis, such as the `SystemError` that Python 3.11 raised in Hypothesis).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Verdict {
+    failures: usize,
+    api_errors: usize,
+    tool_errors: usize,
+}
+
+impl Verdict {
+    fn of_junit(xml: &str) -> Verdict {
+        let mut verdict = Verdict {
+            failures: xml.matches("<failure").count(),
+            ..Verdict::default()
+        };
+        for error in xml.split("<error").skip(1) {
+            let text = error.split_once('>').map_or("", |(_, text)| text);
+            let title = text.trim_start().lines().next().unwrap_or_default().trim();
+            if title == "Runtime Error" {
+                verdict.tool_errors += 1;
+            } else {
+                verdict.api_errors += 1;
+            }
+        }
+        verdict
+    }
+
+    /// Whether nothing but the tool's own errors made the run fail. A report that could not
+    /// be read has nothing in it and does not count as the tool's.
+    fn tool_only(&self) -> bool {
+        self.failures == 0 && self.api_errors == 0 && self.tool_errors > 0
+    }
+}
+
 /// Runs every cargo-fuzz target for `seconds`; a crash fails the run, leaving the input in
 /// `fuzz/artifacts/<target>`.
 pub fn parsers(seconds: u32) -> Result<()> {
-    let have_fuzz = Command::new("cargo")
+    let installed = Command::new("cargo")
         .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_fuzz {
-        run("cargo", &["install", "cargo-fuzz", "--locked"])?;
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if installed.split_whitespace().nth(1) != Some(CARGO_FUZZ) {
+        run(
+            "cargo",
+            &[
+                "install",
+                "cargo-fuzz",
+                "--version",
+                CARGO_FUZZ,
+                "--locked",
+                "--force",
+            ],
+        )?;
     }
     let fuzz = root().join("fuzz");
     for target in PARSER_TARGETS {
@@ -223,4 +312,73 @@ pub fn parsers(seconds: u32) -> Result<()> {
         run("cargo", &args)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdict;
+
+    fn report(cases: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuites>\n  <testsuite name=\"schemathesis\">\n{cases}\n  </testsuite>\n</testsuites>"
+        )
+    }
+
+    #[test]
+    fn a_traceback_inside_the_tool_is_the_tools_alone() {
+        let xml = report(
+            r#"    <testcase name="POST /api/computers/{id}/type" time="1.0">
+      <error type="error">Runtime Error
+
+SystemError: AST constructor recursion depth mismatch (before=42, after=41)
+
+    Traceback (most recent call last):
+      File "hypothesis/internal/reflection.py", line 450, in extract_lambda_source</error>
+    </testcase>
+    <testcase name="GET /api/projects" time="0.5" />"#,
+        );
+        let verdict = Verdict::of_junit(&xml);
+        assert_eq!(
+            verdict,
+            Verdict {
+                failures: 0,
+                api_errors: 0,
+                tool_errors: 1
+            }
+        );
+        assert!(verdict.tool_only());
+    }
+
+    #[test]
+    fn failed_checks_and_api_errors_are_real_failures() {
+        let xml = report(
+            r#"    <testcase name="POST /api/computers/{id}/click" time="1.0">
+      <failure type="failure" message="not_a_server_error">1. Server error</failure>
+    </testcase>
+    <testcase name="POST /api/computers/{id}/bash" time="1.0">
+      <error type="error">Network Error
+
+Connection failed</error>
+      <error type="error">Runtime Error
+
+FlakyFailure</error>
+    </testcase>"#,
+        );
+        let verdict = Verdict::of_junit(&xml);
+        assert_eq!(
+            verdict,
+            Verdict {
+                failures: 1,
+                api_errors: 1,
+                tool_errors: 1
+            }
+        );
+        assert!(!verdict.tool_only());
+    }
+
+    #[test]
+    fn an_unreadable_report_is_not_the_tools_fault() {
+        assert!(!Verdict::of_junit("").tool_only());
+        assert!(!Verdict::of_junit(&report("")).tool_only());
+    }
 }

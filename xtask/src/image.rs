@@ -29,9 +29,10 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 /// Builds `orgo/desktop-<kind>:<version>`: a Debian bookworm root filesystem made by mmdebstrap
-/// from Debian's packages, the Python packages of `images/python-requirements.txt` from PyPI, the
-/// release agent, imported through the Docker Engine API with the agent as entrypoint. Skipped
-/// when an image of the same inputs (its hash label) is already there.
+/// from Debian's packages, the Python packages of `images/python-requirements.txt` from PyPI
+/// (exact versions, hashes checked), the release agent, imported through the Docker Engine API
+/// with the agent as entrypoint. Skipped when an image of the same inputs (its hash label) is
+/// already there.
 pub fn image(kind: &str) -> Result<()> {
     ensure_system_packages()?;
     ensure_packages(&["mmdebstrap", "curl"])?;
@@ -124,7 +125,7 @@ pub fn image(kind: &str) -> Result<()> {
         format!(
             "chroot \"$1\" env PIP_CERT=/tmp/{ca_name} REQUESTS_CA_BUNDLE=/tmp/{ca_name} \
              SSL_CERT_FILE=/tmp/{ca_name} python3 -m pip install -q --no-cache-dir \
-             --break-system-packages -r /tmp/python-requirements.txt"
+             --break-system-packages --require-hashes -r /tmp/python-requirements.txt"
         ),
         "rm -rf \"$1\"/tmp/* \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*".to_string(),
         format!("copy-in {} /usr/local/bin", agent.display()),

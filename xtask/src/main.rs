@@ -21,6 +21,8 @@ mod bench;
 mod fuzz;
 mod image;
 mod system;
+#[cfg(test)]
+mod tracked;
 
 use bench::{bench_agent, bench_gateway, bench_view, load, soak};
 use image::image;

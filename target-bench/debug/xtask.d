@@ -1,1 +1,0 @@
-/work/main/target-bench/debug/xtask: /tmp/bench-tree/xtask/src/main.rs
