@@ -1,6 +1,7 @@
 //! The public REST surface under `/api`: one routing table, request bodies parsed into typed,
 //! validated commands before anything reaches a desktop.
 
+mod body;
 pub(crate) mod computers;
 mod projects;
 mod wire;
@@ -166,6 +167,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(crate::metrics::serve))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            body::refuse_oversized,
+        ))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
