@@ -113,7 +113,7 @@ fn live_descendants(root: i32, entries: &[(i32, i32, char)]) -> Vec<i32> {
 /// again until a scan finds none not yet stopped (a stopped process cannot fork or react);
 /// then the descendants are SIGKILLed, scanning and killing until none is alive; `root` goes
 /// last. Processes outside the tree (those of earlier runs, now the agent's) are not touched.
-/// Blocking, and bounded by [`FREEZE_ROUNDS`] and [`DEATH_WAIT`].
+/// Blocking, and bounded by `FREEZE_ROUNDS` and `DEATH_WAIT`.
 pub fn kill_tree(root: i32) {
     let signal = |pid: i32, sig: Signal| {
         // Gone already, or not ours to signal: nothing more can be done about it.
