@@ -24,7 +24,7 @@ use crate::exec::Stream;
 
 /// How many handed-off pipes are drained at once. Each costs a file descriptor and a small
 /// task; past this the oldest drain is closed (see [`Drains::adopt`]).
-pub const MAX_DRAINS: usize = 256;
+const MAX_DRAINS: usize = 256;
 /// Bytes read per call, while a run lasts and in a drain.
 const READ_CHUNK: usize = 64 * 1024;
 /// Linux's default pipe capacity, for when the pipe cannot tell its own.
@@ -38,7 +38,7 @@ pub type Chunks = mpsc::Sender<(Stream, Vec<u8>)>;
 /// Invariants: what passed is a prefix of the input, at most `cap` bytes; for UTF-8 input
 /// every piece that passes is UTF-8; `truncated` holds exactly when input was dropped.
 #[derive(Debug)]
-pub struct Capper {
+struct Capper {
     room: usize,
     /// The start of a character whose end has not been read yet (at most 3 bytes).
     held: Vec<u8>,
@@ -46,7 +46,7 @@ pub struct Capper {
 }
 
 impl Capper {
-    pub fn new(cap: usize) -> Self {
+    fn new(cap: usize) -> Self {
         Capper {
             room: cap,
             held: Vec::new(),
@@ -55,7 +55,7 @@ impl Capper {
     }
 
     /// Takes the next bytes read; answers the ones that pass now (maybe none).
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+    fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
         if self.truncated {
             return Vec::new();
         }
@@ -73,12 +73,12 @@ impl Capper {
 
     /// The end of the stream: answers the bytes still held (an unfinished character, which
     /// passes as it is: the output ends there).
-    pub fn finish(&mut self) -> Vec<u8> {
+    fn finish(&mut self) -> Vec<u8> {
         self.room = self.room.saturating_sub(self.held.len());
         std::mem::take(&mut self.held)
     }
 
-    pub fn truncated(&self) -> bool {
+    fn truncated(&self) -> bool {
         self.truncated
     }
 }
@@ -131,7 +131,7 @@ async fn send(tx: &Chunks, stream: Stream, bytes: Vec<u8>) {
 /// Reads `pipe` through `capper` until its end (answers true; a read error counts as the end)
 /// or until `stop` resolves (answers false), sending what passes to `tx`. `stop` wins over
 /// ready data, so a writer that never pauses cannot keep the reader from stopping.
-pub async fn read_capped(
+async fn read_capped(
     pipe: &mut (impl AsyncRead + Unpin),
     stream: Stream,
     capper: &mut Capper,
