@@ -1,31 +1,31 @@
-//! Running bash commands and Python programs. Each run gets its own process group, a hard
-//! timeout that kills the whole group (SIGTERM, a short grace, then SIGKILL to every member),
-//! and stdout/stderr capped while they are read: the head is kept, the rest drained and counted
-//! as truncated, so a flood costs neither memory nor a stuck pipe. Output can also be streamed
-//! as it comes.
+//! Running bash commands and Python programs, each in its own process group with the
+//! desktop's environment, a hard timeout, and capped output ([`crate::output`]), returned whole
+//! or streamed as it comes.
+//!
+//! The interpreter is made a child subreaper, so every process the command starts stays in its
+//! tree while it runs, whether it calls setsid, double-forks or changes its process group. A run
+//! ends when the interpreter exits. If it does so by itself, what it started in the background
+//! keeps running, untouched, with its stdout and stderr still usable (they go to a drain). On
+//! timeout the interpreter and every process of its tree are frozen, then killed (SIGKILL; no
+//! grace), and the call answers once they are gone; programs left running by earlier calls are
+//! no longer in any run's tree and are not touched.
 
 use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{AgentError, Result};
+use crate::output::{self, Chunks, Drains};
 use crate::reaper::{self, Children};
 
 pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
 /// Longest source accepted; past this the kernel refuses the argument anyway.
 pub const MAX_SOURCE_BYTES: usize = 128 * 1024 - 1;
-const TERM_GRACE: Duration = Duration::from_millis(500);
-/// How long output is still read after the command exits while background processes it
-/// started keep the pipes open.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(150);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interpreter {
@@ -102,6 +102,8 @@ pub struct Outcome {
 #[derive(Clone)]
 pub struct Runner {
     pub children: Children,
+    /// Where the pipes of ended runs go while background processes still hold them.
+    pub drains: Drains,
     pub display: String,
     pub home: PathBuf,
 }
@@ -125,35 +127,53 @@ impl Runner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
+        subreaper_on_exec(&mut cmd);
         cmd
     }
 
     /// Runs to the end. With `live`, output chunks go there as they are read (still capped)
     /// and the outcome carries no output of its own.
-    pub async fn run(&self, spec: Spec, live: Option<mpsc::Sender<(Stream, Vec<u8>)>>) -> Result<Outcome> {
+    ///
+    /// The call's output is what the pipes carried until the interpreter exited, plus what
+    /// was in them at that moment; see [`crate::output`] for what happens to the rest.
+    pub async fn run(&self, spec: Spec, live: Option<Chunks>) -> Result<Outcome> {
+        // A task of its own: a caller that goes away (a cancelled call) leaves the run to end
+        // as it would, timeout enforced and pipes read, rather than closing them under it.
+        let runner = self.clone();
+        tokio::spawn(async move { runner.run_to_end(spec, live).await })
+            .await
+            .map_err(|e| AgentError::Process(std::io::Error::other(e)))?
+    }
+
+    async fn run_to_end(self, spec: Spec, live: Option<Chunks>) -> Result<Outcome> {
         let started = Instant::now();
         let mut cmd = self.command(&spec);
         let (mut child, _owned) = self.children.spawn(&mut cmd)?;
-        let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-        let (tx, mut rx) = mpsc::channel::<(Stream, Vec<u8>)>(16);
+        let pipes = match output_pipes(&mut child) {
+            Ok(pipes) => pipes,
+            Err(e) => {
+                self.kill(&mut child).await;
+                return Err(e.into());
+            }
+        };
+
+        let (exited_tx, exited_rx) = watch::channel(false);
+        let (tx, mut rx) = mpsc::channel(16);
         let mut readers = tokio::task::JoinSet::new();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let truncated = Arc::new(AtomicBool::new(false));
-        readers.spawn(read_capped(
-            stdout,
-            Stream::Stdout,
-            spec.max_output,
-            tx.clone(),
-            truncated.clone(),
-        ));
-        readers.spawn(read_capped(
-            stderr,
-            Stream::Stderr,
-            spec.max_output,
-            tx,
-            truncated.clone(),
-        ));
+        for (pipe, stream) in pipes {
+            let mut exited = exited_rx.clone();
+            readers.spawn(output::read_output(
+                pipe,
+                stream,
+                spec.max_output,
+                tx.clone(),
+                async move {
+                    let _ = exited.wait_for(|e| *e).await;
+                },
+                self.drains.clone(),
+            ));
+        }
+        drop(tx);
 
         let mut out = Outcome::default();
         let deadline = tokio::time::Instant::now() + spec.timeout;
@@ -168,36 +188,70 @@ impl Runner {
             Some(s) => s,
             None => {
                 out.timed_out = true;
-                kill_group(pgid, &mut child, &self.children).await
+                self.kill(&mut child).await
             }
         };
-        // Output still in the pipes, unless something left running keeps them open.
-        let drain_until = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
-        loop {
-            tokio::select! {
-                chunk = rx.recv() => match chunk {
-                    Some(chunk) => deliver(&mut out, live.as_ref(), chunk).await,
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(drain_until) => break,
-            }
+        // The readers take what is in the pipes now and hand them off; their end closes `rx`.
+        let _ = exited_tx.send(true);
+        while let Some(chunk) = rx.recv().await {
+            deliver(&mut out, live.as_ref(), chunk).await;
         }
-        readers.abort_all();
-        out.truncated = truncated.load(Ordering::Relaxed);
-        use std::os::unix::process::ExitStatusExt;
+        while let Some(truncated) = readers.join_next().await {
+            out.truncated |= truncated.unwrap_or(false);
+        }
         out.exit_code = status.code();
         out.signal = status.signal();
         out.duration = started.elapsed();
         Ok(out)
     }
+
+    /// Ends a timed-out run: the interpreter and every process it started
+    /// ([`reaper::kill_tree`]), and answers the interpreter's status.
+    async fn kill(&self, child: &mut tokio::process::Child) -> ExitStatus {
+        if let Some(pid) = child.id() {
+            let _ = tokio::task::spawn_blocking(move || reaper::kill_tree(pid as i32)).await;
+        }
+        let status = child
+            .wait()
+            .await
+            .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+        // The tree's zombies went to the agent when the interpreter died.
+        let children = self.children.clone();
+        let _ = tokio::task::spawn_blocking(move || children.reap_orphans()).await;
+        status
+    }
+}
+
+/// The child's stdout and stderr as pipes the readers can also read without the reactor.
+fn output_pipes(child: &mut tokio::process::Child) -> std::io::Result<[(pipe::Receiver, Stream); 2]> {
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("the output pipes are missing"));
+    };
+    Ok([
+        (
+            pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?,
+            Stream::Stdout,
+        ),
+        (
+            pipe::Receiver::from_owned_fd(stderr.into_owned_fd()?)?,
+            Stream::Stderr,
+        ),
+    ])
+}
+
+/// Makes the interpreter a child subreaper (the attribute is kept across execve), so the
+/// orphans of the processes it starts are re-parented to it, not to the agent, while it runs.
+#[allow(unsafe_code)]
+fn subreaper_on_exec(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec; it makes one prctl system
+    // call, which is async-signal-safe, and neither allocates nor takes a lock.
+    unsafe {
+        cmd.pre_exec(|| nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from));
+    }
 }
 
 /// Hands a chunk to the live stream, or keeps it in the outcome when there is none.
-async fn deliver(
-    out: &mut Outcome,
-    live: Option<&mpsc::Sender<(Stream, Vec<u8>)>>,
-    chunk: (Stream, Vec<u8>),
-) {
+async fn deliver(out: &mut Outcome, live: Option<&Chunks>, chunk: (Stream, Vec<u8>)) {
     match (live, chunk.0) {
         (Some(live), _) => {
             // A reader that went away only stops the stream; the run still ends normally.
@@ -205,109 +259,5 @@ async fn deliver(
         }
         (None, Stream::Stdout) => out.stdout.extend_from_slice(&chunk.1),
         (None, Stream::Stderr) => out.stderr.extend_from_slice(&chunk.1),
-    }
-}
-
-/// Reads a pipe to its end, passing on at most `cap` bytes and flagging any it drops.
-pub async fn read_capped(
-    mut pipe: impl tokio::io::AsyncRead + Unpin,
-    stream: Stream,
-    cap: usize,
-    tx: mpsc::Sender<(Stream, Vec<u8>)>,
-    truncated: Arc<AtomicBool>,
-) {
-    let mut kept = 0usize;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let take = n.min(cap.saturating_sub(kept));
-        if take < n {
-            truncated.store(true, Ordering::Relaxed);
-        }
-        if take > 0 {
-            kept += take;
-            if tx.send((stream, buf[..take].to_vec())).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Ends a timed-out run: SIGTERM to the group, a grace period, then SIGKILL to whatever of the
-/// group is left, and waits (bounded) until no member remains.
-async fn kill_group(
-    pgid: i32,
-    child: &mut tokio::process::Child,
-    children: &Children,
-) -> std::process::ExitStatus {
-    let group = Pid::from_raw(pgid);
-    let _ = killpg(group, Signal::SIGTERM);
-    let status = tokio::time::timeout(TERM_GRACE, child.wait())
-        .await
-        .ok()
-        .and_then(|r| r.ok());
-    let _ = killpg(group, Signal::SIGKILL);
-    let status = match status {
-        Some(s) => s,
-        None => child
-            .wait()
-            .await
-            .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(9)),
-    };
-    for _ in 0..100 {
-        let reaper = children.clone();
-        let left = tokio::task::spawn_blocking(move || {
-            reaper.reap_orphans();
-            reaper::group_members(pgid)
-        })
-        .await
-        .unwrap_or_default();
-        if left.is_empty() {
-            break;
-        }
-        let _ = killpg(group, Signal::SIGKILL);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    status
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-
-        /// Whatever the output and the cap: exactly the first `cap` bytes pass, in order, and
-        /// the flag says whether anything was dropped.
-        #[test]
-        fn output_is_cut_at_the_cap_and_flagged(
-            len in 0usize..300_000,
-            cap in 0usize..200_000,
-            seed in any::<u8>(),
-        ) {
-            let input: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let (out, truncated) = rt.block_on(async {
-                let (tx, mut rx) = mpsc::channel(4);
-                let flag = Arc::new(AtomicBool::new(false));
-                let reader = read_capped(&input[..], Stream::Stdout, cap, tx, flag.clone());
-                let collect = async {
-                    let mut out = Vec::new();
-                    while let Some((_, chunk)) = rx.recv().await {
-                        out.extend_from_slice(&chunk);
-                    }
-                    out
-                };
-                let ((), out) = tokio::join!(reader, collect);
-                (out, flag.load(Ordering::Relaxed))
-            });
-            prop_assert_eq!(&out[..], &input[..len.min(cap)]);
-            prop_assert_eq!(truncated, len > cap);
-        }
     }
 }

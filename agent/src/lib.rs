@@ -1,12 +1,13 @@
 //! `orgo-agent` owns one desktop from the inside: it starts and supervises Xvfb and the window
 //! manager (or attaches to an existing display), captures the screen with MIT-SHM and encodes it
 //! with libjpeg-turbo, injects pointer and keyboard input with XTest (typing any Unicode text by
-//! borrowing spare keycodes), runs bash and Python in their own process groups with hard
-//! timeouts and capped output, reaps orphans, and serves all of it over gRPC.
+//! borrowing spare keycodes), runs bash and Python with hard timeouts that kill everything the
+//! command started and output capped on character boundaries, reaps orphans, and serves all of
+//! it over gRPC.
 //!
 //! Layers, outside in: [`server`] (sockets, auth) → [`service`] (prost ↔ domain) → [`desktop`]
-//! (async operations) → [`capture`], [`encode`], [`input`], [`exec`] (the work) over [`x11`]
-//! connections; [`keys`] and [`keymap`] are pure planning logic.
+//! (async operations) → [`capture`], [`encode`], [`input`], [`exec`] and [`output`] (the work)
+//! over [`x11`] connections; [`keys`] and [`keymap`] are pure planning logic.
 
 pub mod capture;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod exec;
 pub mod input;
 pub mod keymap;
 pub mod keys;
+pub mod output;
 pub mod reaper;
 pub mod server;
 pub mod service;
@@ -32,6 +34,7 @@ use crate::cli::Cli;
 use crate::desktop::{Desktop, DesktopConfig};
 use crate::exec::Runner;
 use crate::input::InputTiming;
+use crate::output::Drains;
 use crate::reaper::Children;
 use crate::session::SessionSpec;
 
@@ -86,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or_else(|| "/".into());
     let runner = Runner {
         children,
+        drains: Drains::default(),
         display: display.clone(),
         home,
     };

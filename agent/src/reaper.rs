@@ -1,12 +1,15 @@
-//! Orphan reaping. The agent makes itself a child subreaper (and is init when it is PID 1 in a
-//! container), so processes that a command left behind are re-parented to it when their parent
-//! dies. Tokio waits for the children the agent spawned itself; this module reaps every other
-//! zombie child, and never one of tokio's: spawning registers the pid under the same lock the
-//! reaper holds while it looks, so a child cannot exit unregistered and be taken by mistake.
+//! Orphans and process trees. The agent makes itself a child subreaper (and is init when it is
+//! PID 1 in a container), so processes that a command left behind are re-parented to it when
+//! their parent dies. Tokio waits for the children the agent spawned itself; this module reaps
+//! every other zombie child, and never one of tokio's: spawning registers the pid under the same
+//! lock the reaper holds while it looks, so a child cannot exit unregistered and be taken by
+//! mistake. It also kills a run's whole tree on timeout ([`kill_tree`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
@@ -63,43 +66,100 @@ impl Drop for Owned {
 }
 
 /// `(pid, ppid, state)` of every process visible in /proc.
-pub fn proc_entries() -> Vec<(i32, i32, char)> {
+fn proc_entries() -> Vec<(i32, i32, char)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (state, ppid, _pgid) = parse_stat(&stat)?;
+            let (state, ppid) = parse_stat(&stat)?;
             Some((pid, ppid, state))
         })
         .collect()
 }
 
-/// Pids of the processes in a process group.
-pub fn group_members(pgid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| parse_stat(&s))
-                .is_some_and(|(_, _, g)| g == pgid)
-        })
-        .collect()
+/// Scans of /proc while freezing a tree. A stopped process cannot fork, so a tree settles
+/// in a few; past this the killing goes on without waiting for it to settle.
+const FREEZE_ROUNDS: usize = 64;
+/// How long a killed tree gets to be gone (a process in uninterruptible sleep dies when it
+/// wakes); past this, what is left is logged and left.
+const DEATH_WAIT: Duration = Duration::from_secs(5);
+
+/// The descendants of `root` among `entries` (`(pid, ppid, state)`), zombies excluded.
+fn live_descendants(root: i32, entries: &[(i32, i32, char)]) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<(i32, char)>> = HashMap::new();
+    for &(pid, ppid, state) in entries {
+        children.entry(ppid).or_default().push((pid, state));
+    }
+    let mut found = Vec::new();
+    let mut next = vec![root];
+    while let Some(parent) = next.pop() {
+        for &(pid, state) in children.get(&parent).into_iter().flatten() {
+            // A zombie has no children (they went to the subreaper when it died).
+            if !matches!(state, 'Z' | 'X') {
+                found.push(pid);
+                next.push(pid);
+            }
+        }
+    }
+    found
 }
 
-/// `(state, ppid, pgid)` from a /proc/PID/stat line; the command name may hold spaces and
+/// Kills `root` and every process descended from it. `root` must be a child subreaper that
+/// has not exited: then every orphan inside the tree (setsid'ed, double-forked, in another
+/// process group) is re-parented to a process of the tree, never out of it, while `root`
+/// lives. So: `root` is frozen (SIGSTOP), then its descendants as /proc shows them, scanning
+/// again until a scan finds none not yet stopped (a stopped process cannot fork or react);
+/// then the descendants are SIGKILLed, scanning and killing until none is alive; `root` goes
+/// last. Processes outside the tree (those of earlier runs, now the agent's) are not touched.
+/// Blocking, and bounded by `FREEZE_ROUNDS` and `DEATH_WAIT`.
+pub fn kill_tree(root: i32) {
+    let signal = |pid: i32, sig: Signal| {
+        // Gone already, or not ours to signal: nothing more can be done about it.
+        let _ = kill(Pid::from_raw(pid), sig);
+    };
+    signal(root, Signal::SIGSTOP);
+    let mut frozen = HashSet::new();
+    for _ in 0..FREEZE_ROUNDS {
+        let fresh: Vec<i32> = live_descendants(root, &proc_entries())
+            .into_iter()
+            .filter(|pid| !frozen.contains(pid))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for pid in fresh {
+            signal(pid, Signal::SIGSTOP);
+            frozen.insert(pid);
+        }
+    }
+    let deadline = Instant::now() + DEATH_WAIT;
+    loop {
+        let alive = live_descendants(root, &proc_entries());
+        if alive.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(?alive, "processes of a timed-out run did not die");
+            break;
+        }
+        for pid in alive {
+            signal(pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signal(root, Signal::SIGKILL);
+}
+
+/// `(state, ppid)` from a /proc/PID/stat line; the command name may hold spaces and
 /// parentheses, so fields are counted from the last `)`.
-fn parse_stat(stat: &str) -> Option<(char, i32, i32)> {
+fn parse_stat(stat: &str) -> Option<(char, i32)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
-    let pgid = fields.next()?.parse().ok()?;
-    Some((state, ppid, pgid))
+    Some((state, ppid))
 }
 
 /// Makes this process the reaper of its descendants' orphans, and runs the reaping loop on
@@ -122,12 +182,30 @@ pub fn start(children: Children) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_stat;
+    use super::{live_descendants, parse_stat};
 
     #[test]
     fn stat_lines_with_odd_command_names() {
-        assert_eq!(parse_stat("42 (bash) S 1 42 42 0 -1"), Some(('S', 1, 42)));
-        assert_eq!(parse_stat("7 (a b) c)) Z 3 9 9 0"), Some(('Z', 3, 9)));
+        assert_eq!(parse_stat("42 (bash) S 1 42 42 0 -1"), Some(('S', 1)));
+        assert_eq!(parse_stat("7 (a b) c)) Z 3 9 9 0"), Some(('Z', 3)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn descendants_are_the_whole_subtree_without_zombies() {
+        let entries = [
+            (1, 0, 'S'),
+            (10, 1, 'S'), // the root
+            (11, 10, 'S'),
+            (12, 11, 'T'),
+            (13, 10, 'Z'),
+            (14, 12, 'R'),
+            (20, 1, 'S'), // a sibling of the root: an earlier run's program
+            (21, 20, 'S'),
+        ];
+        let mut found = live_descendants(10, &entries);
+        found.sort();
+        assert_eq!(found, [11, 12, 14]);
+        assert!(live_descendants(14, &entries).is_empty());
     }
 }

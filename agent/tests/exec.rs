@@ -1,5 +1,7 @@
 //! bash and Python through the agent: output, exit codes, environment, hard timeouts that leave
-//! no process of the group behind, capped floods, streaming, and orphans reaped.
+//! no process the command started behind (and no other process harmed), capped floods cut on
+//! character boundaries, streaming, background processes that outlive their call unharmed, and
+//! orphans reaped.
 
 mod common;
 
@@ -8,17 +10,45 @@ use std::time::{Duration, Instant};
 use common::Agent;
 use orgo_proto::v1 as pb;
 
-/// Processes whose process group is `pgid`, zombies included.
-fn group_alive(pgid: i32) -> Vec<String> {
+/// Live processes whose command line holds `marker` (a zombie's command line is empty).
+fn alive_with(marker: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter(|stat| {
-            let rest = &stat[stat.rfind(')').unwrap() + 1..];
-            rest.split_whitespace().nth(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(marker).then(|| format!("{pid}: {cmdline}"))
         })
         .collect()
+}
+
+/// Waits, with a generous bound, until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `file` holds a whole line, and answers it.
+async fn line_in(file: &std::path::Path) -> String {
+    until(&format!("{} written", file.display()), || {
+        std::fs::read_to_string(file).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    std::fs::read_to_string(file).unwrap()
+}
+
+/// The process is there and not a zombie.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !matches!(
+            stat[stat.rfind(')').unwrap() + 2..].chars().next(),
+            Some('Z' | 'X')
+        )
+    })
 }
 
 fn stdout(r: &pb::ExecResponse) -> String {
@@ -85,17 +115,35 @@ async fn bash_and_python_run_with_the_desktop_environment() {
 }
 
 #[tokio::test]
-async fn a_timeout_kills_the_whole_process_group() {
+async fn a_timeout_kills_everything_the_command_started() {
     let mut agent = Agent::start("none").await;
-    // Children in the background, one that ignores SIGTERM, and a grandchild.
-    let script = "echo $$; sleep 1000 & (trap '' TERM; sleep 1000; sleep 1000) & bash -c 'sleep 1000' & wait";
-    let r = agent.bash(script, 700).await;
+    // The field case: a setsid child outlived the timeout.
+    assert!(alive_with("sleep 313").is_empty(), "a sleep 313 from elsewhere");
+    let r = agent.bash("setsid sleep 313 & sleep 314", 2000).await;
     assert!(r.timed_out, "{r:?}");
+    assert_eq!(alive_with("sleep 313"), Vec::<String>::new());
+
+    // Every way out of a process group or session: setsid, a double fork, nohup, a new
+    // process group, a SIGTERM-proof subshell, and a grandchild.
+    let script = "setsid sleep 300.11 & ( (sleep 300.12 &) & ); nohup sleep 300.13 >/dev/null 2>&1 & \
+        python3 -c 'import os, time; os.setpgid(0, 0); open(\"regrouped\", \"w\"); time.sleep(300)' \
+        regroup-300.14 & (trap '' TERM; sleep 300.15; sleep 300.15) & bash -c 'sleep 300.16' & \
+        until [ -e regrouped ]; do sleep 0.02; done; echo ready; wait";
+    let r = agent.bash(script, 3000).await;
+    assert!(r.timed_out, "{r:?}");
+    assert_eq!(stdout(&r), "ready\n");
     assert_eq!(r.exit_code, None);
-    assert!(r.signal.is_some());
-    let pgid: i32 = stdout(&r).trim().parse().unwrap();
-    let survivors = group_alive(pgid);
-    assert!(survivors.is_empty(), "left alive: {survivors:?}");
+    assert_eq!(r.signal, Some(9));
+    assert_eq!(alive_with("300.1"), Vec::<String>::new());
+
+    // Python as the interpreter: it does not reap what it adopts, which must not matter.
+    let program = "import os, subprocess, time\n\
+        subprocess.Popen(['setsid', 'sleep', '300.21'])\n\
+        if os.fork() == 0:\n    if os.fork() == 0:\n        os.execvp('sleep', ['sleep', '300.22'])\n    os._exit(0)\n\
+        time.sleep(100)";
+    let r = agent.python(program, 1500).await;
+    assert!(r.timed_out, "{r:?}");
+    assert_eq!(alive_with("300.2"), Vec::<String>::new());
 
     let r = agent.python("while True: pass", 1000).await;
     assert!(r.timed_out);
@@ -107,6 +155,47 @@ async fn a_timeout_kills_the_whole_process_group() {
         .await;
     assert!(r.timed_out);
     assert_eq!(stdout(&r), "before\n", "output up to the timeout is kept");
+}
+
+#[tokio::test]
+async fn a_timeout_leaves_the_programs_of_earlier_calls_alone() {
+    let mut agent = Agent::start("none").await;
+    let r = agent.bash("sleep 600.31 & echo $!", 0).await;
+    let earlier: i32 = stdout(&r).trim().parse().unwrap();
+    let r = agent.bash("sleep 600.32 & sleep 600.33", 500).await;
+    assert!(r.timed_out);
+    assert!(running(earlier), "the earlier call's program was touched");
+    assert_eq!(alive_with("600.32"), Vec::<String>::new());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(earlier),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+#[tokio::test]
+async fn python_reaps_nothing_it_adopts_and_the_agent_does() {
+    let mut agent = Agent::start("none").await;
+    // A grandchild orphaned inside the run goes to the interpreter (a subreaper), which leaves
+    // it a zombie; once the interpreter exits, the agent reaps it.
+    let program = "import os, time\n\
+        r, w = os.pipe()\n\
+        child = os.fork()\n\
+        if child == 0:\n    g = os.fork()\n    if g == 0:\n        os._exit(0)\n    os.write(w, str(g).encode())\n    os._exit(0)\n\
+        os.waitpid(child, 0)\n\
+        g = int(os.read(r, 32))\n\
+        print(g)\n\
+        def state():\n    s = open(f'/proc/{g}/stat').read()\n    return s[s.rfind(')') + 2:].split()[:2]\n\
+        while state() != ['Z', str(os.getpid())]:\n    time.sleep(0.01)\n\
+        print('adopted')";
+    let r = agent.python(program, 30_000).await;
+    let out = stdout(&r);
+    let mut lines = out.lines();
+    let grandchild: i32 = lines.next().unwrap().parse().unwrap();
+    assert_eq!(lines.next(), Some("adopted"), "{r:?}");
+    until("the adopted zombie is reaped", || {
+        !std::path::Path::new(&format!("/proc/{grandchild}")).exists()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -141,6 +230,46 @@ async fn floods_are_capped_while_read() {
         .await;
     assert_eq!(r.stderr.len(), 1 << 20);
     assert!(r.truncated);
+}
+
+#[tokio::test]
+async fn caps_cut_on_a_character_boundary() {
+    let mut agent = Agent::start("none").await;
+    // The field case: 1 MiB - 1 of 'a', then 'é' (2 bytes) across the cap.
+    let field = "head -c 1048575 /dev/zero | tr '\\0' a; printf '\\303\\251'";
+    for (command, on_stderr) in [(field.to_string(), false), (format!("{{ {field}; }} >&2"), true)] {
+        let r = agent.bash(&command, 60_000).await;
+        let out = if on_stderr { &r.stderr } else { &r.stdout };
+        assert_eq!(out.len(), (1 << 20) - 1, "cut before the 'é'");
+        assert!(out.iter().all(|&b| b == b'a'));
+        assert!(r.truncated);
+    }
+}
+
+#[tokio::test]
+async fn streamed_chunks_never_split_a_character() {
+    let mut agent = Agent::start("none").await;
+    // Writes whose ends fall inside characters, as a program writing a buffer at a time does.
+    let program = "import os\n\
+        b = 'é€😀'.encode() * 20000\n\
+        for i in range(0, len(b), 4093):\n    os.write(1, b[i:i + 4093])";
+    let mut stream = agent
+        .client
+        .exec_stream(pb::ExecRequest {
+            interpreter: pb::Interpreter::Python.into(),
+            source: program.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = String::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        if let Some(pb::exec_event::Event::Stdout(b)) = event.event {
+            out.push_str(std::str::from_utf8(&b).expect("a chunk splits a character"));
+        }
+    }
+    assert_eq!(out, "é€😀".repeat(20000));
 }
 
 #[tokio::test]
@@ -197,16 +326,77 @@ async fn background_processes_do_not_hold_the_call_and_orphans_are_reaped() {
 }
 
 #[tokio::test]
+async fn background_writers_keep_their_pipes_after_the_call() {
+    let mut agent = Agent::start("none").await;
+    // The field case: the background writer died of SIGPIPE (exit=141).
+    let r = agent
+        .bash(
+            "( (sleep 1; echo late); echo exit=$? > field-exit ) & echo started",
+            0,
+        )
+        .await;
+    assert_eq!(r.exit_code, Some(0));
+    assert_eq!(line_in(&agent.dir.join("field-exit")).await, "exit=0\n");
+
+    // Lines written after the shell exited are not the call's; a flood after it neither
+    // blocks nor breaks the writer.
+    let r = agent
+        .bash(
+            "( (until [ -e go ]; do sleep 0.02; done; echo late; head -c 100000000 /dev/zero \
+             && echo also late >&2); echo exit=$? > bg-exit ) & echo started",
+            0,
+        )
+        .await;
+    assert_eq!(
+        (stdout(&r).as_str(), r.stderr.as_slice()),
+        ("started\n", &b""[..])
+    );
+    assert!(!r.truncated);
+    std::fs::write(agent.dir.join("go"), "").unwrap();
+    assert_eq!(line_in(&agent.dir.join("bg-exit")).await, "exit=0\n");
+}
+
+#[tokio::test]
+async fn background_writers_outlive_a_streamed_call() {
+    let mut agent = Agent::start("none").await;
+    let mut stream = agent
+        .client
+        .exec_stream(pb::ExecRequest {
+            source: "( (until [ -e go ]; do sleep 0.02; done; echo late; echo late >&2); \
+                     echo exit=$? > bg-exit ) & echo started"
+                .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    let mut exit = None;
+    while let Some(event) = stream.message().await.unwrap() {
+        match event.event.unwrap() {
+            pb::exec_event::Event::Stdout(b) | pb::exec_event::Event::Stderr(b) => out.extend(b),
+            pb::exec_event::Event::Exit(e) => exit = Some(e),
+        }
+    }
+    assert_eq!(out, b"started\n");
+    assert_eq!(exit.expect("a final exit event").exit_code, Some(0));
+    std::fs::write(agent.dir.join("go"), "").unwrap();
+    assert_eq!(line_in(&agent.dir.join("bg-exit")).await, "exit=0\n");
+}
+
+#[tokio::test]
 async fn sigterm_stops_the_agent_and_its_desktop() {
     let agent = Agent::start("openbox").await;
-    let display = agent.display.clone();
     let socket = agent.socket.clone();
+    // Its own processes, not its display's socket: a parallel test may take the number next.
+    let desktop: Vec<i32> = ["Xvfb", "openbox"]
+        .iter()
+        .flat_map(|comm| common::children_named(agent.pid(), comm))
+        .collect();
+    assert_eq!(desktop.len(), 2, "Xvfb and openbox run");
     let status = agent.terminate();
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "socket removed");
-    let n = display.trim_start_matches(':');
-    assert!(
-        !std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists(),
-        "Xvfb stopped"
-    );
+    let left: Vec<_> = desktop.into_iter().filter(|&pid| running(pid)).collect();
+    assert!(left.is_empty(), "Xvfb or openbox left running: {left:?}");
 }

@@ -1,39 +1,25 @@
-//! Output capping while reading: whatever the chunks a pipe delivers and the cap, exactly the
-//! first `cap` bytes pass, in order, and the flag says whether anything was dropped.
+//! Output capping while reading: whatever the output, the chunks a pipe delivers it in and the
+//! cap, at most `cap` bytes pass, as a prefix, cut on a character boundary for UTF-8 output, and
+//! the flag says exactly whether anything was dropped (`output::check_capping`).
 #![no_main]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
+use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use orgo_agent::exec::{Stream, read_capped};
-use tokio::sync::mpsc;
+use orgo_agent::output::check_capping;
 
-fuzz_target!(|input: (u16, Vec<Vec<u8>>)| {
-    let (cap, chunks) = input;
-    let cap = usize::from(cap);
-    let all: Vec<u8> = chunks.concat();
-    let pipe = tokio_util::io::StreamReader::new(futures::stream::iter(
-        chunks
-            .into_iter()
-            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from(c))),
-    ));
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let (kept, flagged) = rt.block_on(async {
-        let (tx, mut rx) = mpsc::channel(2);
-        let flag = Arc::new(AtomicBool::new(false));
-        let reader = read_capped(pipe, Stream::Stdout, cap, tx, flag.clone());
-        let collect = async {
-            let mut kept = Vec::new();
-            while let Some((_, chunk)) = rx.recv().await {
-                assert!(!chunk.is_empty());
-                kept.extend_from_slice(&chunk);
-            }
-            kept
-        };
-        let ((), kept) = tokio::join!(reader, collect);
-        (kept, flag.load(Ordering::Relaxed))
-    });
-    assert_eq!(kept, &all[..all.len().min(cap)]);
-    assert_eq!(flagged, all.len() > cap);
+/// Text, so that multi-byte characters meet the cap and the chunk boundaries, or any bytes.
+#[derive(Debug, Arbitrary)]
+enum Output {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+fuzz_target!(|input: (u16, Output, Vec<u8>)| {
+    let (cap, output, sizes) = input;
+    let bytes = match output {
+        Output::Text(text) => text.into_bytes(),
+        Output::Bytes(bytes) => bytes,
+    };
+    let sizes: Vec<usize> = sizes.into_iter().map(usize::from).collect();
+    check_capping(&bytes, &sizes, usize::from(cap));
 });
