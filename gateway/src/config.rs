@@ -38,6 +38,18 @@ pub enum RuntimeKind {
     Docker,
 }
 
+/// How local desktops are contained.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalSandbox {
+    /// A user namespace without capabilities, an allow-listed view of the system, its own
+    /// network behind slirp4netns, a seccomp filter: or no local runtime at all.
+    Strict,
+    /// Root's privileges and the host's files and network, as asked for by name; every desktop
+    /// start says so in the log.
+    None,
+}
+
 /// How the gateway reaches the agents of Docker desktops.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -68,6 +80,8 @@ pub struct Config {
     /// The desktop image of the Docker runtime.
     pub image: String,
     pub docker_transport: DockerTransport,
+    /// How the local runtime contains its desktops.
+    pub local_sandbox: LocalSandbox,
     /// How long the viewer token inside each answer's `url` lasts, in seconds.
     pub viewer_link_seconds: i64,
     /// How long a desktop's agent has to answer a call (beyond what the action itself takes,
@@ -105,6 +119,7 @@ impl Default for Config {
             viewer_link_seconds: 3600,
             agent_deadline_seconds: 55,
             docker_transport: DockerTransport::Unix,
+            local_sandbox: LocalSandbox::Strict,
             image: format!("orgo/desktop-minimal:{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -147,6 +162,13 @@ impl Config {
                 "unix" => DockerTransport::Unix,
                 "tcp" => DockerTransport::Tcp,
                 other => anyhow::bail!("ORGO_DOCKER_TRANSPORT={other:?} must be \"unix\" or \"tcp\""),
+            };
+        }
+        if let Some(v) = var("ORGO_LOCAL_SANDBOX") {
+            self.local_sandbox = match v.as_str() {
+                "strict" => LocalSandbox::Strict,
+                "none" => LocalSandbox::None,
+                other => anyhow::bail!("ORGO_LOCAL_SANDBOX={other:?} must be \"strict\" or \"none\""),
             };
         }
         if let Some(v) = var("ORGO_PUBLIC_URL") {
@@ -257,6 +279,10 @@ mod tests {
             .apply_env(|k| (k == "ORGO_RUNTIME").then(|| "k8s".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("ORGO_RUNTIME"));
+        let err = Config::default()
+            .apply_env(|k| (k == "ORGO_LOCAL_SANDBOX").then(|| "off".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("\"strict\" or \"none\""), "{err}");
         bad.default_plan = "gold".into();
         assert!(bad.validate().unwrap_err().to_string().contains("gold"));
     }
@@ -268,5 +294,8 @@ mod tests {
         let ok: Config =
             toml::from_str("[plans.team]\nmax_desktops = 5\nmax_ram_gb = 20\nmax_cpu = 10").unwrap();
         assert_eq!(ok.plans["team"].idle_stop_seconds, 1800);
+        assert_eq!(ok.local_sandbox, LocalSandbox::Strict);
+        let open: Config = toml::from_str("local_sandbox = \"none\"").unwrap();
+        assert_eq!(open.local_sandbox, LocalSandbox::None);
     }
 }

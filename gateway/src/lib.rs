@@ -37,7 +37,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let config = Arc::new(config);
     let store = Arc::new(Store::open(&config.db_path())?);
     let runtime: Arc<dyn Runtime> = match config.runtime {
-        RuntimeKind::Local => Arc::new(LocalRuntime::new(&config.data_dir, config.agent_bin())?),
+        RuntimeKind::Local => Arc::new(LocalRuntime::new(
+            &config.data_dir,
+            config.agent_bin(),
+            config.local_sandbox,
+        )?),
         RuntimeKind::Docker => {
             Arc::new(DockerRuntime::connect(&config.data_dir, &config.image, config.docker_transport).await?)
         }

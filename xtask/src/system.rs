@@ -20,6 +20,13 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     "python3",
     "procps",
     "bubblewrap",
+    // The local sandbox's user-mode network.
+    "slirp4netns",
+    // What the sandbox's escape probes try from inside a desktop (and `pip install --user`).
+    "iptables",
+    "iproute2",
+    "kmod",
+    "python3-pip",
 ];
 
 /// The real browser the live view's tests and benchmark drive.

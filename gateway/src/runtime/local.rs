@@ -1,8 +1,9 @@
 //! The embedded default runtime: each desktop is an `orgo-agent --spawn-xvfb` process tree in
-//! bubblewrap, with its own mount, pid and ipc namespaces, its own home (`/home/user`), `/tmp`
-//! and run directory under the gateway's data dir (kept across stop/start), the rest of the
-//! host read-only and the data dir itself hidden. The agent's socket is in the run directory.
-//! Memory, CPU and pids limits come from cgroups where the machine has them.
+//! bubblewrap, contained as `sandbox` says (by default an unprivileged user namespace with an
+//! allow-listed view of the system, its own network behind slirp4netns and a seccomp filter),
+//! with its own home (`/home/user`), `/tmp` and run directory under the gateway's data dir
+//! (kept across stop/start). The agent's socket is in the run directory. Memory, CPU and pids
+//! limits come from cgroups where the machine has them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use super::cgroup::{Cgroups, Groups};
+use super::sandbox::{Network, Sandbox, sandbox_pid};
+use crate::config::LocalSandbox;
 use orgo_proto::connect::Target;
 
 use super::{DesktopSpec, Runtime, agent_answers};
@@ -25,18 +28,23 @@ pub struct LocalRuntime {
     data_dir: PathBuf,
     agent_bin: PathBuf,
     cgroups: Cgroups,
+    sandbox: Sandbox,
     running: Mutex<HashMap<String, Running>>,
 }
 
-/// A started desktop: its bubblewrap process and the groups that limit it.
+/// A started desktop: its bubblewrap process, the groups that limit it and its network.
 struct Running {
     child: Child,
     groups: Groups,
+    _network: Option<Network>,
 }
 
 impl LocalRuntime {
-    pub fn new(data_dir: &Path, agent_bin: PathBuf) -> anyhow::Result<Self> {
+    /// Refuses (with what to install or allow) when the machine cannot contain desktops as
+    /// `sandbox` asks.
+    pub fn new(data_dir: &Path, agent_bin: PathBuf, sandbox: LocalSandbox) -> anyhow::Result<Self> {
         let data_dir = std::fs::canonicalize(data_dir)?;
+        let sandbox = Sandbox::prepare(&data_dir, sandbox)?;
         let cgroups = Cgroups::detect();
         let ids: Vec<String> = std::fs::read_dir(data_dir.join("desktops"))
             .into_iter()
@@ -54,6 +62,7 @@ impl LocalRuntime {
             data_dir,
             agent_bin,
             cgroups,
+            sandbox,
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -66,59 +75,23 @@ impl LocalRuntime {
         self.dir(id).join("run").join("agent.sock")
     }
 
-    /// The bubblewrap command of a desktop. With `gated`, a shell holds it until a line arrives
-    /// on its stdin, so the process can be put into its cgroups before it starts anything.
-    fn command(&self, spec: &DesktopSpec, gated: bool) -> Command {
-        let dir = self.dir(&spec.id);
-        let mut cmd = if gated {
-            let mut sh = Command::new("sh");
-            sh.args(["-c", "read _ && exec \"$@\"", "sh", "bwrap"])
-                .stdin(Stdio::piped());
-            sh
-        } else {
-            let mut bwrap = Command::new("bwrap");
-            bwrap.stdin(Stdio::null());
-            bwrap
-        };
-        cmd.args([
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--die-with-parent",
-            "--new-session",
-        ])
-        .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
-        .arg("--tmpfs")
-        .arg(&self.data_dir)
-        .args(["--tmpfs", "/run", "--tmpfs", "/home"])
-        .arg("--bind")
-        .arg(dir.join("run"))
-        .arg("/run/orgo")
-        .arg("--bind")
-        .arg(dir.join("tmp"))
-        .arg("/tmp")
-        .arg("--bind")
-        .arg(dir.join("home"))
-        .arg("/home/user")
-        .arg("--ro-bind")
-        .arg(&self.agent_bin)
-        .arg("/run/orgo-agent")
-        .args([
-            "--setenv",
-            "HOME",
-            "/home/user",
-            "--setenv",
-            "USER",
-            "user",
-            "--setenv",
-            "DISPLAY",
-            ":1",
-        ])
-        .args(["--chdir", "/home/user", "/run/orgo-agent"])
-        .args(["--spawn-xvfb", &format!("{}x{}x24", spec.width, spec.height)])
-        .args(["--display", ":1", "--wm", "openbox", "--home", "/home/user"])
-        .args(["--listen", "unix:///run/orgo/agent.sock"])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
+    /// The bubblewrap command of a desktop, behind a gate: a shell holds it until a line
+    /// arrives on its stdin, so the process can be put into its cgroups before it starts
+    /// anything.
+    fn command(&self, spec: &DesktopSpec) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", self.sandbox.gate_script(), "sh"])
+            .arg(self.sandbox.dir())
+            .arg("bwrap")
+            .args(self.sandbox.args(&self.dir(&spec.id), &self.agent_bin))
+            .arg("/run/orgo-agent")
+            .args(["--spawn-xvfb", &format!("{}x{}x24", spec.width, spec.height)])
+            .args(["--display", ":1", "--wm", "openbox", "--home", "/home/user"])
+            .args(["--listen", "unix:///run/orgo/agent.sock"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
         cmd
     }
 }
@@ -204,24 +177,39 @@ impl Runtime for LocalRuntime {
                 None
             }
         };
+        if self.sandbox.mode() == LocalSandbox::None {
+            tracing::warn!(desktop = %spec.id, "local_sandbox = \"none\": this desktop runs unsandboxed, as the gateway's user with the host's files and network");
+        }
         let mut child = self
-            .command(spec, groups.is_some())
+            .command(spec)
             .spawn()
             .map_err(|e| ApiError::Internal(format!("cannot start bubblewrap: {e}")))?;
-        if let (Some(groups), Some(pid)) = (&groups, child.id()) {
-            if let Err(e) = groups.join(pid) {
-                tracing::warn!(error = %e, desktop = %spec.id, "cannot put the desktop in its cgroups");
-            }
-            // Let the gate open: bubblewrap starts, inside the groups.
-            if let Some(mut gate) = child.stdin.take() {
-                use tokio::io::AsyncWriteExt;
-                let _ = gate.write_all(b"\n").await;
-            }
+        if let (Some(groups), Some(pid)) = (&groups, child.id())
+            && let Err(e) = groups.join(pid)
+        {
+            tracing::warn!(error = %e, desktop = %spec.id, "cannot put the desktop in its cgroups");
         }
-        let running_desktop = |child| Running {
+        // Open the gate: bubblewrap starts, inside the groups.
+        if let Some(mut gate) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            let _ = gate.write_all(b"\n").await;
+        }
+        let running_desktop = |child, network| Running {
             child,
             groups: groups.unwrap_or_default(),
+            _network: network,
         };
+        let sandbox_pid = match (self.sandbox.mode(), child.stdout.take()) {
+            (LocalSandbox::Strict, Some(info)) => match sandbox_pid(info).await {
+                Ok(pid) => Some(pid),
+                Err(e) => {
+                    stop_running(running_desktop(child, None)).await;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
+        let mut network = None;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -229,17 +217,38 @@ impl Runtime for LocalRuntime {
                     "desktop exited during start-up: {status}"
                 )));
             }
-            if socket.exists() && agent_answers(&target).await {
-                break;
+            // The socket shows bubblewrap's setup is over: time to connect the network, which
+            // comes up while the agent's first answer is awaited; a call never finds it down.
+            if socket.exists() {
+                if let (Some(pid), None) = (sandbox_pid, &network) {
+                    match self.sandbox.connect_network(pid) {
+                        Ok(connected) => network = Some(connected),
+                        Err(e) => {
+                            stop_running(running_desktop(child, None)).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                if agent_answers(&target).await {
+                    let up = match network.as_mut() {
+                        Some((_, ready)) => ready.wait().await,
+                        None => Ok(()),
+                    };
+                    let network = network.map(|(n, _)| n);
+                    if let Err(e) = up {
+                        stop_running(running_desktop(child, network)).await;
+                        return Err(e);
+                    }
+                    running.insert(spec.id.clone(), running_desktop(child, network));
+                    return Ok(target);
+                }
             }
             if Instant::now() > deadline {
-                stop_running(running_desktop(child)).await;
+                stop_running(running_desktop(child, network.map(|(n, _)| n))).await;
                 return Err(ApiError::Internal("desktop did not become ready in time".into()));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        running.insert(spec.id.clone(), running_desktop(child));
-        Ok(target)
     }
 
     async fn stop(&self, id: &str) -> Result<(), ApiError> {

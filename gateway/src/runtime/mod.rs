@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod local;
+pub mod sandbox;
 
 use orgo_proto::connect::Target;
 

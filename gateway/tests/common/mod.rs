@@ -242,6 +242,11 @@ impl Served {
         )
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
     /// Sends the gateway `signal` and answers its exit status.
     pub fn end(mut self, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();

@@ -1,0 +1,350 @@
+//! The local runtime's sandbox, probed from inside real desktops of a real gateway process
+//! (running as whoever runs the tests; root in CI): who the desktop's code is, every way out
+//! that must fail (host files, other desktops, the host's loopback and the gateway's port,
+//! devices, mounts, the firewall, cgroups, signals, namespaces, modules), and everything a
+//! desktop is for that must still work (exec, screenshots, typing into xterm, pip, a loopback
+//! server, outbound TCP, a headless browser). Also: a machine without slirp4netns refuses the
+//! runtime with the package to install.
+
+use serde_json::json;
+
+mod common;
+
+use common::{Served, free_port, gateway_env, new_key};
+
+/// A served gateway on a fresh data dir with keys for `accounts`.
+fn gateway(
+    tag: &str,
+    extra: &[(&'static str, &str)],
+    accounts: &[&str],
+) -> (Served, Vec<String>, std::path::PathBuf, u16) {
+    let dir = common::scratch(tag);
+    let port = free_port();
+    let mut env = gateway_env(&dir, port);
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let keys = accounts.iter().map(|a| new_key(&env, a, "free")).collect();
+    (Served::start(&env, port), keys, dir, port)
+}
+
+/// A new desktop of `key`: (computer path, desktop id).
+fn desktop(gw: &Served, key: &str) -> (String, String) {
+    let (status, p) = gw.call(
+        key,
+        "POST",
+        "/projects",
+        Some(json!({"config": {"ram": 2, "cpu": 2}})),
+    );
+    assert_eq!(status, 200, "{p}");
+    (
+        format!("/computers/{}", p["name"].as_str().unwrap()),
+        p["desktop"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// `command` in the desktop's bash: (output, exit code).
+fn bash(gw: &Served, key: &str, computer: &str, command: &str) -> (String, i64) {
+    let (status, v) = gw.call(
+        key,
+        "POST",
+        &format!("{computer}/bash"),
+        Some(json!({"command": format!("export PATH=$PATH:/usr/sbin:/sbin; {command}"), "timeout": 60})),
+    );
+    assert_eq!(status, 200, "{command}: {v}");
+    (
+        v["output"].as_str().unwrap_or_default().to_string(),
+        v["exit_code"].as_i64().unwrap_or(-1),
+    )
+}
+
+/// A Python one-liner that exits 0 only if it can open a TCP connection to `host:port`.
+fn tcp_probe(host: &str, port: u16) -> String {
+    format!("python3 -c 'import socket; socket.create_connection((\"{host}\", {port}), timeout=5)'")
+}
+
+/// The identity inside: an unprivileged `user` without capabilities, `no_new_privs`, filtered.
+fn check_identity(gw: &Served, key: &str, c: &str) {
+    let (out, _) = bash(
+        gw,
+        key,
+        c,
+        "id -un; id -u; echo $HOME; grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status",
+    );
+    let lines: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "user",
+            "1000",
+            "/home/user",
+            "CapInh: 0000000000000000",
+            "CapPrm: 0000000000000000",
+            "CapEff: 0000000000000000",
+            "CapBnd: 0000000000000000",
+            "CapAmb: 0000000000000000",
+            "NoNewPrivs: 1",
+            "Seccomp: 2",
+        ],
+        "{out}"
+    );
+    // The filter itself answers: EPERM for what no desktop needs, ENOSYS for clone3 (so libc
+    // falls back to clone, whose flags the filter reads).
+    let (out, _) = bash(
+        gw,
+        key,
+        c,
+        "python3 -c '
+import ctypes
+l = ctypes.CDLL(None, use_errno=True)
+def errno(r):
+    return ctypes.get_errno() if r == -1 else 0
+print(errno(l.unshare(0x10000000)), errno(l.mount(b\"none\", b\"/tmp\", b\"tmpfs\", 0, None)),
+      errno(l.syscall(435, None, 0)), errno(l.umount2(b\"/tmp\", 0)))'",
+    );
+    assert_eq!(out.trim(), "1 1 38 1", "unshare, mount, clone3, umount2 errnos");
+}
+
+#[test]
+fn nothing_gets_out_of_a_local_desktop() {
+    let (gw, keys, dir, port) = gateway("sandbox", &[], &["alice", "bob"]);
+    let (alice, bob) = (&keys[0], &keys[1]);
+    let (a, a_id) = desktop(&gw, alice);
+    let (b, b_id) = desktop(&gw, bob);
+    check_identity(&gw, alice, &a);
+
+    // The desktop is in its cgroups, seen from the host.
+    assert!(
+        !common::desktop_pids(&a_id, "orgo-agent").is_empty(),
+        "the agent is in its cgroup"
+    );
+
+    // Bob's desktop has a file, a process and a socket alice must not see.
+    let (_, rc) = bash(
+        &gw,
+        bob,
+        &b,
+        "echo secret > ~/bob-secret && (setsid sleep 4242 >/dev/null 2>&1 </dev/null &)",
+    );
+    assert_eq!(rc, 0);
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    let bob_dir = dir.join("desktops").join(&b_id);
+    let gateway_pid = gw.pid();
+    let probes: Vec<(&str, String)> = vec![
+        ("read /etc/shadow", "cat /etc/shadow".into()),
+        ("list /root", "ls /root".into()),
+        ("list the checkout", format!("ls {}", env!("CARGO_MANIFEST_DIR"))),
+        ("see the host's /home", "ls -A /home | grep -vx user".into()),
+        ("list /srv, /opt or /var/lib", "ls /srv || ls /opt || ls /var/lib".into()),
+        ("see /sys", "ls /sys".into()),
+        ("see the data dir", format!("ls {}", dir.display())),
+        ("see another desktop's home", format!("ls {0}/home || grep -r secret /home /tmp", bob_dir.display())),
+        ("see another desktop's socket", format!("test -e {}/run/agent.sock", bob_dir.display())),
+        ("see another desktop's processes", "ps -eo args | grep '[s]leep 4242'".into()),
+        ("see the gateway's process", "ps -eo args | grep '[o]rgo-gateway'".into()),
+        (
+            "signal the gateway",
+            format!("kill -0 {gateway_pid} && ps -p {gateway_pid} -o args= | grep orgo-gateway"),
+        ),
+        ("connect to the gateway's port", tcp_probe("127.0.0.1", port)),
+        ("connect to the gateway through the host alias", tcp_probe("10.0.2.2", port)),
+        ("connect to a server on the host's loopback", tcp_probe("127.0.0.1", host_port)),
+        ("connect to it through the host alias", tcp_probe("10.0.2.2", host_port)),
+        (
+            "reach the Docker socket",
+            "python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(\"/run/docker.sock\")' \
+             || python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.connect(\"/var/run/docker.sock\")'"
+                .into(),
+        ),
+        ("mknod a block device", "mknod /tmp/sda b 8 0".into()),
+        ("mount a tmpfs", "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m".into()),
+        ("mount /proc again", "mkdir -p /tmp/p && mount -t proc proc /tmp/p".into()),
+        ("list the firewall", "iptables -L".into()),
+        ("add a link", "ip link add probe0 type dummy".into()),
+        (
+            "write a cgroup file",
+            "for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/pids/cgroup.procs; do echo $$ > $f && exit 0; done; exit 1"
+                .into(),
+        ),
+        ("unshare a user namespace", "unshare -U true".into()),
+        ("unshare a network namespace as mapped root", "unshare -rn true".into()),
+        ("load a module", "modprobe dummy || insmod /nonexistent.ko".into()),
+        ("read the kernel log", "dmesg".into()),
+        ("set the clock", "date -s @0".into()),
+        ("become root", "su -c true || sudo true".into()),
+    ];
+    let mut escaped = Vec::new();
+    for (what, command) in &probes {
+        let (out, rc) = bash(&gw, alice, &a, command);
+        if rc == 0 {
+            escaped.push(format!("{what} ({command}): {out}"));
+        }
+    }
+    assert!(escaped.is_empty(), "got out of the desktop: {escaped:#?}");
+
+    // Killing everything it may signal kills the desktop's own processes only.
+    let _ = gw.call(
+        alice,
+        "POST",
+        &format!("{a}/bash"),
+        Some(json!({"command": "kill -9 -1"})),
+    );
+    let (out, rc) = bash(&gw, bob, &b, "cat ~/bob-secret && pgrep -c -x sleep");
+    assert_eq!((out.as_str(), rc), ("secret\n1\n", 0), "the neighbour lives on");
+}
+
+#[test]
+fn a_local_desktop_still_does_its_work() {
+    let (gw, keys, _dir, _) = gateway("sandbox-works", &[], &["alice"]);
+    let key = &keys[0];
+    let (c, _) = desktop(&gw, key);
+
+    // Python through /exec, and a screenshot.
+    let (status, v) = gw.call(
+        key,
+        "POST",
+        &format!("{c}/exec"),
+        Some(json!({"code": "print(6 * 7)"})),
+    );
+    assert_eq!((status, v["output"].as_str()), (200, Some("42\n")), "{v}");
+    let (status, v) = gw.call(key, "GET", &format!("{c}/screenshot"), None);
+    assert_eq!(status, 200);
+    assert!(v["image"].as_str().is_some_and(|i| i.len() > 1000), "{v}");
+
+    // Typing into an xterm (non-ASCII too), recorded by the program in it.
+    let (_, rc) = bash(
+        &gw,
+        key,
+        &c,
+        "setsid xterm -geometry 60x20+0+0 -e 'cat > ~/typed' >/dev/null 2>&1 </dev/null & \
+         xdotool search --sync --class xterm >/dev/null",
+    );
+    assert_eq!(rc, 0);
+    let (status, v) = gw.call(
+        key,
+        "POST",
+        &format!("{c}/type"),
+        Some(json!({"text": "héllo sandbox"})),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = gw.call(key, "POST", &format!("{c}/key"), Some(json!({"key": "Enter"})));
+    assert_eq!(status, 200, "{v}");
+    let (typed, _) = bash(
+        &gw,
+        key,
+        &c,
+        "for i in $(seq 100); do grep -q sandbox ~/typed 2>/dev/null && break; sleep 0.1; done; cat ~/typed",
+    );
+    assert_eq!(typed, "héllo sandbox\n");
+
+    // pip installs a local wheel for the user.
+    let (out, rc) = bash(
+        &gw,
+        key,
+        &c,
+        r#"cd /tmp && python3 -c '
+import zipfile
+with zipfile.ZipFile("probe-1.0-py3-none-any.whl", "w") as w:
+    w.writestr("probe.py", "VALUE = 7\n")
+    w.writestr("probe-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: probe\nVersion: 1.0\n")
+    w.writestr("probe-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    w.writestr("probe-1.0.dist-info/RECORD", "")
+' && python3 -m pip install -q --user --no-index --break-system-packages probe-1.0-py3-none-any.whl \
+  && cd && python3 -c 'import probe; print(probe.VALUE)'"#,
+    );
+    assert_eq!((out.lines().last(), rc), (Some("7"), 0), "{out}");
+
+    // A server inside talks to itself over loopback.
+    let (out, rc) = bash(
+        &gw,
+        key,
+        &c,
+        "(setsid python3 -m http.server 8765 --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &); \
+         for i in $(seq 100); do python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:8765/\").status)' 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+    );
+    assert_eq!((out.trim(), rc), ("200", 0), "{out}");
+
+    // Outbound TCP: to a server on an address of this machine other than loopback.
+    match outside_address() {
+        Some(ip) => {
+            let listener = std::net::TcpListener::bind((ip.as_str(), 0)).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let (out, rc) = bash(&gw, key, &c, &tcp_probe(&ip, port));
+            assert_eq!(rc, 0, "outbound to {ip}:{port}: {out}");
+        }
+        None => eprintln!("skipped outbound TCP: this machine has no address but loopback"),
+    }
+
+    // Debian's Chromium runs headless inside (its own sandbox off: the desktop's is stricter).
+    if std::path::Path::new("/usr/bin/chromium").exists() {
+        let (out, rc) = bash(
+            &gw,
+            key,
+            &c,
+            "chromium --headless --no-sandbox --disable-gpu --dump-dom 'data:text/html,<p>inside</p>' 2>/dev/null",
+        );
+        assert!(rc == 0 && out.contains("<p>inside</p>"), "{rc}: {out}");
+    } else {
+        eprintln!("skipped chromium: not installed");
+    }
+}
+
+/// An IPv4 address of this machine other than loopback, if it has one.
+fn outside_address() -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = text.lines().next()?.split_whitespace().nth(3)?.to_string();
+    Some(field.split('/').next()?.to_string())
+}
+
+#[test]
+fn without_slirp4netns_the_local_runtime_refuses_to_start() {
+    // A PATH with everything the gateway needs but slirp4netns.
+    let bin = common::scratch("sandbox-path");
+    for program in ["bwrap", "sh"] {
+        let found = which(program);
+        std::os::unix::fs::symlink(found, bin.join(program)).unwrap();
+    }
+    let dir = common::scratch("sandbox-refused");
+    let mut env = gateway_env(&dir, free_port());
+    env.push(("PATH", bin.to_str().unwrap().to_string()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orgo-gateway"))
+        .arg("serve")
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without slirp4netns");
+    assert!(
+        stderr.contains("needs slirp4netns") && stderr.contains("apt-get install slirp4netns"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_none_mode_is_open_only_when_asked_for() {
+    let (gw, keys, _dir, _) = gateway("sandbox-none", &[("ORGO_LOCAL_SANDBOX", "none")], &["alice"]);
+    let (c, _) = desktop(&gw, &keys[0]);
+    let (out, _) = bash(&gw, &keys[0], &c, "id -u");
+    let me = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(out, me, "none runs desktops as the gateway's user");
+}
+
+fn which(program: &str) -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} is not installed"))
+}
