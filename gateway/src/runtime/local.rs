@@ -168,13 +168,14 @@ impl Runtime for LocalRuntime {
         let socket = self.socket(&spec.id);
         let _ = std::fs::remove_file(&socket);
         let target = Target::Unix(socket.clone());
+        // Without groups (none on this machine, or a failure) the desktop runs unlimited.
         let groups = match self.cgroups.create(&spec.id, spec.ram_gb, spec.cpu) {
-            Ok(g) => Some(g),
+            Ok(g) => g,
             Err(e) => {
                 if !matches!(self.cgroups, Cgroups::Unavailable(_)) {
                     tracing::warn!(error = %e, desktop = %spec.id, "cannot limit this desktop");
                 }
-                None
+                Groups::default()
             }
         };
         if self.sandbox.mode() == LocalSandbox::None {
@@ -184,7 +185,7 @@ impl Runtime for LocalRuntime {
             .command(spec)
             .spawn()
             .map_err(|e| ApiError::Internal(format!("cannot start bubblewrap: {e}")))?;
-        if let (Some(groups), Some(pid)) = (&groups, child.id())
+        if let Some(pid) = child.id()
             && let Err(e) = groups.join(pid)
         {
             tracing::warn!(error = %e, desktop = %spec.id, "cannot put the desktop in its cgroups");
@@ -194,16 +195,16 @@ impl Runtime for LocalRuntime {
             use tokio::io::AsyncWriteExt;
             let _ = gate.write_all(b"\n").await;
         }
-        let running_desktop = |child, network| Running {
-            child,
-            groups: groups.unwrap_or_default(),
-            _network: network,
-        };
         let sandbox_pid = match (self.sandbox.mode(), child.stdout.take()) {
             (LocalSandbox::Strict, Some(info)) => match sandbox_pid(info).await {
                 Ok(pid) => Some(pid),
                 Err(e) => {
-                    stop_running(running_desktop(child, None)).await;
+                    stop_running(Running {
+                        child,
+                        groups,
+                        _network: None,
+                    })
+                    .await;
                     return Err(e);
                 }
             },
@@ -217,34 +218,63 @@ impl Runtime for LocalRuntime {
                     "desktop exited during start-up: {status}"
                 )));
             }
-            // The socket shows bubblewrap's setup is over: time to connect the network, which
-            // comes up while the agent's first answer is awaited; a call never finds it down.
-            if socket.exists() {
-                if let (Some(pid), None) = (sandbox_pid, &network) {
-                    match self.sandbox.connect_network(pid) {
-                        Ok(connected) => network = Some(connected),
-                        Err(e) => {
-                            stop_running(running_desktop(child, None)).await;
-                            return Err(e);
+            // The network is connected as soon as bubblewrap is done (at the latest when the
+            // agent's socket shows it), and comes up while the agent starts; a call never finds
+            // it down.
+            if let Some(pid) = sandbox_pid.filter(|_| network.is_none())
+                && (Sandbox::is_set_up(pid) || socket.exists())
+            {
+                match self.sandbox.connect_network(pid) {
+                    Ok(connected) => {
+                        // The desktop's network stack counts against its limits too.
+                        if let Err(e) = connected.0.pid().map_or(Ok(()), |p| groups.join(p)) {
+                            tracing::warn!(error = %e, desktop = %spec.id, "cannot put slirp4netns in the desktop's cgroups");
                         }
+                        network = Some(connected);
                     }
-                }
-                if agent_answers(&target).await {
-                    let up = match network.as_mut() {
-                        Some((_, ready)) => ready.wait().await,
-                        None => Ok(()),
-                    };
-                    let network = network.map(|(n, _)| n);
-                    if let Err(e) = up {
-                        stop_running(running_desktop(child, network)).await;
+                    Err(e) => {
+                        stop_running(Running {
+                            child,
+                            groups,
+                            _network: None,
+                        })
+                        .await;
                         return Err(e);
                     }
-                    running.insert(spec.id.clone(), running_desktop(child, network));
-                    return Ok(target);
                 }
             }
+            if socket.exists() && agent_answers(&target).await {
+                let up = match network.as_mut() {
+                    Some((_, ready)) => ready.wait().await,
+                    None => Ok(()),
+                };
+                let network = network.map(|(n, _)| n);
+                if let Err(e) = up {
+                    stop_running(Running {
+                        child,
+                        groups,
+                        _network: network,
+                    })
+                    .await;
+                    return Err(e);
+                }
+                running.insert(
+                    spec.id.clone(),
+                    Running {
+                        child,
+                        groups,
+                        _network: network,
+                    },
+                );
+                return Ok(target);
+            }
             if Instant::now() > deadline {
-                stop_running(running_desktop(child, network.map(|(n, _)| n))).await;
+                stop_running(Running {
+                    child,
+                    groups,
+                    _network: network.map(|(n, _)| n),
+                })
+                .await;
                 return Err(ApiError::Internal("desktop did not become ready in time".into()));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

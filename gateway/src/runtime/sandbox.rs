@@ -100,7 +100,14 @@ pub struct Sandbox {
 /// The user-mode network of one desktop: slirp4netns, which exits when its stdin (the exit fd)
 /// closes, so it ends with the desktop and with the gateway.
 pub struct Network {
-    _slirp: Child,
+    slirp: Child,
+}
+
+impl Network {
+    /// The host pid of slirp4netns, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.slirp.id()
+    }
 }
 
 impl Sandbox {
@@ -218,10 +225,17 @@ impl Sandbox {
         args
     }
 
+    /// Whether bubblewrap has set up the sandbox whose first process is `sandbox_pid`: that
+    /// process forks the command only once everything, the loopback device included, is in
+    /// place. Before then slirp4netns must not touch the network namespace: configuring its tap
+    /// device while bubblewrap configures loopback makes bubblewrap fail now and then.
+    pub fn is_set_up(sandbox_pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{sandbox_pid}/task/{sandbox_pid}/children"))
+            .is_ok_and(|c| !c.trim().is_empty())
+    }
+
     /// Connects the network namespace of the sandbox whose first process is `sandbox_pid` to
-    /// slirp4netns; `ready` answers once the interface is up. Only once bubblewrap has set the
-    /// sandbox up: configuring its loopback while slirp4netns configures the tap device makes
-    /// bubblewrap fail now and then.
+    /// slirp4netns (once it `is_set_up`); `ready` answers once the interface is up.
     pub fn connect_network(&self, sandbox_pid: u32) -> Result<(Network, Ready), ApiError> {
         let netns = format!("/proc/{sandbox_pid}/ns/net");
         let mut cmd = Command::new("slirp4netns");
@@ -243,7 +257,7 @@ impl Sandbox {
             .spawn()
             .map_err(|e| ApiError::Internal(format!("cannot start slirp4netns: {e}")))?;
         let ready = Ready(slirp.stdout.take());
-        Ok((Network { _slirp: slirp }, ready))
+        Ok((Network { slirp }, ready))
     }
 }
 
