@@ -348,3 +348,60 @@ fn which(program: &str) -> std::path::PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{program} is not installed"))
 }
+
+/// A gateway run as an ordinary user (nobody) sandboxes its desktops the same way, or, where the
+/// machine does not let that user make namespaces or open the tun device, refuses to start the
+/// runtime saying which. Only a root test run can switch users.
+#[test]
+fn an_unprivileged_gateway_sandboxes_as_well_or_says_why_not() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the tests run as an ordinary user already");
+        return;
+    }
+    let dir = common::scratch("sandbox-nobody");
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let port = free_port();
+    let env = gateway_env(&dir, port);
+    let gateway = env!("CARGO_BIN_EXE_orgo-gateway");
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", gateway])
+            .args(args)
+            .envs(env.iter().cloned());
+        cmd
+    };
+    let out = as_nobody(&["keys", "create", "--account", "nobody"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let mut child = as_nobody(&["serve"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Serving, or refused at start with the reason.
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            assert!(!status.success());
+            assert!(
+                stderr.contains("/dev/net/tun") || stderr.contains("user.max_user_namespaces"),
+                "refused without saying why: {stderr}"
+            );
+            eprintln!("this machine refuses an unprivileged sandbox: {stderr}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let gw = Served::attach(child, port);
+    let (c, _) = desktop(&gw, &key);
+    check_identity(&gw, &key, &c);
+    let (out, rc) = bash(&gw, &key, &c, &tcp_probe("127.0.0.1", port));
+    assert_ne!(rc, 0, "reached the gateway's port: {out}");
+}

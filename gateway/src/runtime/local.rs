@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
@@ -191,25 +192,37 @@ impl Runtime for LocalRuntime {
             tracing::warn!(error = %e, desktop = %spec.id, "cannot put the desktop in its cgroups");
         }
         // Open the gate: bubblewrap starts, inside the groups.
-        if let Some(mut gate) = child.stdin.take() {
-            use tokio::io::AsyncWriteExt;
+        let mut gate = child.stdin.take();
+        if let Some(gate) = gate.as_mut() {
             let _ = gate.write_all(b"\n").await;
         }
         let sandbox_pid = match (self.sandbox.mode(), child.stdout.take()) {
-            (LocalSandbox::Strict, Some(info)) => match sandbox_pid(info).await {
-                Ok(pid) => Some(pid),
-                Err(e) => {
-                    stop_running(Running {
-                        child,
-                        groups,
-                        _network: None,
-                    })
-                    .await;
-                    return Err(e);
+            (LocalSandbox::Strict, Some(info)) => {
+                // The sandbox waits on the gate's pipe until its user is mapped.
+                let released = async {
+                    let pid = sandbox_pid(info).await?;
+                    Sandbox::map_user(pid)?;
+                    let exited = || ApiError::Internal("bubblewrap exited during start-up".into());
+                    let gate = gate.as_mut().ok_or_else(exited)?;
+                    gate.write_all(b"1").await.map_err(|_| exited())?;
+                    Ok::<_, ApiError>(pid)
+                };
+                match released.await {
+                    Ok(pid) => Some(pid),
+                    Err(e) => {
+                        stop_running(Running {
+                            child,
+                            groups,
+                            _network: None,
+                        })
+                        .await;
+                        return Err(e);
+                    }
                 }
-            },
+            }
             _ => None,
         };
+        drop(gate);
         let mut network = None;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {

@@ -124,6 +124,20 @@ impl Sandbox {
             });
         }
         require("slirp4netns", "slirp4netns")?;
+        // slirp4netns opens the tun device as the gateway's user.
+        if nix::unistd::access(
+            "/dev/net/tun",
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+        )
+        .is_err()
+        {
+            bail!(
+                "the local runtime's network needs /dev/net/tun, which this user ({}) cannot open: \
+                 load the tun module (modprobe tun) and make the device crw-rw-rw- as Debian does, \
+                 or run the gateway as root, or set local_sandbox = \"none\"",
+                nix::unistd::geteuid()
+            );
+        }
         std::fs::create_dir_all(dir.join("etc"))
             .with_context(|| format!("cannot create {}", dir.display()))?;
         for (name, text) in GENERATED {
@@ -170,11 +184,12 @@ impl Sandbox {
 
     /// The shell line that holds the desktop at its gate (until a line arrives on stdin) and
     /// then runs bubblewrap; in strict mode with bubblewrap's info on fd 3 (the shell's stdout,
-    /// a pipe to the gateway) and the seccomp filters on fds 4 and 5.
+    /// a pipe to the gateway), the seccomp filters on fds 4 and 5, and the gate's pipe again on
+    /// fd 6, where the sandbox waits for its user mapping (`map_user`); stdin is /dev/null.
     pub fn gate_script(&self) -> &'static str {
         match self.mode {
             LocalSandbox::Strict => {
-                "read _ && d=$1 && shift && exec \"$@\" 3>&1 1>&2 4<\"$d/denied.bpf\" 5<\"$d/clone3.bpf\""
+                "read _ && d=$1 && shift && exec \"$@\" 3>&1 1>&2 4<\"$d/denied.bpf\" 5<\"$d/clone3.bpf\" 6<&0 </dev/null"
             }
             LocalSandbox::None => "read _ && shift && exec \"$@\"",
         }
@@ -198,6 +213,8 @@ impl Sandbox {
         match self.mode {
             LocalSandbox::Strict => {
                 add(&[
+                    &"--userns-block-fd",
+                    &"6",
                     &"--info-fd",
                     &"3",
                     &"--add-seccomp-fd",
@@ -225,6 +242,25 @@ impl Sandbox {
         args
     }
 
+    /// Maps the desktop's uid and gid 1000 to the gateway's own, in the user namespace of the
+    /// sandbox whose first process is `sandbox_pid` (waiting on fd 6 until then). The gateway
+    /// writes the map rather than bubblewrap so that bubblewrap makes one user namespace, not
+    /// a second one nested in the first: slirp4netns joins that one namespace, which owns the
+    /// network namespace, whether the gateway is root or not.
+    pub fn map_user(sandbox_pid: u32) -> Result<(), ApiError> {
+        let proc = Path::new("/proc").join(sandbox_pid.to_string());
+        let uid = nix::unistd::geteuid();
+        let gid = nix::unistd::getegid();
+        [
+            ("setgroups", "deny".to_string()),
+            ("uid_map", format!("1000 {uid} 1")),
+            ("gid_map", format!("1000 {gid} 1")),
+        ]
+        .iter()
+        .try_for_each(|(file, map)| std::fs::write(proc.join(file), map))
+        .map_err(|e| ApiError::Internal(format!("cannot map the desktop's user: {e}")))
+    }
+
     /// Whether bubblewrap has set up the sandbox whose first process is `sandbox_pid`: that
     /// process forks the command only once everything, the loopback device included, is in
     /// place. Before then slirp4netns must not touch the network namespace: configuring its tap
@@ -238,21 +274,27 @@ impl Sandbox {
     /// slirp4netns (once it `is_set_up`); `ready` answers once the interface is up.
     pub fn connect_network(&self, sandbox_pid: u32) -> Result<(Network, Ready), ApiError> {
         let netns = format!("/proc/{sandbox_pid}/ns/net");
-        let mut cmd = Command::new("slirp4netns");
-        cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback"])
-            .args(["--enable-sandbox", "--enable-seccomp"])
-            .args(["--exit-fd=0", "--ready-fd=1", "--netns-type=path"]);
-        // An unprivileged gateway owns the desktop's user namespace and joins it to configure
-        // the network; root may not join it (bubblewrap nests a second one inside the one
-        // owning the network namespace) and needs not.
-        if !nix::unistd::geteuid().is_root() {
-            cmd.arg(format!("--userns-path=/proc/{sandbox_pid}/ns/user"));
+        // slirp4netns logs on stdout: its ready fd is a copy of the pipe (fd 3), its stdout
+        // /dev/null, so the pipe carries the ready byte alone.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec \"$@\" 3>&1 >/dev/null", "sh", "slirp4netns"])
+            .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+            .args([
+                "--enable-seccomp",
+                "--exit-fd=0",
+                "--ready-fd=3",
+                "--netns-type=path",
+            ]);
+        // slirp4netns's own mount-namespace sandbox (which parses the desktop's packets) needs
+        // root; an unprivileged gateway runs it with its seccomp filter only.
+        if nix::unistd::geteuid().is_root() {
+            cmd.arg("--enable-sandbox");
         }
         let mut slirp = cmd
+            .arg(format!("--userns-path=/proc/{sandbox_pid}/ns/user"))
             .args([netns.as_str(), "tap0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| ApiError::Internal(format!("cannot start slirp4netns: {e}")))?;
@@ -270,7 +312,7 @@ impl Ready {
         let mut byte = [0u8; 1];
         match self.0.take() {
             Some(mut out) => match out.read(&mut byte).await {
-                Ok(1) => Ok(()),
+                Ok(1) if byte == *b"1" => Ok(()),
                 _ => Err(ApiError::Internal(
                     "slirp4netns exited before the desktop's network was up".into(),
                 )),

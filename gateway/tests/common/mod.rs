@@ -208,6 +208,11 @@ impl Served {
             assert!(std::time::Instant::now() < deadline, "gateway did not listen");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        Served::attach(child, port)
+    }
+
+    /// A gateway process started otherwise, already listening on `port`.
+    pub fn attach(child: std::process::Child, port: u16) -> Served {
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
