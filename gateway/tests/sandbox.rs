@@ -3,8 +3,9 @@
 //! that must fail (host files, other desktops, the host's loopback and the gateway's port,
 //! devices, mounts, the firewall, cgroups, signals, namespaces, modules), and everything a
 //! desktop is for that must still work (exec, screenshots, typing into xterm, pip, a loopback
-//! server, outbound TCP, a headless browser). Also: a machine without slirp4netns refuses the
-//! runtime with the package to install.
+//! server, outbound TCP, a headless browser). Also: a gateway run as nobody sandboxes as well
+//! or says why it cannot, and a machine without slirp4netns refuses the runtime with the
+//! package to install.
 
 use serde_json::json;
 
