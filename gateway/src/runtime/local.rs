@@ -89,7 +89,6 @@ impl LocalRuntime {
             .args(["--spawn-xvfb", &format!("{}x{}x24", spec.width, spec.height)])
             .args(["--display", ":1", "--wm", "openbox", "--home", "/home/user"])
             .args(["--listen", "unix:///run/orgo/agent.sock"])
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
@@ -258,7 +257,16 @@ impl Runtime for LocalRuntime {
             }
             if socket.exists() && agent_answers(&target).await {
                 let up = match network.as_mut() {
-                    Some((_, ready)) => ready.wait().await,
+                    Some((_, ready)) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        tokio::time::timeout(left, ready.wait())
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(ApiError::Internal(
+                                    "the desktop's network did not come up in time".into(),
+                                ))
+                            })
+                    }
                     None => Ok(()),
                 };
                 let network = network.map(|(n, _)| n);

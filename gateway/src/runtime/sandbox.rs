@@ -186,12 +186,13 @@ impl Sandbox {
     /// then runs bubblewrap; in strict mode with bubblewrap's info on fd 3 (the shell's stdout,
     /// a pipe to the gateway), the seccomp filters on fds 4 and 5, and the gate's pipe again on
     /// fd 6, where the sandbox waits for its user mapping (`map_user`); stdin is /dev/null.
+    /// The desktop's stdout goes where the gateway's stderr goes, never into the info pipe.
     pub fn gate_script(&self) -> &'static str {
         match self.mode {
             LocalSandbox::Strict => {
                 "read _ && d=$1 && shift && exec \"$@\" 3>&1 1>&2 4<\"$d/denied.bpf\" 5<\"$d/clone3.bpf\" 6<&0 </dev/null"
             }
-            LocalSandbox::None => "read _ && shift && exec \"$@\"",
+            LocalSandbox::None => "read _ && shift && exec \"$@\" 1>&2",
         }
     }
 
