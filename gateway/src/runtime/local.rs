@@ -112,6 +112,11 @@ impl LocalRuntime {
             "--setenv",
             "DISPLAY",
             ":1",
+            // A UTF-8 locale, as in the desktop images: a terminal in the C locale turns
+            // every non-ASCII character typed into it into escapes.
+            "--setenv",
+            "LANG",
+            "C.utf8",
         ])
         .args(["--chdir", "/home/user", "/run/orgo-agent"])
         .args(["--spawn-xvfb", &format!("{}x{}x24", spec.width, spec.height)])
