@@ -12,6 +12,7 @@
 pub mod capture;
 pub mod cli;
 pub mod damage;
+pub mod defaults;
 pub mod desktop;
 pub mod encode;
 pub mod error;
@@ -79,6 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .clone()
                 .or_else(|| std::env::var("DISPLAY").ok())
                 .ok_or_else(|| anyhow::anyhow!("no display: pass --spawn-xvfb, --display or set DISPLAY"))?;
+            defaults::prepare(&display).await;
             (display, watch::channel(true).1)
         }
     };

@@ -1,7 +1,8 @@
-//! The desktop session the agent owns with `--spawn-xvfb`: Xvfb (`-noreset -nolisten tcp`) and a
-//! window manager, started in order, supervised, and started again when either dies. Readiness
-//! comes from Xvfb itself (`-displayfd`), not from polling. Everyone else learns whether the
-//! display is up from a watch channel.
+//! The desktop session the agent owns with `--spawn-xvfb`: Xvfb (`-noreset -nolisten tcp`, no
+//! screen saver) given the desktop's [`defaults`](crate::defaults), then a window manager,
+//! started in order, supervised, and started again when either dies. Readiness comes from Xvfb
+//! itself (`-displayfd`), not from polling. Everyone else learns whether the display is up from
+//! a watch channel.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -43,6 +44,9 @@ async fn start_xvfb(
         "-screen",
         "0",
         &spec.screen,
+        // No screen saver as the server's own default too, which `xset s default` returns to.
+        "-s",
+        "0",
         "-noreset",
         "-nolisten",
         "tcp",
@@ -65,7 +69,9 @@ async fn start_xvfb(
     .await;
     match read {
         Ok(Ok(n)) if n > 0 && line.trim().parse::<u32>().is_ok() => {
-            Ok((format!(":{}", line.trim()), child, owned))
+            let display = format!(":{}", line.trim());
+            crate::defaults::prepare(&display).await;
+            Ok((display, child, owned))
         }
         _ => {
             let _ = child.kill().await;

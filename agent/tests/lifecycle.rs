@@ -1,17 +1,51 @@
-//! The agent as a long-lived owner: Xvfb brought back after it dies, and TCP serving that
-//! demands the bearer token.
+//! The agent as a long-lived owner: Xvfb brought back after it dies, every display it serves
+//! set never to blank and to give xterm a TrueType face, and TCP serving that demands the bearer
+//! token.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Agent, children_named};
+use common::{Agent, Xvfb, children_named};
 use orgo_proto::v1 as pb;
 use orgo_proto::v1::agent_client::AgentClient;
+
+/// What a display says, as `xset q` and `xrdb -query` would: the screen saver's timeout,
+/// whether DPMS is on (it is not where the server has no DPMS), and the resource database.
+fn display_defaults(display: &str) -> (u16, bool, String) {
+    use x11rb::connection::{Connection as _, RequestConnection as _};
+    use x11rb::protocol::dpms::{self, ConnectionExt as _};
+    use x11rb::protocol::xproto::{AtomEnum, ConnectionExt as _};
+    let (conn, screen) = x11rb::connect(Some(display)).unwrap();
+    let root = conn.setup().roots[screen].root;
+    let timeout = conn.get_screen_saver().unwrap().reply().unwrap().timeout;
+    let dpms = conn
+        .extension_information(dpms::X11_EXTENSION_NAME)
+        .unwrap()
+        .is_some()
+        && conn.dpms_info().unwrap().reply().unwrap().state;
+    let resources = conn
+        .get_property(
+            false,
+            root,
+            AtomEnum::RESOURCE_MANAGER,
+            AtomEnum::STRING,
+            0,
+            u32::MAX,
+        )
+        .unwrap()
+        .reply()
+        .unwrap()
+        .value;
+    (timeout, dpms, String::from_utf8(resources).unwrap())
+}
+
+const OURS: &str = "*VT100.faceName: Monospace\n*VT100.faceSize: 11\n";
 
 #[tokio::test]
 async fn a_dead_xvfb_is_restarted_and_screenshots_resume() {
     let mut agent = Agent::start("openbox").await;
+    assert_eq!(display_defaults(&agent.display), (0, false, OURS.into()));
     agent
         .client
         .screenshot(pb::ScreenshotRequest::default())
@@ -45,8 +79,48 @@ async fn a_dead_xvfb_is_restarted_and_screenshots_resume() {
     let new = children_named(agent.pid(), "Xvfb");
     assert_eq!(new.len(), 1);
     assert_ne!(new, xvfb);
+    assert_eq!(
+        display_defaults(&agent.display),
+        (0, false, OURS.into()),
+        "the new X server got the desktop's defaults too"
+    );
     let r = agent.bash("echo ok", 0).await;
     assert_eq!(r.stdout, b"ok\n");
+}
+
+/// Attached to someone else's X server (which blanks after 600 s by default), the agent turns
+/// blanking off and adds its resources without replacing the display's own.
+#[tokio::test]
+async fn an_attached_display_stops_blanking_and_keeps_its_own_resources() {
+    use x11rb::connection::Connection as _;
+    use x11rb::protocol::xproto::{AtomEnum, PropMode};
+    use x11rb::wrapper::ConnectionExt as _;
+    let xvfb = Xvfb::start();
+    let (conn, screen) = x11rb::connect(Some(&xvfb.display)).unwrap();
+    let root = conn.setup().roots[screen].root;
+    conn.change_property8(
+        PropMode::REPLACE,
+        root,
+        AtomEnum::RESOURCE_MANAGER,
+        AtomEnum::STRING,
+        b"*VT100.faceSize:\t20\n",
+    )
+    .unwrap();
+    conn.sync().unwrap();
+    assert_eq!(
+        display_defaults(&xvfb.display),
+        (600, false, "*VT100.faceSize:\t20\n".into())
+    );
+
+    let _agent = Agent::attach(&xvfb.display).await;
+    assert_eq!(
+        display_defaults(&xvfb.display),
+        (
+            0,
+            false,
+            "*VT100.faceSize:\t20\n*VT100.faceName: Monospace\n".into()
+        )
+    );
 }
 
 #[tokio::test]

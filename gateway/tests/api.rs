@@ -10,6 +10,7 @@ use tower::ServiceExt;
 mod common;
 
 use common::inproc::Gateway;
+use common::terminal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_examples_and_lifecycle_on_a_real_desktop() {
@@ -993,4 +994,16 @@ async fn concurrent_lifecycle_calls_on_one_desktop_take_turns() {
     assert_eq!(common::desktop_pids(&id, "orgo-agent").len(), 1);
     let out = gw.bash(&key, &c, "echo fine", None).await;
     assert_eq!(out["output"], "fine\n");
+}
+
+/// A local desktop's terminal, from the host's xterm and fonts: every script typed into it
+/// arrives intact and CJK text shows on screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_takes_every_script_and_shows_cjk() {
+    let gw = Gateway::new("terminal").await;
+    let key = gw.key("term");
+    let p = gw.ok("POST", "/api/projects", &key, Some(json!({}))).await;
+    let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
+    terminal::the_corpus_typed_into_a_terminal_arrives_intact(&gw, &key, &c).await;
+    terminal::cjk_in_a_terminal_puts_ink_on_screen(&gw, &key, &c).await;
 }

@@ -10,6 +10,7 @@ use tower::ServiceExt;
 mod common;
 
 use common::inproc::Gateway;
+use common::terminal;
 
 fn docker_inspect(name: &str) -> Option<Value> {
     let out = std::process::Command::new("docker")
@@ -234,6 +235,31 @@ async fn docker_desktops_are_hardened_keep_files_and_outlive_the_gateway() {
         docker_inspect(&format!("orgo-{id}")).is_none(),
         "delete removes the container"
     );
+}
+
+/// The image works for what it ships: a terminal opened with `bash` maps and takes every script
+/// intact, CJK text shows on screen, and the screen never blanks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_desktops_terminal_takes_every_script_and_shows_cjk_and_it_never_blanks() {
+    let gw = docker_gateway("docker-terminal").await;
+    let key = gw.key("term");
+    let (project, _, c) = desktop(&gw, &key, 1).await;
+    terminal::the_corpus_typed_into_a_terminal_arrives_intact(&gw, &key, &c).await;
+    terminal::cjk_in_a_terminal_puts_ink_on_screen(&gw, &key, &c).await;
+    // What `xset q` would say (the image has python-xlib rather than xset): no screen-saver
+    // timeout, and DPMS off (Xvfb has no DPMS at all).
+    let saver = gw
+        .bash(
+            &key,
+            &c,
+            "python3 -c \"from Xlib import display; d = display.Display(); \
+             print(d.get_screen_saver().timeout, d.has_extension('DPMS') and d.dpms_info().state)\"",
+            None,
+        )
+        .await;
+    assert_eq!(saver["output"], "0 False\n", "{saver}");
+    gw.ok("DELETE", &format!("/api/projects/{project}"), &key, None)
+        .await;
 }
 
 /// From inside a desktop: no other desktop's agent socket, no Docker socket, no way to the

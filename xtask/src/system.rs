@@ -6,7 +6,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// Debian packages the build, the tests and the benchmarks need.
+/// Debian packages the build, the tests and the benchmarks need, and the programs and fonts
+/// local desktops use from the host (the fonts as in `images/desktop-minimal/packages.txt`).
 pub const SYSTEM_PACKAGES: &[&str] = &[
     "pkg-config",
     "libturbojpeg0-dev",
@@ -20,6 +21,10 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     "python3",
     "procps",
     "bubblewrap",
+    "fonts-dejavu-core",
+    "xfonts-base",
+    "fonts-wqy-microhei",
+    "fonts-noto-color-emoji",
     // The local sandbox's user-mode network.
     "slirp4netns",
     // What the sandbox's escape probes try from inside a desktop (and `pip install --user`).

@@ -42,14 +42,25 @@ impl Agent {
     }
 
     pub async fn start_with(wm: &str, extra: &[&str]) -> Agent {
+        let mut args = vec!["--spawn-xvfb", "1280x800x24", "--wm", wm];
+        args.extend_from_slice(extra);
+        Self::launch(&args).await
+    }
+
+    /// An agent attached to a display it did not start (`--display`).
+    pub async fn attach(display: &str) -> Agent {
+        Self::launch(&["--display", display]).await
+    }
+
+    async fn launch(args: &[&str]) -> Agent {
         let dir = scratch_dir("agent");
         let socket = dir.join("agent.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_orgo-agent"))
-            .args(["--spawn-xvfb", "1280x800x24", "--wm", wm, "--home"])
+            .args(args)
+            .arg("--home")
             .arg(&dir)
             .arg("--listen")
             .arg(format!("unix://{}", socket.display()))
-            .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .expect("start orgo-agent");
@@ -121,6 +132,42 @@ impl Drop for Agent {
         );
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A plain Xvfb on a free display, standing for an X server someone else runs; killed on drop.
+pub struct Xvfb {
+    child: Child,
+    pub display: String,
+}
+
+impl Xvfb {
+    pub fn start() -> Xvfb {
+        // `-noreset`: the server would otherwise forget what a test set once its client left.
+        let mut child = Command::new("Xvfb")
+            .args(["-screen", "0", "640x480x24", "-noreset", "-nolisten", "tcp"])
+            .args(["-displayfd", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start Xvfb");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        Xvfb {
+            display: format!(":{}", line.trim()),
+            child,
+        }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

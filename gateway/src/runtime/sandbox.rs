@@ -239,6 +239,9 @@ impl Sandbox {
         add(&[&"--ro-bind", &agent_bin, &"/run/orgo-agent"]);
         add(&[&"--setenv", &"HOME", &"/home/user", &"--setenv", &"USER", &"user"]);
         add(&[&"--setenv", &"DISPLAY", &":1", &"--setenv", &"RUST_LOG", &"warn"]);
+        // A UTF-8 locale, as in the desktop images: a terminal in the C locale turns every
+        // non-ASCII character typed into it into escapes.
+        add(&[&"--setenv", &"LANG", &"C.utf8"]);
         add(&[&"--chdir", &"/home/user"]);
         args
     }
@@ -375,9 +378,6 @@ fn common_args(generated: &Path) -> anyhow::Result<Vec<OsString>> {
         "--setenv",
         "PATH",
         "/usr/local/bin:/usr/bin:/bin",
-        "--setenv",
-        "LANG",
-        "C.UTF-8",
         "--setenv",
         "SHELL",
         "/bin/bash",

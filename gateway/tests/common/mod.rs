@@ -7,6 +7,7 @@ use std::path::PathBuf;
 pub mod browser;
 pub mod inproc;
 pub mod load;
+pub mod terminal;
 
 /// The orgo-agent binary of this build, built first if needed.
 pub fn agent_bin() -> PathBuf {
