@@ -250,7 +250,8 @@ impl Keyboard {
         Err(keymap_changed(&[format!("{combo:?}")], None))
     }
 
-    /// Presses and releases a combo `repeat` times.
+    /// Presses and releases a combo `repeat` times. Names follow [`keys::parse_combo`]: `meta`,
+    /// `super`, `win` and `cmd` are Super_L.
     pub fn key(&mut self, x: &XConn, combo: &str, repeat: u32) -> Result<u32> {
         let (codes, batch, syms) = self.combo(x, combo)?;
         for _ in 0..repeat {

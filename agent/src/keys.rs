@@ -56,6 +56,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("super", "Super_L"),
     ("win", "Super_L"),
     ("windows", "Super_L"),
+    // `meta` is the Windows/Command key of today's keyboards, which X calls Super_L; X's own
+    // Meta_L keeps its name.
     ("meta", "Super_L"),
     ("cmd", "Super_L"),
     ("command", "Super_L"),
