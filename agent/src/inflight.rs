@@ -9,12 +9,15 @@
 //! The rule: a keycode pressed while a client had the focus may be rebound once that client has
 //! been seen idle after the press was delivered — every thread of its process asleep, and none
 //! scheduled across two round trips to the server, so it has processed (and translated) every
-//! event it had rather than waiting for a reply. The client's process comes from the
-//! X-Resource extension; its threads' states and scheduling counts from `/proc`; the round
-//! trips go over a connection the server serves last (SYNC priority), so a client that is
-//! only waiting for the server to answer it is woken before the round trip ends. Without a process to look at (no X-Resource, a remote client, the focus on no
-//! client's window: None, PointerRoot, the root), or for a client that stays busy past a bound,
-//! a keycode may be rebound once its last press is a settle time old.
+//! event it had. The client's process comes from the X-Resource extension, its threads' states
+//! and scheduling counts from `/proc`. The round trips go over a connection the server serves
+//! after every other client (SYNC priority), so a client asleep only while it waits for the
+//! server to answer it is woken, and seen running, before they end. Waiting for the mapping
+//! reads of the client (X RECORD) is not enough: the clients tried (xterm, Tk) read the mapping
+//! as soon as they see the change, then translate the keys queued behind it, each with the
+//! mapping they fetch then. Without a process to look at (no X-Resource, a remote client, the
+//! focus on no client's window: None, PointerRoot, the root), or for a client that stays busy
+//! past a bound, a keycode may be rebound once its last press is a settle time old.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -173,7 +176,7 @@ impl InFlight {
     }
 
     /// Looks at the clients that may still translate a press, once each; a client found idle
-    /// (twice, across a round trip) has translated every press delivered so far.
+    /// has translated every press delivered so far.
     fn look(&mut self, x: &XConn) -> Result<()> {
         let mut waiting: Vec<Client> = self
             .pressed
@@ -212,7 +215,8 @@ impl InFlight {
     }
 
     /// Waits until a keycode may be rebound: until a client that may still translate one of
-    /// them is idle (within a bound, after which it is settled for), or a settle time.
+    /// them is idle, or a settle time. A client still busy after the bound is settled for until
+    /// it is next seen idle.
     pub fn wait(&mut self, x: &XConn) -> Result<()> {
         let deadline = Instant::now() + IDLE_WAIT;
         loop {
@@ -253,13 +257,10 @@ impl InFlight {
 /// after every other client with a request waiting), so it is not taken for idle. A process that
 /// cannot be looked at is not idle.
 fn process_idle(probe: &XConn, pid: u32) -> Result<bool> {
-    let Some(first) = threads(pid) else {
+    let Some(first) = threads(pid).filter(|t| t.asleep) else {
         return Ok(false);
     };
     for _ in 0..2 {
-        if !first.asleep {
-            return Ok(false);
-        }
         probe.sync()?;
         match threads(pid) {
             Some(now) if now.asleep && now.ran == first.ran => {}
@@ -291,4 +292,17 @@ fn threads(pid: u32) -> Option<Threads> {
             .fold(all.ran, u64::wrapping_add);
     }
     Some(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_process_is_not_asleep_and_a_missing_one_cannot_be_looked_at() {
+        let me = threads(std::process::id()).expect("this process has threads");
+        assert!(!me.asleep, "the thread reading /proc is running");
+        assert!(me.ran > 0);
+        assert!(threads(u32::MAX).is_none());
+    }
 }
