@@ -4,15 +4,14 @@
 //! real client: an xterm in a UTF-8 locale running `cat`, whose output file must hold exactly the
 //! typed line. Prints medians, p90 and the ratio per action, plus bytes and window-manager CPU.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use std::time::{Duration, Instant};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{Agent, children_named};
+use common::{Agent, Typist, children_named};
 
 use orgo_proto::connect::Agent as AgentClient;
 use orgo_proto::v1 as pb;
@@ -94,54 +93,6 @@ fn cpu_time(pid: i32) -> Duration {
         .flatten()
         .unwrap_or(100) as u64;
     Duration::from_millis(ticks * 1000 / hz)
-}
-
-/// An xterm running `cat >> file`: what the keyboard delivers ends up in the file, line by line.
-struct Typist {
-    xterm: Child,
-    file: PathBuf,
-}
-
-impl Typist {
-    fn start(display: &str, dir: &Path) -> Typist {
-        let file = dir.join("typed.txt");
-        std::fs::write(&file, "").unwrap();
-        let xterm = Command::new("xterm")
-            .args(["-geometry", "100x10+0+0", "-e", "sh", "-c"])
-            .arg(format!("stty -echo; exec cat >> {}", file.display()))
-            .env("DISPLAY", display)
-            .env("LC_ALL", "C.UTF-8")
-            .env("LANG", "C.UTF-8")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start xterm");
-        Typist { xterm, file }
-    }
-
-    fn clear(&self) {
-        std::fs::write(&self.file, "").unwrap();
-    }
-
-    /// The first complete line in the file, waiting a while for it.
-    fn line(&self) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
-            if let Some((line, _)) = text.split_once('\n') {
-                return Some(line.to_string());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        None
-    }
-}
-
-impl Drop for Typist {
-    fn drop(&mut self) {
-        let _ = self.xterm.kill();
-        let _ = self.xterm.wait();
-    }
 }
 
 async fn type_ours(client: &mut AgentClient, text: &str) -> Duration {
@@ -245,16 +196,8 @@ async fn main() {
     });
 
     // Typing into a real client, with integrity counted.
-    let typist = Typist::start(&display, &dir);
-    let ready = Instant::now() + Duration::from_secs(20);
-    loop {
-        typist.clear();
-        type_ours(&mut client, "ready\n").await;
-        if typist.line().as_deref() == Some("ready") {
-            break;
-        }
-        assert!(Instant::now() < ready, "xterm never took keyboard input");
-    }
+    let typist = Typist::xterm(&display, &dir);
+    typist.wait_ready(&mut client).await;
     for (action, text) in [
         ("type 50 ASCII chars", ASCII_50),
         ("type a Unicode line", UNICODE_LINE),

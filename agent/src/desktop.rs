@@ -230,19 +230,31 @@ impl Desktop {
     }
 
     /// Restores borrowed keycodes once they have been idle for the configured time; a later
-    /// typing call pushes the restore further out, so back-to-back calls remap only once.
+    /// typing call pushes the restore further out, so back-to-back calls remap only once. A
+    /// restore that waits for the focused client to read the mapping is tried again later.
     fn schedule_keymap_restore(&self) {
         let input = self.input.clone();
         let after = self.config.keymap_restore;
         tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let _ = tokio::task::spawn_blocking(move || {
-                let mut guard = input.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(Err(e)) = guard.get_mut().map(|i| i.restore_keymap_if_idle(after)) {
-                    tracing::warn!(error = %e, "keymap restore failed");
+            loop {
+                tokio::time::sleep(after).await;
+                let input = input.clone();
+                let again = tokio::task::spawn_blocking(move || {
+                    let mut guard = input.lock().unwrap_or_else(|p| p.into_inner());
+                    match guard.get_mut().map(|i| i.restore_keymap_if_idle(after)) {
+                        Some(Ok(again)) => again,
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "keymap restore failed");
+                            false
+                        }
+                        None => false,
+                    }
+                })
+                .await;
+                if !matches!(again, Ok(true)) {
+                    break;
                 }
-            })
-            .await;
+            }
         });
     }
 

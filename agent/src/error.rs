@@ -14,6 +14,10 @@ pub enum AgentError {
     /// The display works but cannot do what was asked (an unsupported pixel format, say).
     #[error("{0}")]
     Unsupported(String),
+    /// Another program changed the keyboard mapping while keys were pressed: the named
+    /// characters may have been lost. Typing them again works.
+    #[error("{0}")]
+    KeymapChanged(String),
     /// A process could not be started or read.
     #[error("process error: {0}")]
     Process(#[from] std::io::Error),
@@ -65,6 +69,7 @@ impl From<AgentError> for Status {
             AgentError::InvalidArgument(_) => Code::InvalidArgument,
             AgentError::DisplayUnavailable(_) => Code::Unavailable,
             AgentError::Unsupported(_) => Code::FailedPrecondition,
+            AgentError::KeymapChanged(_) => Code::Aborted,
             AgentError::Process(_) | AgentError::X11(_) | AgentError::Encode(_) => {
                 tracing::error!(error = %e, "agent call failed");
                 Code::Internal

@@ -1,29 +1,22 @@
-//! Pointer and keyboard input through XTest on the input connection. Every action ends with a
-//! round trip, so when a call returns the server has delivered its events. The agent owns click
-//! timing: a double click is two clicks inside the double-click interval, and two separate click
-//! calls at the same spot are spaced so that applications never merge them into one.
+//! Pointer and keyboard input through XTest on the input connection (the keyboard's own logic is
+//! in [`crate::keyboard`]). Every action ends with a round trip, so when a call returns the
+//! server has delivered its events. The agent owns click timing: a double click is two clicks
+//! inside the double-click interval, and two separate click calls at the same spot are spaced so
+//! that applications never merge them into one.
 
 use std::time::{Duration, Instant};
 
 use x11rb::connection::{Connection, RequestConnection};
-use x11rb::protocol::Event;
 use x11rb::protocol::xproto::{
-    BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, ConnectionExt as _, KEY_PRESS_EVENT, KEY_RELEASE_EVENT,
-    MOTION_NOTIFY_EVENT,
+    BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, ConnectionExt as _, MOTION_NOTIFY_EVENT,
 };
-use x11rb::protocol::xtest::ConnectionExt as _;
 
 use crate::error::{AgentError, Result};
-use crate::keymap::{Batch, Keymap, Lease, Stroke};
-use crate::keys::{self, Keysym};
+use crate::keyboard::Keyboard;
 use crate::x11::XConn;
 
-const SHIFT_L: Keysym = 0xffe1;
 /// Distance within which toolkits count two clicks as one multi-click.
 const MULTI_CLICK_SLOP: i32 = 8;
-/// Pause between borrowed-keycode batches, so slow clients translate the previous batch's
-/// presses before its keycodes are rebound.
-const BATCH_SETTLE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Button {
@@ -79,11 +72,8 @@ struct LastClick {
 pub struct Input {
     pub x: XConn,
     timing: InputTiming,
-    keymap: Option<Keymap>,
-    lease: Lease,
-    lease_used: Instant,
+    keyboard: Keyboard,
     last_click: Option<LastClick>,
-    held_keys: Vec<u8>,
 }
 
 impl Input {
@@ -92,22 +82,17 @@ impl Input {
         x.conn
             .extension_information(x11rb::protocol::xtest::X11_EXTENSION_NAME)?
             .ok_or_else(|| AgentError::Unsupported("the X server has no XTEST extension".into()))?;
+        let keyboard = Keyboard::new(display, &x)?;
         Ok(Input {
             x,
             timing,
-            keymap: None,
-            lease: Lease::default(),
-            lease_used: Instant::now(),
+            keyboard,
             last_click: None,
-            held_keys: Vec::new(),
         })
     }
 
     fn fake(&self, kind: u8, detail: u8, x: i16, y: i16) -> Result<()> {
-        self.x
-            .conn
-            .xtest_fake_input(kind, detail, x11rb::CURRENT_TIME, self.x.root, x, y, 0)?;
-        Ok(())
+        self.x.fake(kind, detail, x, y)
     }
 
     fn motion(&self, x: i16, y: i16) -> Result<()> {
@@ -248,180 +233,21 @@ impl Input {
         Ok(pos)
     }
 
-    /// The current keymap, fetched again after anyone (this agent included) changed it.
-    fn keymap(&mut self) -> Result<&mut Keymap> {
-        while let Some(event) = self.x.conn.poll_for_event()? {
-            if matches!(event, Event::MappingNotify(_)) {
-                self.keymap = None;
-            }
-        }
-        if self.keymap.is_none() {
-            let setup = self.x.conn.setup();
-            let (min, max) = (setup.min_keycode, setup.max_keycode);
-            let reply = self.x.conn.get_keyboard_mapping(min, max - min + 1)?.reply()?;
-            self.keymap = Some(Keymap {
-                min_keycode: min,
-                per: usize::from(reply.keysyms_per_keycode),
-                syms: reply.keysyms,
-            });
-        }
-        Ok(self.keymap.as_mut().expect("keymap was just fetched"))
-    }
-
-    /// Sends the rows `keycodes` span, from the local keymap, in one request.
-    fn push_rows(&mut self, keycodes: impl Iterator<Item = u8> + Clone) -> Result<()> {
-        let (Some(lo), Some(hi)) = (keycodes.clone().min(), keycodes.max()) else {
-            return Ok(());
-        };
-        let map = self.keymap.as_ref().expect("keymap loaded before remapping");
-        let rows: Vec<Keysym> = (lo..=hi).flat_map(|kc| map.row(kc).to_vec()).collect();
-        self.x
-            .conn
-            .change_keyboard_mapping(hi - lo + 1, lo, map.per as u8, &rows)?;
-        Ok(())
-    }
-
-    fn run_batches(&mut self, batches: &[Batch], delay: Duration) -> Result<()> {
-        let shift = self.keymap()?.find(SHIFT_L).map(|s| s.keycode);
-        for (i, batch) in batches.iter().enumerate() {
-            if i > 0 {
-                self.x.sync()?;
-                std::thread::sleep(BATCH_SETTLE);
-            }
-            if !batch.remaps.is_empty() {
-                let map = self.keymap()?;
-                for &(kc, sym) in &batch.remaps {
-                    map.set_row(kc, sym);
-                }
-                self.push_rows(batch.remaps.iter().map(|r| r.0))?;
-            }
-            for stroke in &batch.strokes {
-                self.stroke(*stroke, shift)?;
-                if !delay.is_zero() {
-                    self.x.sync()?;
-                    std::thread::sleep(delay);
-                }
-            }
-        }
-        self.lease_used = Instant::now();
-        self.x.sync()
-    }
-
-    fn stroke(&self, stroke: Stroke, shift: Option<u8>) -> Result<()> {
-        let shift = if stroke.shift {
-            Some(shift.ok_or_else(|| AgentError::Unsupported("the keyboard has no Shift key".into()))?)
-        } else {
-            None
-        };
-        if let Some(s) = shift {
-            self.fake(KEY_PRESS_EVENT, s, 0, 0)?;
-        }
-        self.fake(KEY_PRESS_EVENT, stroke.keycode, 0, 0)?;
-        self.fake(KEY_RELEASE_EVENT, stroke.keycode, 0, 0)?;
-        if let Some(s) = shift {
-            self.fake(KEY_RELEASE_EVENT, s, 0, 0)?;
-        }
-        Ok(())
-    }
-
-    /// Types text; answers the number of characters sent.
     pub fn type_text(&mut self, text: &str, delay: Duration) -> Result<u32> {
-        let map = self.keymap()?.clone();
-        let mut syms = Vec::with_capacity(text.len());
-        for ch in text.chars() {
-            let own = keys::keysym_for_char(ch).ok_or_else(|| {
-                AgentError::InvalidArgument(format!("cannot type control character {ch:?}"))
-            })?;
-            // Prefer the keyboard's own keysym; otherwise the Unicode one every client decodes.
-            syms.push(if map.find(own).is_some() {
-                own
-            } else {
-                keys::unicode_keysym(ch)
-            });
-        }
-        let batches = self.lease.plan(&map, &syms)?;
-        self.run_batches(&batches, delay)?;
-        Ok(syms.len() as u32)
+        self.keyboard.type_text(&self.x, text, delay)
     }
 
-    /// Plans the strokes of a combo: its keys' keycodes plus Shift where a key needs it.
-    fn combo_keycodes(&mut self, combo: &str) -> Result<Vec<u8>> {
-        let parsed = keys::parse_combo(combo)?;
-        let map = self.keymap()?.clone();
-        let batches = self.lease.plan(&map, &parsed.keysyms)?;
-        if batches.len() != 1 {
-            return Err(AgentError::Unsupported(
-                "too many unmapped keys in one combo".into(),
-            ));
-        }
-        let batch = &batches[0];
-        if !batch.remaps.is_empty() {
-            let m = self.keymap()?;
-            for &(kc, sym) in &batch.remaps {
-                m.set_row(kc, sym);
-            }
-            self.push_rows(batch.remaps.iter().map(|r| r.0))?;
-            self.lease_used = Instant::now();
-        }
-        let mut codes = Vec::new();
-        if batch.strokes.iter().any(|s| s.shift) {
-            let shift = self.keymap()?.find(SHIFT_L).map(|s| s.keycode);
-            if let Some(s) = shift.filter(|s| !batch.strokes.iter().any(|k| k.keycode == *s)) {
-                codes.push(s);
-            }
-        }
-        codes.extend(batch.strokes.iter().map(|s| s.keycode));
-        Ok(codes)
-    }
-
-    /// Presses and releases a combo `repeat` times.
     pub fn key(&mut self, combo: &str, repeat: u32) -> Result<u32> {
-        let codes = self.combo_keycodes(combo)?;
-        for _ in 0..repeat {
-            for &kc in &codes {
-                self.fake(KEY_PRESS_EVENT, kc, 0, 0)?;
-            }
-            for &kc in codes.iter().rev() {
-                self.fake(KEY_RELEASE_EVENT, kc, 0, 0)?;
-            }
-        }
-        self.x.sync()?;
-        Ok(repeat)
+        self.keyboard.key(&self.x, combo, repeat)
     }
 
-    /// Presses (and holds) or releases a combo's keys.
     pub fn key_hold(&mut self, combo: &str, press: bool) -> Result<u32> {
-        let codes = self.combo_keycodes(combo)?;
-        if press {
-            for &kc in &codes {
-                self.fake(KEY_PRESS_EVENT, kc, 0, 0)?;
-                self.held_keys.push(kc);
-            }
-        } else {
-            for &kc in codes.iter().rev() {
-                self.fake(KEY_RELEASE_EVENT, kc, 0, 0)?;
-                self.held_keys.retain(|&h| h != kc);
-            }
-        }
-        self.x.sync()?;
-        Ok(codes.len() as u32)
+        self.keyboard.key_hold(&self.x, combo, press)
     }
 
-    /// Binds borrowed keycodes back to nothing once they have been idle for `after`, in one
-    /// request; held keys keep their bindings.
-    pub fn restore_keymap_if_idle(&mut self, after: Duration) -> Result<()> {
-        if self.lease.is_empty() || self.lease_used.elapsed() < after || !self.held_keys.is_empty() {
-            return Ok(());
-        }
-        let borrowed = self.lease.borrowed();
-        self.keymap()?;
-        let map = self.keymap.as_mut().expect("keymap loaded");
-        for &kc in &borrowed {
-            map.set_row(kc, 0);
-        }
-        self.push_rows(borrowed.iter().copied())?;
-        self.lease.clear();
-        self.x.sync()
+    /// See [`Keyboard::restore_if_idle`]: true when it should be tried again later.
+    pub fn restore_keymap_if_idle(&mut self, after: Duration) -> Result<bool> {
+        self.keyboard.restore_if_idle(&self.x, after)
     }
 }
 

@@ -1,8 +1,10 @@
 //! Planning keystrokes against the X keyboard mapping. Pure logic over a snapshot of the core
 //! keymap: which keycode (and Shift level) produces a keysym, and which spare keycodes get
 //! borrowed for keysyms the keyboard lacks. The [`Lease`] remembers what is borrowed so that
-//! successive calls reuse remapped keycodes, rotate through all spares (a keycode is never
-//! rebound while a client may still be translating its last press), and restore once.
+//! successive calls reuse remapped keycodes, rotate through all spares, and restore once; it is
+//! checked against the server's mapping whenever it plans, so a keymap another program loaded
+//! drops the bindings it emptied. Whether a borrowed keycode may be rebound yet (no client may
+//! still translate its last press) is the caller's to say: see `inflight`.
 
 use std::collections::HashMap;
 
@@ -98,11 +100,14 @@ impl Keymap {
 }
 
 /// The borrowed keycodes of one agent, kept between calls until restored.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Lease {
+    /// Keycodes that may be borrowed: bound to nothing, or to a keysym this lease bound.
     spares: Vec<u8>,
-    cursor: usize,
     bound: HashMap<Keysym, u8>,
+    /// When each spare was last used (bound or pressed), to rotate through them oldest first.
+    used: HashMap<u8, u64>,
+    tick: u64,
 }
 
 impl Lease {
@@ -115,68 +120,91 @@ impl Lease {
         self.bound.values().copied().collect()
     }
 
-    pub fn clear(&mut self) {
-        self.bound.clear();
-        self.spares.clear();
-    }
-
-    fn holder_of(&self, keycode: u8) -> Option<Keysym> {
+    /// The keysym the lease bound to a keycode, if it borrowed it.
+    pub fn holder_of(&self, keycode: u8) -> Option<Keysym> {
         self.bound
             .iter()
             .find(|(_, kc)| **kc == keycode)
             .map(|(sym, _)| *sym)
     }
 
-    /// Plans keysyms into batches of strokes. Keysyms on the keyboard use their own keycode;
-    /// the rest borrow spares in rotation, starting a new batch only when one call needs more
-    /// distinct borrowed keysyms than there are spares.
-    pub fn plan(&mut self, keymap: &Keymap, syms: &[Keysym]) -> Result<Vec<Batch>> {
-        if self.bound.is_empty() {
-            self.spares = keymap.spare_keycodes();
-            self.cursor = 0;
-        }
-        let mut batches = vec![Batch::default()];
-        let mut in_batch: Vec<Keysym> = Vec::new();
-        for &sym in syms {
-            if let Some(&keycode) = self.bound.get(&sym) {
-                if !in_batch.contains(&sym) {
-                    in_batch.push(sym);
-                }
-                batches.last_mut().expect("one batch").strokes.push(Stroke {
+    pub fn clear(&mut self) {
+        self.bound.clear();
+    }
+
+    /// Checks the lease against the server's mapping as it is now: bindings the server no
+    /// longer has (another program loaded a keymap) are dropped, and the spares are what is
+    /// bound to nothing plus what this lease still holds.
+    pub fn reconcile(&mut self, keymap: &Keymap) {
+        let rows: Vec<u8> = keymap.keycodes().collect();
+        self.bound
+            .retain(|&sym, &mut kc| rows.contains(&kc) && keymap.level(kc, false) == sym);
+        let mut spares = keymap.spare_keycodes();
+        spares.extend(self.bound.values().copied());
+        spares.sort_unstable();
+        spares.dedup();
+        self.spares = spares;
+    }
+
+    fn touch(&mut self, keycode: u8) {
+        self.tick += 1;
+        self.used.insert(keycode, self.tick);
+    }
+
+    /// Plans the longest start of `syms` that one keymap change serves, against `keymap` as the
+    /// server has it; answers the batch and how many keysyms it covers. Keysyms on the
+    /// keyboard use their own keycode; the rest reuse their borrowed keycode or borrow the
+    /// spare used longest ago among those `may_rebind` allows and the batch does not press.
+    /// Covering none means no spare may be rebound yet.
+    pub fn next_batch(
+        &mut self,
+        keymap: &Keymap,
+        syms: &[Keysym],
+        may_rebind: impl Fn(u8) -> bool,
+    ) -> Result<(Batch, usize)> {
+        self.reconcile(keymap);
+        let mut batch = Batch::default();
+        let mut pressed: Vec<u8> = Vec::new();
+        for (i, &sym) in syms.iter().enumerate() {
+            let stroke = if let Some(&keycode) = self.bound.get(&sym) {
+                Stroke {
                     keycode,
                     shift: false,
-                });
-                continue;
-            }
-            if let Some(stroke) = keymap.find(sym).filter(|s| !self.spares.contains(&s.keycode)) {
-                batches.last_mut().expect("one batch").strokes.push(stroke);
-                continue;
-            }
-            if self.spares.is_empty() {
-                return Err(AgentError::Unsupported(
-                    "the keyboard has no spare keycode to type this character".into(),
-                ));
-            }
-            let keycode = self.spares[self.cursor % self.spares.len()];
-            self.cursor = (self.cursor + 1) % self.spares.len();
-            if let Some(old) = self.holder_of(keycode) {
-                if in_batch.contains(&old) {
-                    // Every spare is bound to a keysym this batch still sends: start another.
-                    batches.push(Batch::default());
-                    in_batch.clear();
                 }
-                self.bound.remove(&old);
+            } else if let Some(stroke) = keymap.find(sym).filter(|s| !self.spares.contains(&s.keycode)) {
+                stroke
+            } else {
+                if self.spares.is_empty() {
+                    return Err(AgentError::Unsupported(
+                        "the keyboard has no spare keycode to type this character".into(),
+                    ));
+                }
+                let pick = self
+                    .spares
+                    .iter()
+                    .copied()
+                    .filter(|kc| !pressed.contains(kc) && may_rebind(*kc))
+                    .min_by_key(|kc| self.used.get(kc).copied().unwrap_or(0));
+                let Some(keycode) = pick else {
+                    return Ok((batch, i));
+                };
+                if let Some(old) = self.holder_of(keycode) {
+                    self.bound.remove(&old);
+                }
+                self.bound.insert(sym, keycode);
+                batch.remaps.push((keycode, sym));
+                Stroke {
+                    keycode,
+                    shift: false,
+                }
+            };
+            if self.spares.contains(&stroke.keycode) {
+                pressed.push(stroke.keycode);
+                self.touch(stroke.keycode);
             }
-            self.bound.insert(sym, keycode);
-            in_batch.push(sym);
-            let batch = batches.last_mut().expect("one batch");
-            batch.remaps.push((keycode, sym));
-            batch.strokes.push(Stroke {
-                keycode,
-                shift: false,
-            });
+            batch.strokes.push(stroke);
         }
-        Ok(batches)
+        Ok((batch, syms.len()))
     }
 }
 
@@ -234,7 +262,11 @@ mod tests {
             };
             assert_eq!(map.keycodes().count(), 0);
             assert_eq!(map.find('a' as u32), None);
-            assert!(Lease::default().plan(&map, &['a' as u32]).is_err());
+            assert!(
+                Lease::default()
+                    .next_batch(&map, &['a' as u32], |_| true)
+                    .is_err()
+            );
         }
         let last_row = Keymap {
             min_keycode: 255,
@@ -260,11 +292,38 @@ mod tests {
         );
     }
 
+    /// Plans `syms` to the end the way the agent does, binding each batch's remaps on `map` as
+    /// the server would; `may_rebind` says which spares a batch may take.
+    fn type_all(
+        lease: &mut Lease,
+        map: &mut Keymap,
+        syms: &[Keysym],
+        may_rebind: impl Fn(u8) -> bool,
+    ) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        let mut done = 0;
+        while done < syms.len() {
+            let (batch, n) = lease.next_batch(map, &syms[done..], &may_rebind).unwrap();
+            assert!(n > 0, "no progress at {done}");
+            for &(kc, sym) in &batch.remaps {
+                map.set_row(kc, sym);
+            }
+            done += n;
+            batches.push(batch);
+        }
+        batches
+    }
+
     #[test]
     fn missing_keysyms_borrow_spares_in_one_batch() {
-        let map = keymap();
+        let mut map = keymap();
         let mut lease = Lease::default();
-        let batches = lease.plan(&map, &[0xe9, 'a' as u32, 0x0101_f600, 0xe9]).unwrap();
+        let batches = type_all(
+            &mut lease,
+            &mut map,
+            &[0xe9, 'a' as u32, 0x0101_f600, 0xe9],
+            |_| true,
+        );
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].remaps, vec![(13, 0xe9), (14, 0x0101_f600)]);
         let codes: Vec<u8> = batches[0].strokes.iter().map(|s| s.keycode).collect();
@@ -273,39 +332,83 @@ mod tests {
 
     #[test]
     fn later_calls_reuse_bindings_and_rotate() {
-        let map = keymap();
+        let mut map = keymap();
         let mut lease = Lease::default();
-        lease.plan(&map, &[0xe9]).unwrap();
-        let again = lease.plan(&map, &[0xe9, 0xea]).unwrap();
+        type_all(&mut lease, &mut map, &[0xe9], |_| true);
+        let again = type_all(&mut lease, &mut map, &[0xe9, 0xea], |_| true);
         assert_eq!(
             again[0].remaps,
             vec![(14, 0xea)],
             "é stays bound, ê takes the next spare"
         );
-        let third = lease.plan(&map, &[0xeb]).unwrap();
+        let third = type_all(&mut lease, &mut map, &[0xeb], |_| true);
         assert_eq!(third[0].remaps, vec![(15, 0xeb)]);
-        let fourth = lease.plan(&map, &[0xec]).unwrap();
+        let fourth = type_all(&mut lease, &mut map, &[0xec], |_| true);
         assert_eq!(
             fourth[0].remaps,
             vec![(13, 0xec)],
-            "the oldest binding is recycled"
+            "the binding used longest ago is recycled"
         );
     }
 
     #[test]
     fn more_distinct_keysyms_than_spares_split_into_batches() {
-        let map = keymap();
+        let mut map = keymap();
         let mut lease = Lease::default();
         let syms = [0x100, 0x101, 0x102, 0x103, 0x100];
-        let batches = lease.plan(&map, &syms).unwrap();
+        let batches = type_all(&mut lease, &mut map, &syms, |_| true);
         assert_eq!(batches.len(), 2);
-        let sent: usize = batches.iter().map(|b| b.strokes.len()).sum();
-        assert_eq!(sent, syms.len());
+        let mut replay = keymap();
+        let mut typed = Vec::new();
         for batch in &batches {
-            for stroke in &batch.strokes {
-                assert!(batch.remaps.iter().any(|(kc, _)| *kc == stroke.keycode) || stroke.keycode < 13);
+            for &(kc, sym) in &batch.remaps {
+                replay.set_row(kc, sym);
             }
+            typed.extend(batch.strokes.iter().map(|s| replay.level(s.keycode, s.shift)));
         }
+        assert_eq!(typed, syms);
+    }
+
+    #[test]
+    fn a_spare_is_rebound_only_when_allowed() {
+        let mut map = keymap();
+        let mut lease = Lease::default();
+        type_all(&mut lease, &mut map, &[0x100, 0x101, 0x102], |_| true);
+        let (batch, n) = lease.next_batch(&map, &[0x103], |_| false).unwrap();
+        assert_eq!(
+            (n, batch),
+            (0, Batch::default()),
+            "every spare may still be translated"
+        );
+        let (batch, n) = lease
+            .next_batch(&map, &[0x100, 0x103, 0x104], |kc| kc == 14)
+            .unwrap();
+        assert_eq!(
+            n, 2,
+            "one spare may be rebound: the batch ends where a second is needed"
+        );
+        assert_eq!(batch.remaps, vec![(14, 0x103)]);
+    }
+
+    #[test]
+    fn a_reloaded_keymap_drops_the_bindings_it_emptied() {
+        let mut map = keymap();
+        let mut lease = Lease::default();
+        type_all(&mut lease, &mut map, &[0xfc], |_| true);
+        assert_eq!(lease.borrowed(), vec![13]);
+        // Another program loads a keymap: the spares are empty again and 14 is now a real key.
+        let mut reloaded = keymap();
+        reloaded.set_row(14, 'b' as u32);
+        let (batch, n) = lease
+            .next_batch(&reloaded, &[0xfc, 'b' as u32, 0xe9], |_| true)
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            batch.remaps,
+            vec![(15, 0xfc), (13, 0xe9)],
+            "ü is bound again; 14 is not spare"
+        );
+        assert_eq!(batch.strokes[1].keycode, 14);
     }
 
     #[test]
@@ -315,7 +418,7 @@ mod tests {
             per: 1,
             syms: vec!['a' as u32],
         };
-        let err = Lease::default().plan(&map, &[0xe9]).unwrap_err();
+        let err = Lease::default().next_batch(&map, &[0xe9], |_| true).unwrap_err();
         assert!(err.to_string().contains("spare keycode"));
     }
 }

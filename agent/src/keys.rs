@@ -56,6 +56,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("super", "Super_L"),
     ("win", "Super_L"),
     ("windows", "Super_L"),
+    // `meta` is the Windows/Command key of today's keyboards, which X calls Super_L; X's own
+    // Meta_L keeps its name.
     ("meta", "Super_L"),
     ("cmd", "Super_L"),
     ("command", "Super_L"),
@@ -200,7 +202,8 @@ fn split_combo(combo: &str) -> Vec<&str> {
     combo.split('+').collect()
 }
 
-/// The keysym of the character, for typing text.
+/// The keysym of one character typed as text: a line break (`\n`, or `\r`) is Return, `\t`
+/// Tab, U+0008 BackSpace; other control characters have none.
 pub fn keysym_for_char(ch: char) -> Option<Keysym> {
     match ch {
         '\n' | '\r' => Some(0xff0d),
@@ -213,6 +216,54 @@ pub fn keysym_for_char(ch: char) -> Option<Keysym> {
             sym => Some(sym.raw()),
         },
     }
+}
+
+/// One key a text asks for: the keysym, and the character it comes from with its position
+/// (counted from 1), to name it when it cannot be typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextKey {
+    pub keysym: Keysym,
+    pub ch: char,
+    pub at: usize,
+}
+
+impl std::fmt::Display for TextKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ch.is_control() {
+            write!(f, "U+{:04X} (character {})", self.ch as u32, self.at)
+        } else {
+            write!(f, "{:?} (character {})", self.ch, self.at)
+        }
+    }
+}
+
+/// The keys that type `text`, by one rule for control characters: a line break is one Return
+/// whichever form it takes (`\r\n`, `\n` or a lone `\r`), `\t` is Tab, U+0008 is BackSpace,
+/// and any other control character (Unicode category Cc: U+0000–U+001F, U+007F–U+009F)
+/// refuses the whole text, naming the character and its position.
+pub fn text_keys(text: &str) -> Result<Vec<TextKey>> {
+    let mut keys: Vec<TextKey> = Vec::with_capacity(text.len());
+    let mut after_cr = false;
+    for (i, ch) in text.chars().enumerate() {
+        let crlf = after_cr && ch == '\n';
+        after_cr = ch == '\r';
+        if crlf {
+            continue;
+        }
+        let keysym = keysym_for_char(ch).ok_or_else(|| {
+            AgentError::InvalidArgument(format!(
+                "text contains the control character U+{:04X} at character {}; of the control characters only line breaks (\\n, \\r\\n, \\r), tab and backspace (U+0008) can be typed",
+                ch as u32,
+                i + 1
+            ))
+        })?;
+        keys.push(TextKey {
+            keysym,
+            ch,
+            at: i + 1,
+        });
+    }
+    Ok(keys)
 }
 
 /// The keysym X uses for a character when it has to invent one: Latin-1 as itself, the rest as
@@ -323,6 +374,35 @@ mod tests {
         ] {
             let err = parse_combo(combo).unwrap_err().to_string();
             assert!(err.contains(needle), "{combo:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_follow_one_rule() {
+        let syms = |t: &str| text_keys(t).unwrap().iter().map(|k| k.keysym).collect::<Vec<_>>();
+        assert_eq!(syms("a\r\nb"), vec![0x61, RETURN, 0x62], "CR LF is one Return");
+        assert_eq!(syms("a\rb\nc"), vec![0x61, RETURN, 0x62, RETURN, 0x63]);
+        assert_eq!(syms("\r\r\n\n"), vec![RETURN, RETURN, RETURN], "CR, CR LF, LF");
+        assert_eq!(syms("\n\r"), vec![RETURN, RETURN], "LF CR is two line breaks");
+        assert_eq!(syms("\t\u{8}"), vec![0xff09, 0xff08]);
+        let keys = text_keys("x\r\ny").unwrap();
+        assert_eq!(
+            (keys[2].ch, keys[2].at),
+            ('y', 4),
+            "positions count the text's characters"
+        );
+        for (text, at) in [
+            ("ab\u{1b}", 3),
+            ("\u{0}", 1),
+            ("é\u{7f}", 2),
+            ("\u{85}", 1),
+            ("\r\n\u{c}", 3),
+        ] {
+            let err = text_keys(text).unwrap_err();
+            assert!(matches!(err, AgentError::InvalidArgument(_)), "{text:?}");
+            let ch = text.chars().nth(at - 1).unwrap();
+            let want = format!("U+{:04X} at character {at};", ch as u32);
+            assert!(err.to_string().contains(&want), "{text:?}: {err}");
         }
     }
 

@@ -4,6 +4,7 @@
 
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::ConnectionExt as _;
+use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::rust_connection::RustConnection;
 
 use crate::error::{AgentError, Result};
@@ -40,6 +41,13 @@ impl XConn {
     /// A round trip: every request sent before it has been processed by the server when it returns.
     pub fn sync(&self) -> Result<()> {
         self.conn.get_input_focus()?.reply()?;
+        Ok(())
+    }
+
+    /// Sends one XTest event (a key or button press or release, or a motion to `x`, `y`).
+    pub fn fake(&self, kind: u8, detail: u8, x: i16, y: i16) -> Result<()> {
+        self.conn
+            .xtest_fake_input(kind, detail, x11rb::CURRENT_TIME, self.root, x, y, 0)?;
         Ok(())
     }
 

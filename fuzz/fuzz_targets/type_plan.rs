@@ -1,17 +1,22 @@
-//! Typing plans against any keyboard mapping: texts typed one after another (with restores in
-//! between) never panic, and replaying each plan's remaps and strokes on the mapping, by X's
-//! level rules, produces exactly the text's keysyms. Borrowed keycodes are always spares.
+//! Typing plans against any keyboard mapping: texts typed one after another (with restores and
+//! foreign keymap loads in between) never panic; every batch rebinds only spares the caller
+//! allows (a batch that covers nothing binds nothing, and once every spare is allowed a batch
+//! always covers something); and replaying each batch's remaps and strokes on the mapping, by
+//! X's level rules, produces exactly the text's keysyms.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use orgo_agent::keymap::{Keymap, Lease};
-use orgo_agent::keys::keysym_for_char;
+use orgo_agent::keys::text_keys;
 
 #[derive(Debug, Arbitrary)]
 enum Step {
-    Type(String),
+    /// Text, and which keycodes the caller allows to be rebound (bit `kc % 64`).
+    Type(String, u64),
     Restore,
+    /// Another program rewrites one row.
+    Load(u8, u8),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -29,31 +34,58 @@ fuzz_target!(|case: Case| {
         per: usize::from(case.per % 8),
         syms: case.syms.iter().map(|&b| u32::from(b)).collect(),
     };
-    let spares = live.spare_keycodes();
     let mut lease = Lease::default();
     for step in case.steps {
         match step {
             Step::Restore => {
+                lease.reconcile(&live);
                 for kc in lease.borrowed() {
                     live.set_row(kc, 0);
                 }
                 lease.clear();
             }
-            Step::Type(text) => {
-                let want: Vec<u32> = text.chars().filter_map(keysym_for_char).collect();
-                let Ok(batches) = lease.plan(&live, &want) else {
-                    assert!(spares.is_empty(), "refused with spares {spares:?}");
-                    continue;
-                };
+            Step::Load(keycode, sym) => {
+                if live.keycodes().any(|kc| kc == keycode) {
+                    live.set_row(keycode, u32::from(sym));
+                }
+            }
+            Step::Type(text, allowed) => {
+                let Ok(keys) = text_keys(&text) else { continue };
+                let want: Vec<u32> = keys.iter().map(|k| k.keysym).collect();
                 let mut typed = Vec::with_capacity(want.len());
-                for batch in &batches {
+                let mut done = 0;
+                while done < want.len() {
+                    // What may be borrowed: bound to nothing, or still held by the lease.
+                    lease.reconcile(&live);
+                    let mut spares = live.spare_keycodes();
+                    spares.extend(lease.borrowed());
+                    let allows = |kc: u8| allowed & (1 << (kc % 64)) != 0;
+                    let Ok((mut batch, mut n)) = lease.next_batch(&live, &want[done..], allows) else {
+                        break;
+                    };
+                    if n == 0 {
+                        assert!(batch.remaps.is_empty() && batch.strokes.is_empty());
+                        // The caller waits until every spare may be rebound.
+                        let Ok(next) = lease.next_batch(&live, &want[done..], |_| true) else {
+                            break;
+                        };
+                        (batch, n) = next;
+                        assert!(n > 0, "no progress with every spare allowed");
+                    } else {
+                        for &(kc, _) in &batch.remaps {
+                            assert!(allows(kc), "rebound keycode {kc} the caller did not allow");
+                        }
+                    }
                     for &(kc, sym) in &batch.remaps {
                         assert!(spares.contains(&kc), "borrowed keycode {kc} is not spare");
                         live.set_row(kc, sym);
                     }
                     typed.extend(batch.strokes.iter().map(|s| live.level(s.keycode, s.shift)));
+                    done += n;
                 }
-                assert_eq!(typed, want, "{text:?}");
+                if done == want.len() {
+                    assert_eq!(typed, want, "{text:?}");
+                }
             }
         }
     }

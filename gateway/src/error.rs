@@ -65,6 +65,9 @@ impl From<tonic::Status> for ApiError {
                 ApiError::BadRequest(s.message().to_string())
             }
             Code::NotFound => ApiError::NotFound(s.message().to_string()),
+            // Another program changed the desktop's keyboard mapping during the call; the
+            // message names what may not have arrived, and typing it again works.
+            Code::Aborted => ApiError::Conflict(s.message().to_string()),
             Code::Unavailable => {
                 if s.message().contains("display") {
                     ApiError::NotReady(detail)
@@ -132,6 +135,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE,
         );
         check(Code::DeadlineExceeded, "", StatusCode::GATEWAY_TIMEOUT);
+        check(Code::Aborted, "keyboard mapping changed", StatusCode::CONFLICT);
         check(Code::Internal, "boom", StatusCode::BAD_GATEWAY);
         check(Code::Unauthenticated, "token", StatusCode::BAD_GATEWAY);
     }

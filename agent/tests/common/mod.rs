@@ -386,3 +386,107 @@ impl TestWindow {
             .collect()
     }
 }
+
+/// A real client that writes what the keyboard types into a file, line by line: an xterm in a
+/// UTF-8 locale running `cat`, or a Tk text widget (`tk_typist.py`). Killed on drop.
+pub struct Typist {
+    child: Child,
+    pub file: PathBuf,
+}
+
+impl Typist {
+    fn spawn(command: &mut Command, file: PathBuf) -> Typist {
+        std::fs::write(&file, "").unwrap();
+        let child = command
+            .env("LC_ALL", "C.UTF-8")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the typing client");
+        Typist { child, file }
+    }
+
+    /// An xterm running `cat >> file`, echo on as a terminal has it.
+    pub fn xterm(display: &str, dir: &std::path::Path) -> Typist {
+        let file = dir.join("xterm-typed.txt");
+        let mut command = Command::new("xterm");
+        command
+            .args(["-geometry", "100x10+0+0", "-e", "sh", "-c"])
+            .arg(format!("exec cat >> '{}'", file.display()))
+            .env("DISPLAY", display);
+        Self::spawn(&mut command, file)
+    }
+
+    /// A Tk text widget whose every Return appends its text to the file.
+    pub fn tk(display: &str, dir: &std::path::Path) -> Typist {
+        let file = dir.join("tk-typed.txt");
+        let mut command = Command::new("python3");
+        command
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tk_typist.py"))
+            .arg(&file)
+            .env("DISPLAY", display);
+        Self::spawn(&mut command, file)
+    }
+
+    pub fn clear(&self) {
+        std::fs::write(&self.file, "").unwrap();
+    }
+
+    /// The file once it holds `n` complete lines (or whatever it holds after a generous wait).
+    pub fn lines(&self, n: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+            if text.matches('\n').count() >= n || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The first complete line, waiting a while for it.
+    pub fn line(&self) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+            if let Some((line, _)) = text.split_once('\n') {
+                return Some(line.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// Types a probe line until it arrives (the window is mapped and focused), then empties the
+    /// file.
+    pub async fn wait_ready(&self, client: &mut AgentClient) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.clear();
+            client
+                .type_text(pb::TypeTextRequest {
+                    text: "ready\n".into(),
+                    delay_millis: 0,
+                })
+                .await
+                .unwrap();
+            if self.line().as_deref() == Some("ready") {
+                self.clear();
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the typing client never took keyboard input"
+            );
+        }
+    }
+}
+
+impl Drop for Typist {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -458,6 +458,25 @@ pub(crate) fn check_action(action: &str, body: &Bytes) -> Result<(), ApiError> {
     Command::parse(action, body, &screen).map(drop)
 }
 
+/// The agent's rule for control characters in typed text (`orgo_agent::keys::text_keys`),
+/// checked before the call: line breaks (`\n`, `\r\n`, a lone `\r`), tab and backspace are
+/// typed as keys; any other control character (Cc) refuses the text, named with its position in
+/// the agent's words. `openapi.json` states the same set as the field's pattern.
+fn check_typeable(text: &str) -> Result<(), ApiError> {
+    match text
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{8}'))
+    {
+        None => Ok(()),
+        Some((i, c)) => Err(ApiError::BadRequest(format!(
+            "text contains the control character U+{:04X} at character {}; of the control characters only line breaks (\\n, \\r\\n, \\r), tab and backspace (U+0008) can be typed",
+            c as u32,
+            i + 1
+        ))),
+    }
+}
+
 /// A parsed desktop action.
 enum Command {
     Click(pb::ClickRequest),
@@ -564,6 +583,7 @@ impl Command {
                         "text must be 1 to {MAX_TEXT_CHARS} characters"
                     )));
                 }
+                check_typeable(&t.text)?;
                 Command::Type(pb::TypeTextRequest {
                     text: t.text,
                     delay_millis: 0,

@@ -227,6 +227,33 @@ mod tests {
         })
     }
 
+    /// Every character up to U+00A0 in typed text: the route accepts exactly what the
+    /// document's pattern allows, and a refusal names the character and its position as the
+    /// agent does.
+    #[test]
+    fn typed_control_characters_follow_the_document() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let text = &doc["paths"]["/computers/{id}/type"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["properties"]["text"];
+        let validator = jsonschema::draft202012::new(text).unwrap();
+        for cp in 0..=0xa0u32 {
+            let c = char::from_u32(cp).unwrap();
+            let value = format!("ab{c}");
+            let body = Bytes::from(serde_json::json!({ "text": value }).to_string());
+            let routed = check_body("type", &body);
+            assert_eq!(
+                routed.is_ok(),
+                validator.is_valid(&serde_json::json!(value)),
+                "U+{cp:04X}: route and document disagree"
+            );
+            if let Err(ApiError::BadRequest(m)) = routed {
+                assert!(m.contains(&format!("U+{cp:04X} at character 3;")), "{m}");
+            }
+        }
+        let crlf = Bytes::from(r#"{"text": "a\r\nb\tc\bd"}"#);
+        assert!(check_body("type", &crlf).is_ok());
+    }
+
     proptest! {
         #[test]
         fn any_bytes_parse_or_are_a_400(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
