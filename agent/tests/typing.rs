@@ -8,6 +8,17 @@ mod common;
 use common::{Agent, Typist};
 use orgo_proto::v1 as pb;
 
+/// One typing desktop at a time: these tests ask whether every character arrives, and five
+/// desktops with their clients on two cores starve the clients for seconds on end, which
+/// measures the machine rather than the typing (see `inflight`'s bound on a busy client).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A desktop with openbox, held alone for the test's duration.
+async fn desktop() -> (tokio::sync::MutexGuard<'static, ()>, Agent) {
+    let turn = ONE_AT_A_TIME.lock().await;
+    (turn, Agent::start("openbox").await)
+}
+
 async fn type_text(agent: &mut Agent, text: &str) -> Result<u32, tonic::Status> {
     agent
         .client
@@ -49,7 +60,7 @@ fn assert_typed(got: &str, want: &str, what: &str) {
 
 #[tokio::test]
 async fn control_characters_follow_one_rule() {
-    let mut agent = Agent::start("openbox").await;
+    let (_turn, mut agent) = desktop().await;
     let xterm = Typist::xterm(&agent.display, &agent.dir);
     xterm.wait_ready(&mut agent.client).await;
 
@@ -75,7 +86,7 @@ async fn control_characters_follow_one_rule() {
 /// gave `ü\n\n`: the reload emptied the borrowed keycode the second call pressed.
 #[tokio::test]
 async fn a_keymap_loaded_between_calls_is_typed_through() {
-    let mut agent = Agent::start("openbox").await;
+    let (_turn, mut agent) = desktop().await;
     let xterm = Typist::xterm(&agent.display, &agent.dir);
     xterm.wait_ready(&mut agent.client).await;
     for round in 0..3 {
@@ -96,7 +107,7 @@ async fn a_keymap_loaded_between_calls_is_typed_through() {
 /// Runs of text with ten times as many distinct characters as a keymap batch holds: every
 /// batch rebinds keycodes the last one pressed, which the client must have translated first.
 async fn many_distinct_characters_arrive_exact(typist: fn(&str, &std::path::Path) -> Typist) {
-    let mut agent = Agent::start("openbox").await;
+    let (_turn, mut agent) = desktop().await;
     let client = typist(&agent.display, &agent.dir);
     client.wait_ready(&mut agent.client).await;
     for run in 0..20 {
@@ -121,7 +132,7 @@ async fn many_distinct_characters_arrive_exact_in_tk() {
 /// keycodes before the client had translated the last call's presses.
 #[tokio::test]
 async fn back_to_back_calls_arrive_exact() {
-    let mut agent = Agent::start("openbox").await;
+    let (_turn, mut agent) = desktop().await;
     let xterm = Typist::xterm(&agent.display, &agent.dir);
     xterm.wait_ready(&mut agent.client).await;
     let calls: Vec<String> = (0..20).map(|i| ideographs(16 + i * 60, 60) + "\n").collect();
