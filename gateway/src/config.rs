@@ -82,6 +82,8 @@ pub struct Config {
     pub docker_transport: DockerTransport,
     /// How the local runtime contains its desktops.
     pub local_sandbox: LocalSandbox,
+    /// The size limit of each local desktop's home, in GiB.
+    pub disk_size_gb: u32,
     /// How long the viewer token inside each answer's `url` lasts, in seconds.
     pub viewer_link_seconds: i64,
     /// How long a desktop's agent has to answer a call (beyond what the action itself takes,
@@ -120,6 +122,7 @@ impl Default for Config {
             agent_deadline_seconds: 55,
             docker_transport: DockerTransport::Unix,
             local_sandbox: LocalSandbox::Strict,
+            disk_size_gb: 10,
             image: format!("orgo/desktop-minimal:{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -171,6 +174,11 @@ impl Config {
                 other => anyhow::bail!("ORGO_LOCAL_SANDBOX={other:?} must be \"strict\" or \"none\""),
             };
         }
+        if let Some(v) = var("ORGO_DISK_SIZE_GB") {
+            self.disk_size_gb = v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("ORGO_DISK_SIZE_GB={v:?} must be a whole number of GiB"))?;
+        }
         if let Some(v) = var("ORGO_PUBLIC_URL") {
             self.public_url = Some(v);
         }
@@ -195,6 +203,9 @@ impl Config {
                 "viewer_link_seconds must be from 60 to 604800, not {}",
                 self.viewer_link_seconds
             );
+        }
+        if !(1..=65_536).contains(&self.disk_size_gb) {
+            anyhow::bail!("disk_size_gb must be from 1 to 65536, not {}", self.disk_size_gb);
         }
         if !self.plans.contains_key(&self.default_plan) {
             anyhow::bail!(

@@ -265,6 +265,7 @@ impl Desktops {
             cpu: computer.cpu,
             width: self.config.screen_width,
             height: self.config.screen_height,
+            disk_gb: self.config.disk_size_gb,
         };
         self.store.set_status(&computer.id, Status::Creating)?;
         match self.runtime.start(&spec).await {

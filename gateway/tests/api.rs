@@ -858,11 +858,11 @@ async fn a_desktop_that_dies_is_marked_and_starts_again() {
     .await;
     // Kill the desktop's whole sandbox from outside, as a crash or an OOM kill would.
     let id = p["desktop"]["id"].as_str().unwrap();
-    let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-f", &format!("desktops/{id}/run")])
-        .status()
-        .unwrap();
-    assert!(killed.success(), "the desktop's bubblewrap was found");
+    let sandboxes = common::desktop_pids(id, "bwrap");
+    assert!(!sandboxes.is_empty(), "the desktop's bubblewrap was found");
+    for pid in sandboxes {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
     gw.until_noticed_dead(&key, &c).await;
     assert_eq!(gw.ok("GET", &c, &key, None).await["status"], "error");
     gw.ok("POST", &format!("{c}/start"), &key, None).await;

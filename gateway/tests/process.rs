@@ -46,12 +46,8 @@ fn sigterm_stops_desktops_cleanly_and_a_new_gateway_starts_them_again() {
     let status = gw.end(SIGTERM);
     assert!(status.success(), "{status:?}");
     assert!(
-        pgrep(&format!("desktops/{id}/run")).is_empty(),
+        common::desktop_processes(&id).is_empty(),
         "a clean stop leaves nothing"
-    );
-    assert!(
-        !dir.join(format!("desktops/{id}/tmp/.X1-lock")).exists(),
-        "Xvfb stopped cleanly"
     );
 
     let gw = Served::start(&env, port);
@@ -83,12 +79,12 @@ fn pgrep(pattern: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Polls until no process matches `pattern`, failing with what is left after a generous bound
-/// (the kernel tears down a dead parent's sandboxes asynchronously).
-fn until_gone(pattern: &str) {
+/// Polls until `left` (processes described) is empty, failing with what is left after a
+/// generous bound (the kernel tears down a dead parent's sandboxes asynchronously).
+fn until_gone(left: impl Fn() -> String) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let left = pgrep(pattern);
+        let left = left();
         if left.is_empty() {
             return;
         }
@@ -126,7 +122,7 @@ fn a_killed_gateway_orphans_no_desktop_and_a_new_one_starts_them_again() {
         desktops.push((id, c));
     }
     for (id, _) in &desktops {
-        assert!(!pgrep(&format!("desktops/{id}/run")).is_empty(), "{id} runs");
+        assert!(!common::desktop_processes(id).is_empty(), "{id} runs");
     }
 
     assert_eq!(
@@ -137,9 +133,14 @@ fn a_killed_gateway_orphans_no_desktop_and_a_new_one_starts_them_again() {
     let status = gw.end(SIGKILL);
     assert!(!status.success());
     for (id, _) in &desktops {
-        until_gone(&format!("desktops/{id}/run"));
+        until_gone(|| {
+            common::desktop_processes(id)
+                .iter()
+                .map(|p| format!("{p} "))
+                .collect()
+        });
     }
-    until_gone("sleep 4[01]4242");
+    until_gone(|| pgrep("sleep 4[01]4242"));
 
     let gw = Served::start(&env, port);
     for (n, (id, c)) in desktops.iter().enumerate() {
@@ -160,7 +161,12 @@ fn a_killed_gateway_orphans_no_desktop_and_a_new_one_starts_them_again() {
     }
     assert!(gw.end(SIGTERM).success());
     for (id, _) in &desktops {
-        until_gone(&format!("desktops/{id}/run"));
+        until_gone(|| {
+            common::desktop_processes(id)
+                .iter()
+                .map(|p| format!("{p} "))
+                .collect()
+        });
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -109,7 +109,7 @@ print(errno(l.unshare(0x10000000)), errno(l.mount(b\"none\", b\"/tmp\", b\"tmpfs
 
 #[test]
 fn nothing_gets_out_of_a_local_desktop() {
-    let (gw, keys, dir, port) = gateway("sandbox", &[], &["alice", "bob"]);
+    let (gw, keys, dir, port) = gateway("sandbox", &[("ORGO_DISK_SIZE_GB", "1")], &["alice", "bob"]);
     let (alice, bob) = (&keys[0], &keys[1]);
     let (a, a_id) = desktop(&gw, alice);
     let (b, b_id) = desktop(&gw, bob);
@@ -175,6 +175,18 @@ fn nothing_gets_out_of_a_local_desktop() {
         ("read the kernel log", "dmesg".into()),
         ("set the clock", "date -s @0".into()),
         ("become root", "su -c true || sudo true".into()),
+        // Every descriptor a desktop's process holds is its own: none to the gateway's log, to
+        // a host directory or to a file outside what the sandbox shows.
+        (
+            "hold a host file open",
+            "for f in /proc/[0-9]*/fd/*; do readlink $f; done 2>/dev/null | grep '^/' \
+             | grep -v -e '^/dev/' -e '^/home/user' -e '^/tmp' -e '^/proc/' -e '^/run/orgo' -e '^/usr/' -e '^/etc/'"
+                .into(),
+        ),
+        // The home is 1 GiB and /tmp 1 GiB: neither fills the gateway's disk.
+        ("fill the home", "dd if=/dev/zero of=~/fill bs=1M count=1200 status=none; s=$?; rm -f ~/fill; exit $s".into()),
+        ("fill /tmp", "dd if=/dev/zero of=/tmp/fill bs=1M count=1200 status=none; s=$?; rm -f /tmp/fill; exit $s".into()),
+        ("fill the run dir", "dd if=/dev/zero of=/run/orgo/fill bs=1M count=100 status=none; s=$?; rm -f /run/orgo/fill; exit $s".into()),
     ];
     let mut escaped = Vec::new();
     for (what, command) in &probes {
@@ -184,6 +196,25 @@ fn nothing_gets_out_of_a_local_desktop() {
         }
     }
     assert!(escaped.is_empty(), "got out of the desktop: {escaped:#?}");
+
+    // Seen from the host, a root gateway's desktops are two distinct unprivileged users.
+    if nix::unistd::geteuid().is_root() {
+        let uid_of = |id: &str| {
+            let pid = common::desktop_pids(id, "orgo-agent")[0];
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .unwrap()
+                .to_string();
+            line.split_whitespace().nth(1).unwrap().parse::<u32>().unwrap()
+        };
+        let (a_uid, b_uid) = (uid_of(&a_id), uid_of(&b_id));
+        assert!(
+            a_uid >= 1 << 16 && b_uid >= 1 << 16 && a_uid != b_uid,
+            "{a_uid} {b_uid}"
+        );
+    }
 
     // Killing everything it may signal kills the desktop's own processes only.
     let _ = gw.call(
@@ -267,7 +298,8 @@ with zipfile.ZipFile("probe-1.0-py3-none-any.whl", "w") as w:
     );
     assert_eq!((out.trim(), rc), ("200", 0), "{out}");
 
-    // Outbound TCP: to a server on an address of this machine other than loopback.
+    // Outbound TCP: to a server on an address of this machine other than loopback, and to one
+    // in a network namespace of its own (where the test may make one).
     match outside_address() {
         Some(ip) => {
             let listener = std::net::TcpListener::bind((ip.as_str(), 0)).unwrap();
@@ -276,6 +308,25 @@ with zipfile.ZipFile("probe-1.0-py3-none-any.whl", "w") as w:
             assert_eq!(rc, 0, "outbound to {ip}:{port}: {out}");
         }
         None => eprintln!("skipped outbound TCP: this machine has no address but loopback"),
+    }
+    match Elsewhere::serve() {
+        Some(server) => {
+            let (out, rc) = bash(
+                &gw,
+                key,
+                &c,
+                &format!(
+                    "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://{}:{}/\", timeout=10).status)'",
+                    server.address, server.port
+                ),
+            );
+            assert_eq!(
+                (out.trim(), rc),
+                ("200", 0),
+                "outbound to another network namespace"
+            );
+        }
+        None => eprintln!("skipped outbound TCP to a network namespace: only root may make one"),
     }
 
     // Debian's Chromium runs headless inside (its own sandbox off: the desktop's is stricter).
@@ -289,6 +340,73 @@ with zipfile.ZipFile("probe-1.0-py3-none-any.whl", "w") as w:
         assert!(rc == 0 && out.contains("<p>inside</p>"), "{rc}: {out}");
     } else {
         eprintln!("skipped chromium: not installed");
+    }
+}
+
+/// An HTTP server in a network namespace this test makes, joined to the host by a veth pair:
+/// somewhere outside the desktop that is neither the host's loopback nor its own address.
+struct Elsewhere {
+    namespace: String,
+    address: String,
+    port: u16,
+    server: std::process::Child,
+}
+
+impl Elsewhere {
+    /// Root only; `None` otherwise.
+    fn serve() -> Option<Elsewhere> {
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        let n = std::process::id() % 250 + 1;
+        let namespace = format!("orgo-probe-{}", std::process::id());
+        let (host_end, far_end) = (format!("opa{n}"), format!("opb{n}"));
+        let (host_ip, address) = (format!("10.231.{n}.1"), format!("10.231.{n}.2"));
+        let ip = |args: &str| {
+            let status = std::process::Command::new("ip")
+                .args(args.split_whitespace())
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip {args}");
+        };
+        ip(&format!("netns add {namespace}"));
+        ip(&format!(
+            "link add {host_end} type veth peer name {far_end} netns {namespace}"
+        ));
+        ip(&format!("addr add {host_ip}/30 dev {host_end}"));
+        ip(&format!("link set {host_end} up"));
+        ip(&format!("-n {namespace} addr add {address}/30 dev {far_end}"));
+        ip(&format!("-n {namespace} link set {far_end} up"));
+        let port = 8000 + (std::process::id() % 1000) as u16;
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &namespace, "python3", "-m", "http.server"])
+            .args(["--bind", &address, &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let served = Elsewhere {
+            namespace,
+            address,
+            port,
+            server,
+        };
+        let target = format!("{}:{}", served.address, served.port).parse().unwrap();
+        while std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(1)).is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(served)
+    }
+}
+
+impl Drop for Elsewhere {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        // Deleting the namespace deletes both ends of the pair.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.namespace])
+            .status();
     }
 }
 
@@ -362,7 +480,8 @@ fn an_unprivileged_gateway_sandboxes_as_well_or_says_why_not() {
     let dir = common::scratch("sandbox-nobody");
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     let port = free_port();
-    let env = gateway_env(&dir, port);
+    let mut env = gateway_env(&dir, port);
+    env.push(("ORGO_DISK_SIZE_GB", "1".to_string()));
     let gateway = env!("CARGO_BIN_EXE_orgo-gateway");
     let as_nobody = |args: &[&str]| {
         let mut cmd = std::process::Command::new("setpriv");
@@ -392,7 +511,14 @@ fn an_unprivileged_gateway_sandboxes_as_well_or_says_why_not() {
             std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
             assert!(!status.success());
             assert!(
-                stderr.contains("/dev/net/tun") || stderr.contains("user.max_user_namespaces"),
+                [
+                    "/dev/net/tun",
+                    "/dev/fuse",
+                    "user.max_user_namespaces",
+                    "apt-get install"
+                ]
+                .iter()
+                .any(|why| stderr.contains(why)),
                 "refused without saying why: {stderr}"
             );
             eprintln!("this machine refuses an unprivileged sandbox: {stderr}");
@@ -405,4 +531,31 @@ fn an_unprivileged_gateway_sandboxes_as_well_or_says_why_not() {
     check_identity(&gw, &key, &c);
     let (out, rc) = bash(&gw, &key, &c, &tcp_probe("127.0.0.1", port));
     assert_ne!(rc, 0, "reached the gateway's port: {out}");
+    // Its homes are checked: a desktop whose home grows past its limit is stopped, and once
+    // started again may delete what is too much.
+    let (out, rc) = bash(
+        &gw,
+        &key,
+        &c,
+        "dd if=/dev/zero of=~/fill bs=1M count=1200 status=none",
+    );
+    assert_eq!(rc, 0, "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let (status, _) = gw.call(
+            &key,
+            "POST",
+            &format!("{c}/bash"),
+            Some(json!({"command": "true"})),
+        );
+        if status != 200 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(status, 409, "still running with 1.2 GB in a 1 GiB home");
+    let (status, v) = gw.call(&key, "POST", &format!("{c}/start"), None);
+    assert_eq!(status, 200, "{v}");
+    let (out, rc) = bash(&gw, &key, &c, "rm ~/fill && echo gone");
+    assert_eq!((out.as_str(), rc), ("gone\n", 0));
 }

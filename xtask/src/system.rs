@@ -29,6 +29,8 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     "fonts-noto-color-emoji",
     // The local sandbox's user-mode network.
     "slirp4netns",
+    // Desktop homes are ext4 images (mkfs.ext4, e2fsck, resize2fs).
+    "e2fsprogs",
     // What the sandbox's escape probes try from inside a desktop (and `pip install --user`).
     "iptables",
     "iproute2",
@@ -94,7 +96,29 @@ pub fn is_installed(package: &str) -> bool {
 /// Installs the missing system packages when running as root; otherwise says the one command
 /// to run.
 pub fn ensure_system_packages() -> Result<()> {
-    ensure_packages(SYSTEM_PACKAGES)
+    ensure_packages(SYSTEM_PACKAGES)?;
+    open_user_devices()
+}
+
+/// Gives /dev/net/tun the mode Debian's udev rules give it (crw-rw-rw-), as root, where a
+/// machine without udev left it root's: an ordinary-user gateway's local desktops need it
+/// (slirp4netns), and the tests run one.
+fn open_user_devices() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        return Ok(());
+    }
+    for device in ["/dev/net/tun"] {
+        let Ok(meta) = std::fs::metadata(device) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o666 != 0o666 {
+            eprintln!("xtask: making {device} crw-rw-rw-, as Debian's udev does");
+            std::fs::set_permissions(device, std::fs::Permissions::from_mode(0o666))
+                .with_context(|| format!("cannot chmod {device}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Installs those of `packages` that are missing (as root), or says the command to run.

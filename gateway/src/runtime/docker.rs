@@ -63,10 +63,13 @@ fn container_name(id: &str) -> String {
     format!("orgo-{id}")
 }
 
-/// The id of the desktops' network, created when missing. Gateways starting together on one
-/// engine may each create one (the engine's duplicate check races), so all keep the same one,
-/// the lowest id, and remove the others.
+/// The id of the desktops' network, created when missing. The engine's duplicate check races,
+/// and two networks of one name make every container start on either fail ("network … is
+/// ambiguous": the engine finds a container's networks by name), so gateways on this machine
+/// take turns under a file lock; a duplicate made anyway (by a gateway elsewhere on the same
+/// engine) is removed, keeping the lowest id.
 async fn ensure_network(docker: &Docker) -> anyhow::Result<String> {
+    let _turn = tokio::task::spawn_blocking(network_lock).await??;
     let ours = || async {
         let options = ListNetworksOptions {
             filters: HashMap::from([("name", vec![NETWORK])]),
@@ -104,6 +107,31 @@ async fn ensure_network(docker: &Docker) -> anyhow::Result<String> {
         let _ = docker.remove_network(id).await;
     }
     Ok(keep.clone())
+}
+
+/// An exclusive lock on a file every gateway of this machine agrees on, held while the guard
+/// lives.
+fn network_lock() -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = Path::new("/run/lock");
+    let dir = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join(format!("{NETWORK}.lock"));
+    // Read access is all a lock needs, so a gateway of another user can take the file made by
+    // the first one.
+    let file = std::fs::File::open(&path)
+        .or_else(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
 }
 
 impl DockerRuntime {
@@ -160,6 +188,10 @@ impl DockerRuntime {
                 (OWNER.to_string(), self.owner.clone()),
             ])),
             env: Some(vec![format!("ORGO_SPAWN_XVFB={}x{}x24", spec.width, spec.height)]),
+            // Numeric, as the image's `user` is: the engine looks a name up in the image's
+            // /etc/passwd at every start, and under load that lookup fails now and then
+            // ("unable to find user user").
+            user: Some(format!("{DESKTOP_UID}:{DESKTOP_UID}")),
             ..Default::default()
         };
         match self.transport {

@@ -1,20 +1,22 @@
 //! The embedded default runtime: each desktop is an `orgo-agent --spawn-xvfb` process tree in
 //! bubblewrap, contained as `sandbox` says (by default an unprivileged user namespace with an
 //! allow-listed view of the system, its own network behind slirp4netns and a seccomp filter),
-//! with its own home (`/home/user`), `/tmp` and run directory under the gateway's data dir
-//! (kept across stop/start). The agent's socket is in the run directory. Memory, CPU and pids
-//! limits come from cgroups where the machine has them.
+//! with its own home (`/home/user`, a size-limited file system in an image under the gateway's
+//! data dir, kept across stop/start, as `home` says) and `/tmp` and run dir in memory (gone at
+//! stop). The agent's socket is in the run dir, which the gateway reaches through the sandbox's
+//! root in /proc. Memory, CPU and pids limits come from cgroups where the machine has them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::Mutex;
 
 use super::cgroup::{Cgroups, Groups};
+use super::home::{Homes, Owner};
 use super::sandbox::{Network, Sandbox, sandbox_pid};
 use crate::config::LocalSandbox;
 use orgo_proto::connect::Target;
@@ -24,12 +26,16 @@ use crate::error::ApiError;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// What of a desktop's own output reaches the gateway's log: lines a minute, bytes a line.
+const LOG_LINES: u32 = 100;
+const LOG_LINE_BYTES: u64 = 4096;
 
 pub struct LocalRuntime {
     data_dir: PathBuf,
     agent_bin: PathBuf,
     cgroups: Cgroups,
     sandbox: Sandbox,
+    homes: Homes,
     running: Mutex<HashMap<String, Running>>,
 }
 
@@ -37,15 +43,18 @@ pub struct LocalRuntime {
 struct Running {
     child: Child,
     groups: Groups,
-    _network: Option<Network>,
+    network: Option<Network>,
+    /// The measuring of a checked home.
+    watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LocalRuntime {
     /// Refuses (with what to install or allow) when the machine cannot contain desktops as
-    /// `sandbox` asks.
+    /// `sandbox` asks, or cannot limit their homes.
     pub fn new(data_dir: &Path, agent_bin: PathBuf, sandbox: LocalSandbox) -> anyhow::Result<Self> {
         let data_dir = std::fs::canonicalize(data_dir)?;
         let sandbox = Sandbox::prepare(&data_dir, sandbox)?;
+        let homes = Homes::detect()?;
         let cgroups = Cgroups::detect();
         let ids: Vec<String> = std::fs::read_dir(data_dir.join("desktops"))
             .into_iter()
@@ -64,6 +73,7 @@ impl LocalRuntime {
             agent_bin,
             cgroups,
             sandbox,
+            homes,
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -72,27 +82,140 @@ impl LocalRuntime {
         self.data_dir.join("desktops").join(id)
     }
 
-    pub fn socket(&self, id: &str) -> PathBuf {
-        self.dir(id).join("run").join("agent.sock")
-    }
-
     /// The bubblewrap command of a desktop, behind a gate: a shell holds it until a line
     /// arrives on its stdin, so the process can be put into its cgroups before it starts
     /// anything.
-    fn command(&self, spec: &DesktopSpec) -> Command {
+    fn command(&self, spec: &DesktopSpec, home: &Path, owner: Owner) -> Command {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", self.sandbox.gate_script(), "sh"])
-            .arg(self.sandbox.dir())
-            .arg("bwrap")
-            .args(self.sandbox.args(&self.dir(&spec.id), &self.agent_bin))
+            .args([self.sandbox.dir(), home, &self.agent_bin])
+            .args(self.sandbox.launcher(owner))
+            .args(self.sandbox.args(home, &self.agent_bin))
             .arg("/run/orgo-agent")
             .args(["--spawn-xvfb", &format!("{}x{}x24", spec.width, spec.height)])
             .args(["--display", ":1", "--wm", "openbox", "--home", "/home/user"])
             .args(["--listen", "unix:///run/orgo/agent.sock"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         cmd
+    }
+
+    /// Takes a spawned desktop from its gate to an agent that answers: into its cgroups, its
+    /// user mapped (strict), its network connected, and answers where the agent listens.
+    async fn bring_up(
+        &self,
+        desktop: &mut Running,
+        spec: &DesktopSpec,
+        owner: Owner,
+    ) -> Result<Target, ApiError> {
+        let exited = || ApiError::Internal("bubblewrap exited during start-up".into());
+        if let Some(pid) = desktop.child.id()
+            && let Err(e) = desktop.groups.join(pid)
+        {
+            tracing::warn!(error = %e, desktop = %spec.id, "cannot put the desktop in its cgroups");
+        }
+        // Open the gate: bubblewrap starts, inside the groups.
+        let mut gate = desktop.child.stdin.take().ok_or_else(exited)?;
+        gate.write_all(b"\n").await.map_err(|_| exited())?;
+        let info = desktop.child.stdout.take().ok_or_else(exited)?;
+        let pid = sandbox_pid(info).await?;
+        if self.sandbox.mode() == LocalSandbox::Strict {
+            // The sandbox waits on the gate's pipe until its user is mapped.
+            Sandbox::map_user(pid, owner)?;
+            gate.write_all(b"1").await.map_err(|_| exited())?;
+        }
+        drop(gate);
+        let socket = Sandbox::agent_socket(pid);
+        let target = Target::Unix(socket.clone());
+        let mut ready = None;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = desktop.child.try_wait() {
+                return Err(ApiError::Internal(format!(
+                    "desktop exited during start-up: {status}"
+                )));
+            }
+            // The network is connected as soon as bubblewrap is done (at the latest when the
+            // agent's socket shows it), and comes up while the agent starts; a call never finds
+            // it down.
+            if self.sandbox.mode() == LocalSandbox::Strict
+                && desktop.network.is_none()
+                && (Sandbox::is_set_up(pid) || socket.exists())
+            {
+                let (network, up) = self.sandbox.connect_network(pid)?;
+                // The desktop's network stack counts against its limits too.
+                if let Err(e) = network.pid().map_or(Ok(()), |p| desktop.groups.join(p)) {
+                    tracing::warn!(error = %e, desktop = %spec.id, "cannot put slirp4netns in the desktop's cgroups");
+                }
+                desktop.network = Some(network);
+                ready = Some(up);
+            }
+            if socket.exists() && agent_answers(&target).await {
+                if let Some(ready) = ready.as_mut() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::timeout(left, ready.wait())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ApiError::Internal(
+                                "the desktop's network did not come up in time".into(),
+                            ))
+                        })?;
+                }
+                return Ok(target);
+            }
+            if Instant::now() > deadline {
+                return Err(ApiError::Internal("desktop did not become ready in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops a desktop, removes its cgroups and unmounts its home.
+    async fn stop_running(&self, id: &str, running: Running) {
+        if let Some(watch) = &running.watch {
+            watch.abort();
+        }
+        stop_child(running.child).await;
+        drop(running.network);
+        running.groups.remove().await;
+        self.homes.unmount(&self.dir(id)).await;
+    }
+}
+
+/// Logs what a desktop's processes write to their stdout and stderr (the agent's warnings,
+/// mostly), a line at a time with the desktop's id, escaped, at most `LOG_LINES` lines a minute
+/// of at most `LOG_LINE_BYTES` each: a desktop may neither write into the gateway's log as it
+/// likes nor flood it. Ends when the desktop's last process closes the pipe.
+async fn forward_output(id: String, output: ChildStderr) {
+    let mut reader = BufReader::new(output);
+    let mut line = Vec::new();
+    let (mut window, mut logged, mut dropped) = (Instant::now(), 0, 0u64);
+    loop {
+        line.clear();
+        // A longer line is logged in pieces.
+        match (&mut reader)
+            .take(LOG_LINE_BYTES)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if window.elapsed() >= Duration::from_secs(60) {
+            if dropped > 0 {
+                tracing::warn!(desktop = %id, dropped, "a desktop wrote more output than the log takes; lines were dropped");
+            }
+            (window, logged, dropped) = (Instant::now(), 0, 0);
+        }
+        if logged < LOG_LINES {
+            logged += 1;
+            let text = String::from_utf8_lossy(&line);
+            tracing::warn!(desktop = %id, output = ?text.trim_end(), "desktop output");
+        } else {
+            dropped += 1;
+        }
     }
 }
 
@@ -125,12 +248,6 @@ fn descendants(root: u32) -> Vec<(u32, String)> {
     out
 }
 
-/// Stops a desktop and removes its cgroups.
-async fn stop_running(running: Running) {
-    stop_child(running.child).await;
-    running.groups.remove().await;
-}
-
 async fn stop_child(mut child: Child) {
     // SIGTERM to the agent lets it stop Xvfb cleanly (no stale lock); bwrap then exits with it.
     if let Some(pid) = child.id() {
@@ -152,22 +269,18 @@ async fn stop_child(mut child: Child) {
 impl Runtime for LocalRuntime {
     async fn start(&self, spec: &DesktopSpec) -> Result<Target, ApiError> {
         let dir = self.dir(&spec.id);
-        for sub in ["home", "tmp", "run"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|e| ApiError::Internal(format!("desktop dir: {e}")))?;
-        }
-        // The previous run is gone entirely before its files are touched: a dying X server
-        // removes its lock and socket on exit, which would pull them from under the new one.
+        std::fs::create_dir_all(&dir).map_err(|e| ApiError::Internal(format!("desktop dir: {e}")))?;
+        // The previous run is gone entirely, its home unmounted, before the home is mounted again.
         let mut running = self.running.lock().await;
         if let Some(old) = running.remove(&spec.id) {
-            stop_running(old).await;
+            self.stop_running(&spec.id, old).await;
         }
-        // A desktop killed hard leaves X's lock behind, and Xvfb would refuse display :1.
-        let _ = std::fs::remove_file(dir.join("tmp/.X1-lock"));
-        let _ = std::fs::remove_file(dir.join("tmp/.X11-unix/X1"));
-        let socket = self.socket(&spec.id);
-        let _ = std::fs::remove_file(&socket);
-        let target = Target::Unix(socket.clone());
+        let owner = self.sandbox.owner(&dir)?;
+        let home = self.homes.mount(&dir, spec.disk_gb, owner).await?;
+        // Before /tmp and the run dir were tmpfs they were directories here.
+        for legacy in ["tmp", "run"] {
+            let _ = std::fs::remove_dir_all(dir.join(legacy));
+        }
         // Without groups (none on this machine, or a failure) the desktop runs unlimited.
         let groups = match self.cgroups.create(&spec.id, spec.ram_gb, spec.cpu) {
             Ok(g) => g,
@@ -181,137 +294,55 @@ impl Runtime for LocalRuntime {
         if self.sandbox.mode() == LocalSandbox::None {
             tracing::warn!(desktop = %spec.id, "local_sandbox = \"none\": this desktop runs unsandboxed, as the gateway's user with the host's files and network");
         }
-        let mut child = self
-            .command(spec)
-            .spawn()
-            .map_err(|e| ApiError::Internal(format!("cannot start bubblewrap: {e}")))?;
-        if let Some(pid) = child.id()
-            && let Err(e) = groups.join(pid)
-        {
-            tracing::warn!(error = %e, desktop = %spec.id, "cannot put the desktop in its cgroups");
-        }
-        // Open the gate: bubblewrap starts, inside the groups.
-        let mut gate = child.stdin.take();
-        if let Some(gate) = gate.as_mut() {
-            let _ = gate.write_all(b"\n").await;
-        }
-        let sandbox_pid = match (self.sandbox.mode(), child.stdout.take()) {
-            (LocalSandbox::Strict, Some(info)) => {
-                // The sandbox waits on the gate's pipe until its user is mapped.
-                let released = async {
-                    let pid = sandbox_pid(info).await?;
-                    Sandbox::map_user(pid)?;
-                    let exited = || ApiError::Internal("bubblewrap exited during start-up".into());
-                    let gate = gate.as_mut().ok_or_else(exited)?;
-                    gate.write_all(b"1").await.map_err(|_| exited())?;
-                    Ok::<_, ApiError>(pid)
-                };
-                match released.await {
-                    Ok(pid) => Some(pid),
-                    Err(e) => {
-                        stop_running(Running {
-                            child,
-                            groups,
-                            _network: None,
-                        })
-                        .await;
-                        return Err(e);
-                    }
-                }
+        let mut child = match self.command(spec, &home, owner).spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                groups.remove().await;
+                self.homes.unmount(&dir).await;
+                return Err(ApiError::Internal(format!("cannot start bubblewrap: {e}")));
             }
-            _ => None,
         };
-        drop(gate);
-        let mut network = None;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(ApiError::Internal(format!(
-                    "desktop exited during start-up: {status}"
-                )));
-            }
-            // The network is connected as soon as bubblewrap is done (at the latest when the
-            // agent's socket shows it), and comes up while the agent starts; a call never finds
-            // it down.
-            if let Some(pid) = sandbox_pid.filter(|_| network.is_none())
-                && (Sandbox::is_set_up(pid) || socket.exists())
-            {
-                match self.sandbox.connect_network(pid) {
-                    Ok(connected) => {
-                        // The desktop's network stack counts against its limits too.
-                        if let Err(e) = connected.0.pid().map_or(Ok(()), |p| groups.join(p)) {
-                            tracing::warn!(error = %e, desktop = %spec.id, "cannot put slirp4netns in the desktop's cgroups");
-                        }
-                        network = Some(connected);
+        if let Some(output) = child.stderr.take() {
+            tokio::spawn(forward_output(spec.id.clone(), output));
+        }
+        let mut desktop = Running {
+            child,
+            groups,
+            network: None,
+            watch: None,
+        };
+        match self.bring_up(&mut desktop, spec, owner).await {
+            Ok(target) => {
+                let (id, limit, pid) = (spec.id.clone(), spec.disk_gb, desktop.child.id());
+                desktop.watch = self.homes.watch(home, spec.disk_gb, move |used| {
+                    tracing::warn!(desktop = %id, used_bytes = used, limit_gb = limit, "a desktop's home grew past its limit: stopped");
+                    // bubblewrap's sandbox dies with it, and every process in it.
+                    if let Some(pid) = pid {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
                     }
-                    Err(e) => {
-                        stop_running(Running {
-                            child,
-                            groups,
-                            _network: None,
-                        })
-                        .await;
-                        return Err(e);
-                    }
-                }
+                });
+                running.insert(spec.id.clone(), desktop);
+                Ok(target)
             }
-            if socket.exists() && agent_answers(&target).await {
-                let up = match network.as_mut() {
-                    Some((_, ready)) => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        tokio::time::timeout(left, ready.wait())
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(ApiError::Internal(
-                                    "the desktop's network did not come up in time".into(),
-                                ))
-                            })
-                    }
-                    None => Ok(()),
-                };
-                let network = network.map(|(n, _)| n);
-                if let Err(e) = up {
-                    stop_running(Running {
-                        child,
-                        groups,
-                        _network: network,
-                    })
-                    .await;
-                    return Err(e);
-                }
-                running.insert(
-                    spec.id.clone(),
-                    Running {
-                        child,
-                        groups,
-                        _network: network,
-                    },
-                );
-                return Ok(target);
+            Err(e) => {
+                self.stop_running(&spec.id, desktop).await;
+                Err(e)
             }
-            if Instant::now() > deadline {
-                stop_running(Running {
-                    child,
-                    groups,
-                    _network: network.map(|(n, _)| n),
-                })
-                .await;
-                return Err(ApiError::Internal("desktop did not become ready in time".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
     async fn stop(&self, id: &str) -> Result<(), ApiError> {
         let desktop = self.running.lock().await.remove(id);
         if let Some(desktop) = desktop {
-            stop_running(desktop).await;
+            self.stop_running(id, desktop).await;
         }
         Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<(), ApiError> {
         self.stop(id).await?;
+        // A home left mounted by a gateway that ended without stopping its desktops.
+        self.homes.unmount(&self.dir(id)).await;
         match std::fs::remove_dir_all(self.dir(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -3,7 +3,9 @@
 
 pub mod cgroup;
 pub mod docker;
+pub mod home;
 pub mod local;
+mod programs;
 pub mod sandbox;
 
 use orgo_proto::connect::Target;
@@ -18,6 +20,8 @@ pub struct DesktopSpec {
     pub cpu: f64,
     pub width: u32,
     pub height: u32,
+    /// The size limit of the desktop's home, in GiB (the local runtime's).
+    pub disk_gb: u32,
 }
 
 #[tonic::async_trait]

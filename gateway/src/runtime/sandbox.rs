@@ -1,18 +1,23 @@
 //! The local runtime's sandbox: what bubblewrap is told so that code in a desktop gets no
 //! privilege, no host files and no host network, and the user-mode network stack that gives it
 //! the internet. `strict` (the default) is a user namespace with one uid, 1000 (`user`), mapped
-//! to the gateway's own uid — so the desktop's files under the data dir stay the gateway's to
-//! read and delete, and no setuid helper or subordinate id range is needed — with every
-//! capability dropped and `no_new_privs`; a read-only allow-list of the system (`/usr`, the
-//! merged-/usr links, chosen `/etc` entries, generated passwd/group/hosts/resolv.conf); the
-//! desktop's own home, /tmp and run dir; a private /proc, a minimal /dev, no /sys; its own
-//! network namespace behind slirp4netns with the host's loopback refused; a seccomp filter
-//! from `seccompiler`; a cleared environment. `none` is the old, open mode, allowed only when
-//! asked for by name. A machine that cannot give `strict` refuses to start the runtime with a
-//! sentence naming the package or sysctl that is missing.
+//! to a host uid of the desktop's own when the gateway is root (each desktop a distinct
+//! unprivileged user to the kernel, from a range no account or subordinate-id range uses), or to
+//! the gateway's own uid when it is not (an ordinary user can map no other without a setuid
+//! helper); every capability dropped and `no_new_privs`; a read-only allow-list of the system
+//! (`/usr`, the merged-/usr links, chosen `/etc` entries, generated passwd/group/hosts/
+//! resolv.conf); the desktop's own home, and `/tmp` and its run dir on size-limited tmpfs; a
+//! private /proc, a minimal /dev, no /sys; its own network namespace behind slirp4netns with
+//! the host's loopback refused; a seccomp filter from `seccompiler`; a cleared environment.
+//! What the sandbox gets from the host's data dir (its home, the generated files, the agent)
+//! it gets as file descriptors the gateway opens, so no host path has to be reachable by the
+//! desktop's user. `none` is the old, open mode, allowed only when asked for by name. A machine
+//! that cannot give `strict` refuses to start the runtime with a sentence naming the package or
+//! sysctl that is missing.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -23,6 +28,8 @@ use seccompiler::{
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+use super::home::Owner;
+use super::programs::require;
 use crate::config::LocalSandbox;
 use crate::error::ApiError;
 
@@ -88,6 +95,16 @@ const GENERATED: &[(&str, &str)] = &[
 /// The host directories of the merged-/usr layout: a symlink is recreated, a directory bound.
 const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
+/// The host uids (and gids) of desktops under a root gateway, one each: 0x7000_0000 on, past
+/// the ranges systemd gives to users, containers and nspawn, and checked at start against the
+/// machine's accounts and subordinate-id ranges.
+const DESKTOP_IDS: std::ops::Range<u32> = 0x7000_0000..0x7001_0000;
+
+/// Where the agent listens inside the sandbox, and the sizes of the tmpfs there and on /tmp.
+const RUN_DIR: &str = "/run/orgo";
+const RUN_BYTES: u64 = 16 << 20;
+const TMP_BYTES: u64 = 1 << 30;
+
 /// What the sandbox of every desktop is made of, prepared once per gateway.
 pub struct Sandbox {
     mode: LocalSandbox,
@@ -150,10 +167,13 @@ impl Sandbox {
         }
         let sandbox = Sandbox {
             mode,
-            common: common_args(&dir.join("etc"))?,
+            common: common_args()?,
             dir,
         };
         sandbox.check_user_namespaces()?;
+        if nix::unistd::geteuid().is_root() {
+            check_desktop_ids()?;
+        }
         Ok(sandbox)
     }
 
@@ -183,17 +203,41 @@ impl Sandbox {
     }
 
     /// The shell line that holds the desktop at its gate (until a line arrives on stdin) and
-    /// then runs bubblewrap; in strict mode with bubblewrap's info on fd 3 (the shell's stdout,
-    /// a pipe to the gateway), the seccomp filters on fds 4 and 5, and the gate's pipe again on
-    /// fd 6, where the sandbox waits for its user mapping (`map_user`); stdin is /dev/null.
-    /// The desktop's stdout goes where the gateway's stderr goes, never into the info pipe.
+    /// then runs bubblewrap, with bubblewrap's info on fd 3 (the shell's stdout, a pipe to the
+    /// gateway) and stdin /dev/null; the desktop's stdout goes where the gateway's stderr goes,
+    /// never into the info pipe. Its arguments are the sandbox's dir, the desktop's home and
+    /// the agent binary, then bubblewrap's command line. In strict mode the shell, still the
+    /// gateway's user, also opens what bubblewrap binds by descriptor: the seccomp filters
+    /// (fds 4 and 5), the gate's pipe again (fd 6, where the sandbox waits for its user
+    /// mapping, `map_user`), the generated `/etc` files (7), the home (8) and the agent (9).
     pub fn gate_script(&self) -> &'static str {
         match self.mode {
             LocalSandbox::Strict => {
-                "read _ && d=$1 && shift && exec \"$@\" 3>&1 1>&2 4<\"$d/denied.bpf\" 5<\"$d/clone3.bpf\" 6<&0 </dev/null"
+                "read _ && d=$1 h=$2 a=$3 && shift 3 && exec \"$@\" 3>&1 1>&2 4<\"$d/denied.bpf\" 5<\"$d/clone3.bpf\" \
+                 6<&0 7<\"$d/etc\" 8<\"$h\" 9<\"$a\" </dev/null"
             }
-            LocalSandbox::None => "read _ && shift && exec \"$@\" 1>&2",
+            LocalSandbox::None => "read _ && shift 3 && exec \"$@\" 3>&1 1>&2 </dev/null",
         }
+    }
+
+    /// The program the gate runs bubblewrap with, for a desktop of `owner`: bubblewrap runs as
+    /// the desktop's host user from the start, since the user namespace it makes can only map
+    /// the ids its creator has (`setpriv` from util-linux, when the gateway is root).
+    pub fn launcher(&self, owner: Owner) -> Vec<OsString> {
+        let mut launcher = Vec::new();
+        if self.mode == LocalSandbox::Strict && nix::unistd::geteuid().as_raw() != owner.uid {
+            launcher.extend(
+                [
+                    "setpriv".to_string(),
+                    format!("--reuid={}", owner.uid),
+                    format!("--regid={}", owner.gid),
+                    "--clear-groups".to_string(),
+                ]
+                .map(OsString::from),
+            );
+        }
+        launcher.push("bwrap".into());
+        launcher
     }
 
     /// The first argument of the gate script: where the compiled seccomp filters are.
@@ -201,9 +245,9 @@ impl Sandbox {
         &self.dir
     }
 
-    /// The bubblewrap arguments that isolate a desktop whose files are in `desktop`, ending
+    /// The bubblewrap arguments that isolate a desktop whose home is mounted on `home`, ending
     /// where the command starts.
-    pub fn args(&self, desktop: &Path, agent_bin: &Path) -> Vec<OsString> {
+    pub fn args(&self, home: &Path, agent_bin: &Path) -> Vec<OsString> {
         let mut args: Vec<OsString> = match self.mode {
             LocalSandbox::Strict => self.common.clone(),
             LocalSandbox::None => Vec::new(),
@@ -211,32 +255,55 @@ impl Sandbox {
         let mut add = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
             args.extend(items.iter().map(|a| a.as_ref().to_os_string()));
         };
+        add(&[&"--info-fd", &"3"]);
         match self.mode {
             LocalSandbox::Strict => {
                 add(&[
                     &"--userns-block-fd",
                     &"6",
-                    &"--info-fd",
-                    &"3",
                     &"--add-seccomp-fd",
                     &"4",
                     &"--add-seccomp-fd",
                     &"5",
                 ]);
+                add(&[
+                    &"--ro-bind-fd",
+                    &"7",
+                    &"/etc/orgo",
+                    &"--bind-fd",
+                    &"8",
+                    &"/home/user",
+                ]);
+                add(&[&"--ro-bind-fd", &"9", &"/run/orgo-agent"]);
             }
             LocalSandbox::None => {
                 add(&[&"--unshare-pid", &"--unshare-ipc", &"--die-with-parent"]);
                 add(&[&"--new-session", &"--ro-bind", &"/", &"/", &"--dev", &"/dev"]);
                 add(&[&"--proc", &"/proc", &"--tmpfs", &"/run", &"--tmpfs", &"/home"]);
                 // The data dir holds every desktop's files and the gateway's database.
-                let data_dir = desktop.parent().and_then(Path::parent).unwrap_or(desktop);
+                let data_dir = home.ancestors().nth(3).unwrap_or(home);
                 add(&[&"--tmpfs", &data_dir]);
+                add(&[
+                    &"--bind",
+                    &home,
+                    &"/home/user",
+                    &"--ro-bind",
+                    &agent_bin,
+                    &"/run/orgo-agent",
+                ]);
             }
         }
-        add(&[&"--bind", &desktop.join("run"), &"/run/orgo"]);
-        add(&[&"--bind", &desktop.join("tmp"), &"/tmp"]);
-        add(&[&"--bind", &desktop.join("home"), &"/home/user"]);
-        add(&[&"--ro-bind", &agent_bin, &"/run/orgo-agent"]);
+        // /tmp and the agent's run dir in memory, which counts against the desktop's memory
+        // limit, with a size limit each (1 GiB, as the Docker runtime's /tmp).
+        add(&[
+            &"--size",
+            &TMP_BYTES.to_string(),
+            &"--perms",
+            &"1777",
+            &"--tmpfs",
+            &"/tmp",
+        ]);
+        add(&[&"--size", &RUN_BYTES.to_string(), &"--tmpfs", &RUN_DIR]);
         add(&[&"--setenv", &"HOME", &"/home/user", &"--setenv", &"USER", &"user"]);
         add(&[&"--setenv", &"DISPLAY", &":1", &"--setenv", &"RUST_LOG", &"warn"]);
         // A UTF-8 locale, as in the desktop images: a terminal in the C locale turns every
@@ -246,23 +313,70 @@ impl Sandbox {
         args
     }
 
-    /// Maps the desktop's uid and gid 1000 to the gateway's own, in the user namespace of the
-    /// sandbox whose first process is `sandbox_pid` (waiting on fd 6 until then). The gateway
-    /// writes the map rather than bubblewrap so that bubblewrap makes one user namespace, not
-    /// a second one nested in the first: slirp4netns joins that one namespace, which owns the
-    /// network namespace, whether the gateway is root or not.
-    pub fn map_user(sandbox_pid: u32) -> Result<(), ApiError> {
+    /// The host ids the desktop whose files are in `desktop` runs as: in strict mode under a
+    /// root gateway, its own, recorded as the owner of its directory (given to all its files the
+    /// first time, so a desktop from before keeps its files); otherwise the gateway's.
+    pub fn owner(&self, desktop: &Path) -> Result<Owner, ApiError> {
+        let gateway = Owner {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        };
+        if self.mode == LocalSandbox::None || !nix::unistd::geteuid().is_root() {
+            return Ok(gateway);
+        }
+        let owner_of = |dir: &Path| {
+            std::fs::metadata(dir)
+                .ok()
+                .map(|m| m.uid())
+                .filter(|u| DESKTOP_IDS.contains(u))
+        };
+        if let Some(uid) = owner_of(desktop) {
+            return Ok(Owner { uid, gid: uid });
+        }
+        let taken: std::collections::BTreeSet<u32> = std::fs::read_dir(desktop.parent().unwrap_or(desktop))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| owner_of(&e.ok()?.path()))
+            .collect();
+        let uid = DESKTOP_IDS
+            .clone()
+            .find(|u| !taken.contains(u))
+            .ok_or_else(|| ApiError::Internal("every desktop uid is taken".into()))?;
+        let status = std::process::Command::new("chown")
+            .args(["-R", &format!("{uid}:{uid}")])
+            .arg(desktop)
+            .status()
+            .map_err(|e| ApiError::Internal(format!("cannot run chown: {e}")))?;
+        if !status.success() {
+            return Err(ApiError::Internal(format!(
+                "cannot give the desktop its user: chown {status}"
+            )));
+        }
+        Ok(Owner { uid, gid: uid })
+    }
+
+    /// Maps the desktop's uid and gid 1000 to `owner`, in the user namespace of the sandbox
+    /// whose first process is `sandbox_pid` (waiting on fd 6 until then). The gateway writes
+    /// the map rather than bubblewrap so that bubblewrap makes one user namespace, not a second
+    /// one nested in the first: slirp4netns joins that one namespace, which owns the network
+    /// namespace, whether the gateway is root or not.
+    pub fn map_user(sandbox_pid: u32, owner: Owner) -> Result<(), ApiError> {
         let proc = Path::new("/proc").join(sandbox_pid.to_string());
-        let uid = nix::unistd::geteuid();
-        let gid = nix::unistd::getegid();
         [
             ("setgroups", "deny".to_string()),
-            ("uid_map", format!("1000 {uid} 1")),
-            ("gid_map", format!("1000 {gid} 1")),
+            ("uid_map", format!("1000 {} 1", owner.uid)),
+            ("gid_map", format!("1000 {} 1", owner.gid)),
         ]
         .iter()
         .try_for_each(|(file, map)| std::fs::write(proc.join(file), map))
         .map_err(|e| ApiError::Internal(format!("cannot map the desktop's user: {e}")))
+    }
+
+    /// Where the gateway reaches the agent of the sandbox whose first process is
+    /// `sandbox_pid`: its socket in the sandbox's own run dir (a tmpfs no host path leads to),
+    /// through that process's root.
+    pub fn agent_socket(sandbox_pid: u32) -> PathBuf {
+        PathBuf::from(format!("/proc/{sandbox_pid}/root{RUN_DIR}/agent.sock"))
     }
 
     /// Whether bubblewrap has set up the sandbox whose first process is `sandbox_pid`: that
@@ -342,21 +456,42 @@ pub async fn sandbox_pid(info: ChildStdout) -> Result<u32, ApiError> {
     pid.ok_or_else(|| ApiError::Internal("bubblewrap exited before its sandbox started".into()))
 }
 
-fn require(program: &str, package: &str) -> anyhow::Result<()> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()));
-    if !found {
-        bail!(
-            "the local runtime needs {program}, which is not on PATH: install Debian's {package} package \
-             (apt-get install {package})"
-        );
+/// Refuses when an account (`/etc/passwd`, `/etc/group`) or a subordinate-id range
+/// (`/etc/subuid`, `/etc/subgid`) of this machine falls among the desktops' host ids: a
+/// desktop would be that user to the kernel.
+fn check_desktop_ids() -> anyhow::Result<()> {
+    let overlaps = |start: u64, count: u64| {
+        start < u64::from(DESKTOP_IDS.end) && start + count > u64::from(DESKTOP_IDS.start)
+    };
+    for (file, id_field, count_field) in [
+        ("/etc/passwd", 2, None),
+        ("/etc/group", 2, None),
+        ("/etc/subuid", 1, Some(2)),
+        ("/etc/subgid", 1, Some(2)),
+    ] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(':').collect();
+            let number = |i: usize| fields.get(i).and_then(|f| f.trim().parse::<u64>().ok());
+            let count = count_field.map_or(Some(1), number);
+            if let (Some(start), Some(count)) = (number(id_field), count)
+                && overlaps(start, count)
+            {
+                bail!(
+                    "the local sandbox gives desktops the host ids {}..{}, but {file} uses some of them \
+                     ({line:?}): move that entry, or run the gateway as an ordinary user",
+                    DESKTOP_IDS.start,
+                    DESKTOP_IDS.end
+                );
+            }
+        }
     }
     Ok(())
 }
 
 /// The strict bubblewrap arguments every desktop shares: namespaces, identity, the system
 /// allow-list and the environment.
-fn common_args(generated: &Path) -> anyhow::Result<Vec<OsString>> {
+fn common_args() -> anyhow::Result<Vec<OsString>> {
     let mut args: Vec<OsString> = [
         "--unshare-user",
         "--uid",
@@ -419,10 +554,11 @@ fn common_args(generated: &Path) -> anyhow::Result<Vec<OsString>> {
         let path = Path::new("/etc").join(name);
         args.extend(["--ro-bind".into(), path.clone().into(), path.into()]);
     }
+    // The generated files are bound as a directory, by descriptor, on /etc/orgo.
     for (name, _) in GENERATED {
         args.extend([
-            "--ro-bind".into(),
-            generated.join(name).into(),
+            "--symlink".into(),
+            Path::new("orgo").join(name).into(),
             Path::new("/etc").join(name).into(),
         ]);
     }

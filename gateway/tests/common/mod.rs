@@ -274,9 +274,9 @@ impl Drop for Served {
     }
 }
 
-/// Pids of a local desktop's processes named `comm`, from the desktop's cgroup (none once a
-/// stop has removed the group).
-pub fn desktop_pids(desktop_id: &str, comm: &str) -> Vec<i32> {
+/// Pids of a local desktop's processes, from the desktop's cgroup (none once a stop has
+/// removed the group).
+pub fn desktop_processes(desktop_id: &str) -> Vec<i32> {
     let cgroups = orgo_gateway::runtime::cgroup::Cgroups::detect();
     let procs = cgroups
         .limit_file(desktop_id, "pids")
@@ -287,6 +287,13 @@ pub fn desktop_pids(desktop_id: &str, comm: &str) -> Vec<i32> {
         .unwrap_or_default()
         .lines()
         .filter_map(|p| p.parse::<i32>().ok())
+        .collect()
+}
+
+/// Pids of a local desktop's processes named `comm`.
+pub fn desktop_pids(desktop_id: &str, comm: &str) -> Vec<i32> {
+    desktop_processes(desktop_id)
+        .into_iter()
         .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
         .collect()
 }
