@@ -17,7 +17,9 @@
 //! as soon as they see the change, then translate the keys queued behind it, each with the
 //! mapping they fetch then. Without a process to look at (no X-Resource, a remote client, the
 //! focus on no client's window: None, PointerRoot, the root), or for a client that stays busy
-//! past a bound, a keycode may be rebound once its last press is a settle time old.
+//! past a bound, a keycode may be rebound once its last press is a settle time old; such a
+//! client is watched again a while later (a client slow for a moment, as on a loaded machine,
+//! is not settled for ever after).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -35,6 +37,10 @@ pub const SETTLE: Duration = Duration::from_millis(100);
 /// How long to wait for a client to become idle before settling for it instead (a client that
 /// never idles: animations, a busy loop).
 const IDLE_WAIT: Duration = Duration::from_secs(2);
+/// How long a client that stayed busy past `IDLE_WAIT` is settled for before it is waited for
+/// again: a client that never idles costs `IDLE_WAIT` once per this, a client busy for a moment
+/// is soon watched again.
+const BUSY_FOR: Duration = Duration::from_secs(10);
 /// How often a busy client is looked at again while waiting.
 const IDLE_POLL: Duration = Duration::from_millis(1);
 const FOCUS_POINTER_ROOT: u32 = 1;
@@ -57,8 +63,15 @@ struct Seen {
     pid: Option<u32>,
     /// The last round after which the client was seen idle.
     idle_after: u64,
-    /// It stayed busy past the bound: settled for from now on.
-    busy: bool,
+    /// It stayed busy past the bound: settled for until then.
+    busy_until: Option<Instant>,
+}
+
+impl Seen {
+    /// Whether presses to the client wait until it is seen idle (rather than a settle time).
+    fn watched(&self) -> bool {
+        self.pid.is_some() && self.busy_until.is_none_or(|until| Instant::now() >= until)
+    }
 }
 
 /// Tracks which borrowed keycodes a client may still translate; see the module docs.
@@ -140,7 +153,7 @@ impl InFlight {
         match press.client.map(|c| self.clients.get(&c)) {
             // Not looked up yet: `look` does that before anything is decided.
             Some(None) => true,
-            Some(Some(seen)) if seen.pid.is_some() && !seen.busy => seen.idle_after < press.round,
+            Some(Some(seen)) if seen.watched() => seen.idle_after < press.round,
             _ => press.at.elapsed() < SETTLE,
         }
     }
@@ -194,7 +207,7 @@ impl InFlight {
                 let round = self.round;
                 if let Some(seen) = self.clients.get_mut(&client) {
                     seen.idle_after = round;
-                    seen.busy = false;
+                    seen.busy_until = None;
                 }
             }
         }
@@ -215,8 +228,8 @@ impl InFlight {
     }
 
     /// Waits until a keycode may be rebound: until a client that may still translate one of
-    /// them is idle, or a settle time. A client still busy after the bound is settled for until
-    /// it is next seen idle.
+    /// them is idle, or a settle time. A client still busy after the bound is settled for, for
+    /// `BUSY_FOR`.
     pub fn wait(&mut self, x: &XConn) -> Result<()> {
         let deadline = Instant::now() + IDLE_WAIT;
         loop {
@@ -228,7 +241,7 @@ impl InFlight {
                 self.in_flight(p)
                     && p.client
                         .and_then(|c| self.clients.get(&c))
-                        .is_some_and(|s| s.pid.is_some() && !s.busy)
+                        .is_some_and(Seen::watched)
             });
             if !watched {
                 std::thread::sleep(SETTLE);
@@ -237,7 +250,7 @@ impl InFlight {
             if Instant::now() >= deadline {
                 for seen in self.clients.values_mut() {
                     if seen.idle_after < self.round {
-                        seen.busy = true;
+                        seen.busy_until = Some(Instant::now() + BUSY_FOR);
                         tracing::debug!(pid = seen.pid, "focused client stays busy; settling for it");
                     }
                 }
