@@ -99,6 +99,9 @@ impl Keymap {
     }
 }
 
+/// How many spare keycodes the agent never borrows, so other programs in the desktop can.
+const LEFT_FREE: usize = 2;
+
 /// The borrowed keycodes of one agent, kept between calls until restored.
 #[derive(Debug, Default, Clone)]
 pub struct Lease {
@@ -143,6 +146,12 @@ impl Lease {
         spares.extend(self.bound.values().copied());
         spares.sort_unstable();
         spares.dedup();
+        // The highest of them stay unbound for the desktop's other programs (xdotool and
+        // Xlib-based typing borrow one the same way, and fail with BadValue when there is
+        // none), where the keyboard has enough to spare.
+        if spares.len() >= 2 * LEFT_FREE {
+            spares.truncate(spares.len() - LEFT_FREE);
+        }
         self.spares = spares;
     }
 
@@ -328,6 +337,28 @@ mod tests {
         assert_eq!(batches[0].remaps, vec![(13, 0xe9), (14, 0x0101_f600)]);
         let codes: Vec<u8> = batches[0].strokes.iter().map(|s| s.keycode).collect();
         assert_eq!(codes, vec![13, 10, 14, 13]);
+    }
+
+    /// With enough spares, the two highest are never borrowed, however many keysyms a text
+    /// needs; a keyboard with few spares lends them all.
+    #[test]
+    fn the_highest_spares_stay_free_for_other_programs() {
+        let mut map = Keymap {
+            min_keycode: 10,
+            per: 2,
+            syms: vec![0; 2 * 8],
+        };
+        let mut lease = Lease::default();
+        let syms: Vec<Keysym> = (0..40).map(|i| 0x0100_0400 + i).collect();
+        let batches = type_all(&mut lease, &mut map, &syms, |_| true);
+        let used: std::collections::BTreeSet<u8> =
+            batches.iter().flat_map(|b| b.strokes.iter().map(|s| s.keycode)).collect();
+        assert_eq!(used, (10..=15).collect());
+        assert_eq!(map.spare_keycodes(), vec![16, 17]);
+
+        let mut lease = Lease::default();
+        let batches = type_all(&mut lease, &mut keymap(), &syms[..3], |_| true);
+        assert_eq!(batches[0].remaps.len(), 3, "all three of the tiny keyboard's spares");
     }
 
     #[test]
