@@ -19,7 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve the REST API (env overrides: ORGO_LISTEN, ORGO_DATA_DIR, ORGO_RUNTIME).
+    /// Serve the REST API. Environment overrides of the config: ORGO_LISTEN, ORGO_DATA_DIR,
+    /// ORGO_RUNTIME, ORGO_PUBLIC_URL, ORGO_AGENT_BIN, ORGO_IMAGE, ORGO_DOCKER_TRANSPORT,
+    /// ORGO_LOCAL_SANDBOX, ORGO_DISK_SIZE_GB.
     Serve {
         /// TOML config file; embedded defaults otherwise.
         #[arg(long)]

@@ -142,7 +142,10 @@ fn nothing_gets_out_of_a_local_desktop() {
         ("see /sys", "ls /sys".into()),
         ("see the data dir", format!("ls {}", dir.display())),
         ("see another desktop's home", format!("ls {0}/home || grep -r secret /home /tmp", bob_dir.display())),
-        ("see another desktop's socket", format!("test -e {}/run/agent.sock", bob_dir.display())),
+        (
+            "see another desktop's socket",
+            "find / \\( -path /proc -o -path /sys \\) -prune -o -name agent.sock -print 2>/dev/null | grep -vx /run/orgo/agent.sock".into(),
+        ),
         ("see another desktop's processes", "ps -eo args | grep '[s]leep 4242'".into()),
         ("see the gateway's process", "ps -eo args | grep '[o]rgo-gateway'".into()),
         (
