@@ -351,14 +351,20 @@ mod tests {
         let mut lease = Lease::default();
         let syms: Vec<Keysym> = (0..40).map(|i| 0x0100_0400 + i).collect();
         let batches = type_all(&mut lease, &mut map, &syms, |_| true);
-        let used: std::collections::BTreeSet<u8> =
-            batches.iter().flat_map(|b| b.strokes.iter().map(|s| s.keycode)).collect();
+        let used: std::collections::BTreeSet<u8> = batches
+            .iter()
+            .flat_map(|b| b.strokes.iter().map(|s| s.keycode))
+            .collect();
         assert_eq!(used, (10..=15).collect());
         assert_eq!(map.spare_keycodes(), vec![16, 17]);
 
         let mut lease = Lease::default();
         let batches = type_all(&mut lease, &mut keymap(), &syms[..3], |_| true);
-        assert_eq!(batches[0].remaps.len(), 3, "all three of the tiny keyboard's spares");
+        assert_eq!(
+            batches[0].remaps.len(),
+            3,
+            "all three of the tiny keyboard's spares"
+        );
     }
 
     #[test]
