@@ -36,11 +36,11 @@ use crate::x11::XConn;
 pub const SETTLE: Duration = Duration::from_millis(100);
 /// How long to wait for a client to become idle before settling for it instead (a client that
 /// never idles: animations, a busy loop).
-const IDLE_WAIT: Duration = Duration::from_secs(2);
+const IDLE_WAIT: Duration = Duration::from_secs(5);
 /// How long a client that stayed busy past `IDLE_WAIT` is settled for before it is waited for
 /// again: a client that never idles costs `IDLE_WAIT` once per this, a client busy for a moment
 /// is soon watched again.
-const BUSY_FOR: Duration = Duration::from_secs(10);
+const BUSY_FOR: Duration = Duration::from_secs(30);
 /// How often a busy client is looked at again while waiting.
 const IDLE_POLL: Duration = Duration::from_millis(1);
 const FOCUS_POINTER_ROOT: u32 = 1;
