@@ -248,13 +248,14 @@ fn a_local_desktop_still_does_its_work() {
     assert_eq!(status, 200);
     assert!(v["image"].as_str().is_some_and(|i| i.len() > 1000), "{v}");
 
-    // Typing into an xterm (non-ASCII too), recorded by the program in it.
+    // Typing into an xterm (non-ASCII too), recorded by the program in it. Keys go to the focused
+    // window, so wait until the xterm is on screen and has the focus: typed earlier, they go nowhere.
     let (_, rc) = bash(
         &gw,
         key,
         &c,
         "setsid xterm -geometry 60x20+0+0 -e 'cat > ~/typed' >/dev/null 2>&1 </dev/null & \
-         xdotool search --sync --class xterm >/dev/null",
+         xdotool search --sync --onlyvisible --class xterm windowfocus --sync >/dev/null",
     );
     assert_eq!(rc, 0);
     let (status, v) = gw.call(
