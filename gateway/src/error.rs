@@ -1,9 +1,16 @@
-//! The gateway's one error type, its one `IntoResponse`, and the one table from the agent's gRPC
-//! codes to HTTP statuses. 5xx answers carry a generic sentence; the detail goes to the log.
+//! The HTTP edge's one error type: made here, once, from each layer's own error (input,
+//! desktops and their agents, runtimes, the store, storage, viewer tokens), with its one
+//! `IntoResponse`. 5xx answers carry a generic sentence; the detail is logged there, once.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tonic::Code;
+
+use crate::desktops::{AgentError, DesktopError};
+use crate::json::Invalid;
+use crate::live::token::TokenError;
+use crate::runtime::RuntimeError;
+use crate::storage::StorageError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -55,28 +62,69 @@ impl ApiError {
     }
 }
 
-/// The one mapping from an agent's gRPC status to the gateway's error. Messages of the agent's
-/// own argument checks are meant for people and pass through; the rest are logged.
-impl From<tonic::Status> for ApiError {
-    fn from(s: tonic::Status) -> Self {
-        let detail = format!("{:?}: {}", s.code(), s.message());
-        match s.code() {
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-                ApiError::BadRequest(s.message().to_string())
-            }
-            Code::NotFound => ApiError::NotFound(s.message().to_string()),
-            // Another program changed the desktop's keyboard mapping during the call; the
-            // message names what may not have arrived, and typing it again works.
-            Code::Aborted => ApiError::Conflict(s.message().to_string()),
-            Code::Unavailable => {
-                if s.message().contains("display") {
-                    ApiError::NotReady(detail)
-                } else {
-                    ApiError::NotReady(format!("agent unreachable: {detail}"))
-                }
-            }
-            Code::DeadlineExceeded | Code::Cancelled => ApiError::AgentTimeout(detail),
-            _ => ApiError::Agent(detail),
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        ApiError::BadRequest(e.0)
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Refused(m) => ApiError::BadRequest(m),
+            AgentError::Missing(m) => ApiError::NotFound(m),
+            AgentError::Interrupted(m) => ApiError::Conflict(m),
+            AgentError::Unreachable(d) => ApiError::NotReady(d),
+            AgentError::TimedOut(d) => ApiError::AgentTimeout(d),
+            AgentError::Failed(d) => ApiError::Agent(d),
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Busy(d) => ApiError::NotReady(d),
+            RuntimeError::Failed(d) => ApiError::Internal(d),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Database(e) => ApiError::Internal(format!("database: {e}")),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Missing => ApiError::NotFound(e.to_string()),
+            StorageError::Io(e) => ApiError::Internal(format!("storage: {e}")),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        ApiError::Unauthorized(e.to_string())
+    }
+}
+
+impl From<DesktopError> for ApiError {
+    fn from(e: DesktopError) -> Self {
+        match e {
+            DesktopError::Invalid(e) => e.into(),
+            DesktopError::NotFound(m) => ApiError::NotFound(m),
+            DesktopError::NotRunning(m) => ApiError::NotRunning(m),
+            DesktopError::PlanLimit(m) => ApiError::PlanLimit(m),
+            DesktopError::Agent(e) => e.into(),
+            DesktopError::Runtime(e) => e.into(),
+            DesktopError::Store(e) => e.into(),
+            DesktopError::Storage(e) => e.into(),
         }
     }
 }
@@ -120,23 +168,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_codes_map_to_http() {
-        let check = |code: Code, msg: &str, want: StatusCode| {
-            assert_eq!(
-                ApiError::from(tonic::Status::new(code, msg)).status(),
-                want,
-                "{code:?}"
-            );
-        };
-        check(Code::InvalidArgument, "unknown key name", StatusCode::BAD_REQUEST);
+    fn each_layer_maps_to_its_status_and_5xx_hide_their_detail() {
+        let check = |e: ApiError, want: StatusCode| assert_eq!(e.status(), want, "{e:?}");
+        let agent = |s: tonic::Status| ApiError::from(DesktopError::Agent(s.into()));
         check(
-            Code::Unavailable,
-            "the desktop's display is not available",
+            agent(tonic::Status::invalid_argument("unknown key name")),
+            StatusCode::BAD_REQUEST,
+        );
+        check(
+            agent(tonic::Status::unavailable("display")),
             StatusCode::SERVICE_UNAVAILABLE,
         );
-        check(Code::DeadlineExceeded, "", StatusCode::GATEWAY_TIMEOUT);
-        check(Code::Aborted, "keyboard mapping changed", StatusCode::CONFLICT);
-        check(Code::Internal, "boom", StatusCode::BAD_GATEWAY);
-        check(Code::Unauthenticated, "token", StatusCode::BAD_GATEWAY);
+        check(
+            agent(tonic::Status::deadline_exceeded("")),
+            StatusCode::GATEWAY_TIMEOUT,
+        );
+        check(
+            agent(tonic::Status::aborted("keyboard mapping changed")),
+            StatusCode::CONFLICT,
+        );
+        check(agent(tonic::Status::internal("boom")), StatusCode::BAD_GATEWAY);
+        check(agent(tonic::Status::not_found("x")), StatusCode::NOT_FOUND);
+        check(Invalid("x".into()).into(), StatusCode::BAD_REQUEST);
+        check(
+            RuntimeError::Busy("home".into()).into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+        check(
+            RuntimeError::Failed("bwrap".into()).into(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        );
+        check(StoreError::Conflict("taken".into()).into(), StatusCode::CONFLICT);
+        check(TokenError::Expired.into(), StatusCode::UNAUTHORIZED);
+        check(StorageError::Missing.into(), StatusCode::NOT_FOUND);
+        check(
+            DesktopError::PlanLimit("plan".into()).into(),
+            StatusCode::FORBIDDEN,
+        );
+        check(
+            DesktopError::NotRunning("stopped".into()).into(),
+            StatusCode::CONFLICT,
+        );
+        let hidden = ApiError::from(RuntimeError::Failed("cannot start bubblewrap: ENOENT".into()));
+        assert_eq!(hidden.to_string(), "internal error");
     }
 }

@@ -3,16 +3,19 @@
 //! processes by default) and forwards every desktop action to that desktop's `orgo-agent` over
 //! gRPC. It owns no X11 or process code of the desktops themselves.
 
+pub mod action;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod desktops;
 pub mod error;
+pub mod json;
 pub mod live;
 pub mod metrics;
 pub mod ratelimit;
 pub mod runtime;
 pub mod state;
+pub mod storage;
 pub mod store;
 
 use std::sync::Arc;
@@ -46,15 +49,25 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             Arc::new(DockerRuntime::connect(&config.data_dir, &config.image, config.docker_transport).await?)
         }
     };
-    let viewers = live::token::Signer::open(&config.data_dir)?;
-    let desktops = Arc::new(Desktops::new(store.clone(), config.clone(), runtime, viewers));
+    let links = Arc::new(live::Links::new(
+        live::token::Signer::open(&config.data_dir)?,
+        &config,
+    ));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let desktops = Arc::new(Desktops::new(
+        store.clone(),
+        config.clone(),
+        runtime,
+        metrics.clone(),
+    ));
     desktops.reconcile().await?;
     desktops.spawn_idle_stopper();
     Ok(AppState {
         config,
         store,
         desktops,
-        metrics: Default::default(),
+        links,
+        metrics,
         limiter: Default::default(),
     })
 }
@@ -73,12 +86,8 @@ pub fn create_key(
             config.plans.keys().collect::<Vec<_>>()
         );
     }
-    let account = store
-        .ensure_account(account, plan, &desktops::new_id())
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let account = store.ensure_account(account, plan, &desktops::new_id())?;
     let (id, key, hash) = auth::generate();
-    store
-        .insert_key(&id, &account.id, &hash)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    store.insert_key(&id, &account.id, &hash)?;
     Ok(key)
 }

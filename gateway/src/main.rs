@@ -93,7 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{key}");
                 }
                 KeysCmd::List => {
-                    for k in store.list_keys().map_err(|e| anyhow::anyhow!("{e:?}"))? {
+                    for k in store.list_keys()? {
                         println!(
                             "{}\t{}\t{}\t{}",
                             k.id,
@@ -104,7 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 KeysCmd::Revoke { id } => {
-                    if !store.revoke_key(&id).map_err(|e| anyhow::anyhow!("{e:?}"))? {
+                    if !store.revoke_key(&id)? {
                         anyhow::bail!("no live key with id {id:?}");
                     }
                     println!("revoked {id}");
@@ -130,7 +130,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .desktops
         .stop_all()
         .await
-        .map_err(|e| anyhow::anyhow!("stopping desktops: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("stopping desktops: {e}"))?;
     Ok(())
 }
 

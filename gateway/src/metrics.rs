@@ -10,7 +10,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::state::AppState;
 use crate::store::Store;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -25,10 +24,33 @@ struct Histogram {
     count: u64,
 }
 
+impl Histogram {
+    fn observe(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (bound, n) in BUCKETS.iter().zip(self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     requests: BTreeMap<(String, String, u16), u64>,
     latency: BTreeMap<String, Histogram>,
+    actions: BTreeMap<(&'static str, &'static str), Histogram>,
 }
 
 #[derive(Default)]
@@ -43,19 +65,17 @@ impl Metrics {
             .requests
             .entry((route.to_string(), method.to_string(), status))
             .or_default() += 1;
-        let h = inner.latency.entry(route.to_string()).or_default();
-        let secs = took.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+        inner.latency.entry(route.to_string()).or_default().observe(took);
+    }
+
+    /// Times one desktop action by its name and how it ended.
+    pub fn record_action(&self, action: &'static str, outcome: &'static str, took: Duration) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.actions.entry((action, outcome)).or_default().observe(took);
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, store: &Store) -> String {
+    pub fn render(&self, store: &Store) -> (&'static str, String) {
         let mut out = String::new();
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         out.push_str("# HELP orgo_http_requests_total API requests by route, method and status.\n");
@@ -69,27 +89,17 @@ impl Metrics {
         out.push_str("# HELP orgo_http_request_duration_seconds API request latency by route.\n");
         out.push_str("# TYPE orgo_http_request_duration_seconds histogram\n");
         for (route, h) in &inner.latency {
-            for (bound, n) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "orgo_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "orgo_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
+            h.render(
+                &mut out,
+                "orgo_http_request_duration_seconds",
+                &format!("route=\"{route}\""),
             );
-            let _ = writeln!(
-                out,
-                "orgo_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "orgo_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
-            );
+        }
+        out.push_str("# HELP orgo_action_duration_seconds Desktop actions by name and outcome.\n");
+        out.push_str("# TYPE orgo_action_duration_seconds histogram\n");
+        for ((action, outcome), h) in &inner.actions {
+            let labels = format!("action=\"{action}\",outcome=\"{outcome}\"");
+            h.render(&mut out, "orgo_action_duration_seconds", &labels);
         }
         drop(inner);
         out.push_str("# HELP orgo_desktops Desktops by state.\n# TYPE orgo_desktops gauge\n");
@@ -103,13 +113,13 @@ impl Metrics {
         for (state, n) in by_state {
             let _ = writeln!(out, "orgo_desktops{{state=\"{state}\"}} {n}");
         }
-        out
+        ("text/plain; version=0.0.4", out)
     }
 }
 
 /// Middleware: times every request and counts it under its route template (never the raw
 /// path, which would carry ids).
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -117,16 +127,6 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
-    state
-        .metrics
-        .record(&route, &method, response.status().as_u16(), started.elapsed());
+    metrics.record(&route, &method, response.status().as_u16(), started.elapsed());
     response
-}
-
-/// `GET /metrics`.
-pub async fn serve(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&state.store),
-    )
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::desktops::Desktops;
+use crate::live::Links;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
@@ -13,6 +14,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub desktops: Arc<Desktops>,
+    pub links: Arc<Links>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<RateLimiter>,
 }

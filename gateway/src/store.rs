@@ -7,7 +7,16 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::error::ApiError;
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (the detail is for the log).
+    #[error("database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A name that must be unique is taken; the sentence names it.
+    #[error("{0}")]
+    Conflict(String),
+}
 
 const MIGRATIONS: &[&str] = &["
     CREATE TABLE accounts (
@@ -128,10 +137,6 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-fn db(e: rusqlite::Error) -> ApiError {
-    ApiError::Internal(format!("database: {e}"))
-}
-
 fn computer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Computer> {
     Ok(Computer {
         id: r.get(0)?,
@@ -177,12 +182,12 @@ impl Store {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, ApiError> {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(db)
+        Ok(f(&conn)?)
     }
 
-    pub fn account_by_name(&self, name: &str) -> Result<Option<Account>, ApiError> {
+    pub fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
         self.with(|c| {
             c.query_row(
                 "SELECT id, name, plan FROM accounts WHERE name = ?1",
@@ -199,7 +204,7 @@ impl Store {
         })
     }
 
-    pub fn account(&self, id: &str) -> Result<Option<Account>, ApiError> {
+    pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         self.with(|c| {
             c.query_row("SELECT id, name, plan FROM accounts WHERE id = ?1", [id], |r| {
                 Ok(Account {
@@ -214,7 +219,7 @@ impl Store {
 
     /// The account of that name, made with `plan` if it does not exist (an existing account's
     /// plan is updated to `plan`).
-    pub fn ensure_account(&self, name: &str, plan: &str, id: &str) -> Result<Account, ApiError> {
+    pub fn ensure_account(&self, name: &str, plan: &str, id: &str) -> Result<Account, StoreError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO accounts (id, name, plan, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -223,10 +228,10 @@ impl Store {
             )
         })?;
         self.account_by_name(name)?
-            .ok_or_else(|| ApiError::Internal("account vanished".into()))
+            .ok_or(StoreError::Database(rusqlite::Error::QueryReturnedNoRows))
     }
 
-    pub fn insert_key(&self, id: &str, account_id: &str, hash: &[u8]) -> Result<(), ApiError> {
+    pub fn insert_key(&self, id: &str, account_id: &str, hash: &[u8]) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO api_keys (id, account_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -237,7 +242,7 @@ impl Store {
     }
 
     /// The hash and account of a live (not revoked) key.
-    pub fn live_key(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, ApiError> {
+    pub fn live_key(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StoreError> {
         self.with(|c| {
             c.query_row(
                 "SELECT key_hash, account_id FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
@@ -248,7 +253,7 @@ impl Store {
         })
     }
 
-    pub fn list_keys(&self) -> Result<Vec<KeyRow>, ApiError> {
+    pub fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT k.id, a.name, k.created_at, k.revoked_at IS NOT NULL
@@ -266,7 +271,7 @@ impl Store {
         })
     }
 
-    pub fn revoke_key(&self, id: &str) -> Result<bool, ApiError> {
+    pub fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -276,7 +281,7 @@ impl Store {
         })
     }
 
-    pub fn insert_project(&self, p: &Project) -> Result<(), ApiError> {
+    pub fn insert_project(&self, p: &Project) -> Result<(), StoreError> {
         let inserted = self.with(|c| {
             c.execute(
                 "INSERT INTO projects (id, account_id, name, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -285,7 +290,7 @@ impl Store {
             )
         })?;
         if inserted == 0 {
-            return Err(ApiError::Conflict(format!(
+            return Err(StoreError::Conflict(format!(
                 "a project named {:?} already exists",
                 p.name
             )));
@@ -293,7 +298,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn projects(&self, account: &str) -> Result<Vec<Project>, ApiError> {
+    pub fn projects(&self, account: &str) -> Result<Vec<Project>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, account_id, name, created_at FROM projects WHERE account_id = ?1 ORDER BY created_at, name",
@@ -303,7 +308,7 @@ impl Store {
     }
 
     /// A project of the account, by id or by name.
-    pub fn project(&self, account: &str, id_or_name: &str) -> Result<Option<Project>, ApiError> {
+    pub fn project(&self, account: &str, id_or_name: &str) -> Result<Option<Project>, StoreError> {
         self.with(|c| {
             c.query_row(
                 "SELECT id, account_id, name, created_at FROM projects
@@ -315,7 +320,7 @@ impl Store {
         })
     }
 
-    pub fn delete_project(&self, account: &str, id: &str) -> Result<(), ApiError> {
+    pub fn delete_project(&self, account: &str, id: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "DELETE FROM projects WHERE account_id = ?1 AND id = ?2",
@@ -325,7 +330,7 @@ impl Store {
         })
     }
 
-    pub fn insert_computer(&self, m: &Computer) -> Result<(), ApiError> {
+    pub fn insert_computer(&self, m: &Computer) -> Result<(), StoreError> {
         let inserted = self.with(|c| {
             c.execute(
                 &format!("INSERT INTO computers ({COMPUTER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"),
@@ -333,7 +338,7 @@ impl Store {
             )
         })?;
         if inserted == 0 {
-            return Err(ApiError::Conflict(format!(
+            return Err(StoreError::Conflict(format!(
                 "a computer named {:?} already exists",
                 m.name
             )));
@@ -342,7 +347,7 @@ impl Store {
     }
 
     /// A computer of the account, by id or by name.
-    pub fn computer(&self, account: &str, id_or_name: &str) -> Result<Option<Computer>, ApiError> {
+    pub fn computer(&self, account: &str, id_or_name: &str) -> Result<Option<Computer>, StoreError> {
         self.with(|c| {
             c.query_row(
                 &format!(
@@ -356,7 +361,7 @@ impl Store {
         })
     }
 
-    pub fn computers_of_project(&self, account: &str, project: &str) -> Result<Vec<Computer>, ApiError> {
+    pub fn computers_of_project(&self, account: &str, project: &str) -> Result<Vec<Computer>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {COMPUTER_COLUMNS} FROM computers WHERE account_id = ?1 AND project_id = ?2 ORDER BY created_at, name"
@@ -365,7 +370,7 @@ impl Store {
         })
     }
 
-    pub fn computers_of_account(&self, account: &str) -> Result<Vec<Computer>, ApiError> {
+    pub fn computers_of_account(&self, account: &str) -> Result<Vec<Computer>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {COMPUTER_COLUMNS} FROM computers WHERE account_id = ?1"
@@ -375,14 +380,14 @@ impl Store {
     }
 
     /// Every computer, for start-up reconciliation and idle checks.
-    pub fn all_computers(&self) -> Result<Vec<Computer>, ApiError> {
+    pub fn all_computers(&self) -> Result<Vec<Computer>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(&format!("SELECT {COMPUTER_COLUMNS} FROM computers"))?;
             stmt.query_map([], computer_row)?.collect()
         })
     }
 
-    pub fn set_status(&self, id: &str, status: Status) -> Result<(), ApiError> {
+    pub fn set_status(&self, id: &str, status: Status) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE computers SET status = ?2 WHERE id = ?1",
@@ -392,7 +397,7 @@ impl Store {
         })
     }
 
-    pub fn touch(&self, id: &str) -> Result<(), ApiError> {
+    pub fn touch(&self, id: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE computers SET last_active = ?2 WHERE id = ?1",
@@ -402,7 +407,7 @@ impl Store {
         })
     }
 
-    pub fn delete_computer(&self, id: &str) -> Result<(), ApiError> {
+    pub fn delete_computer(&self, id: &str) -> Result<(), StoreError> {
         self.with(|c| c.execute("DELETE FROM computers WHERE id = ?1", [id]).map(drop))
     }
 }

@@ -228,7 +228,7 @@ async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
              ws.onmessage = (e) => {
                if (typeof e.data !== 'string') return;
                const m = JSON.parse(e.data);
-               if (m.type === 'hello') ws.send(JSON.stringify({type: 'move', x: 10, y: 10}));
+               if (m.type === 'hello') ws.send(JSON.stringify({action: 'move', x: 10, y: 10}));
                if (m.type === 'error') { ws.close(); done(m.error); }
              };
              setTimeout(() => done(null), 10000);",
@@ -252,7 +252,7 @@ async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
     let bob_url = bobs["desktop"]["url"].as_str().unwrap();
     let bob_token = bob_url.split("#token=").nth(1).unwrap();
     let alice_page = url.split('#').next().unwrap();
-    let expired = gw.state.desktops.viewers.issue(&Grant {
+    let expired = gw.state.links.issue(&Grant {
         computer: computer_id.clone(),
         account: gw.state.store.account_by_name("alice").unwrap().unwrap().id,
         mode: Mode::Control,

@@ -114,6 +114,12 @@ async fn every_documented_route_refuses_strangers_bad_credentials_and_bad_bodies
             .send(method, &path, Some(&stranger), Some(acting_body(template)))
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {v}");
+        // Refused as the owner's thing, not as a route the router lacks.
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(
+            !error.contains("no computer action") && !error.contains("no such API route"),
+            "{method} {path} is documented but not served: {v}"
+        );
     }
     let (status, v) = gw
         .send(

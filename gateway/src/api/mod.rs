@@ -1,82 +1,52 @@
-//! The public REST surface under `/api`: one routing table, request bodies parsed into typed,
-//! validated commands before anything reaches a desktop.
+//! The public REST surface under `/api`: one routing table (the actions' routes made from
+//! `action::ACTIONS`), request input parsed into checked actions before anything reaches a
+//! desktop, and the framework's own error answers made JSON.
 
+mod actions;
 mod body;
-pub(crate) mod computers;
+mod computers;
 mod projects;
 mod wire;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Parses a JSON body (an empty one counts as `{}`), naming the field that is wrong.
-pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
-    // JSON is UTF-8, and serde_json checks only the strings it keeps: a bad byte in an
-    // ignored field would otherwise pass.
-    if std::str::from_utf8(text).is_err() {
-        return Err(ApiError::BadRequest("request body is not valid UTF-8".into()));
-    }
-    // serde would also read a struct from an array of its fields; the API takes objects only.
-    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::BadRequest("request body must be a JSON object".into()));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            ApiError::BadRequest(format!("request body is not valid JSON for this route: {inner}"))
-        } else {
-            ApiError::BadRequest(format!("field {path:?}: {inner}"))
-        }
-    })
+/// Every request body the API parses, by route: the three creating routes and every action
+/// that takes a body. The property tests and the cargo-fuzz target (`fuzz/`) feed each of them
+/// bytes.
+#[cfg(any(test, fuzzing))]
+pub fn body_routes() -> Vec<&'static str> {
+    let actions = crate::action::ACTIONS
+        .iter()
+        .filter(|f| f.method == crate::action::Method::Post)
+        .map(|f| f.name);
+    ["projects", "computers", "viewer-token"]
+        .into_iter()
+        .chain(actions)
+        .collect()
 }
 
-/// Every request body the API parses, by route: the computer actions and the three creating
-/// routes. The property tests and the cargo-fuzz target (`fuzz/`) feed each of them bytes.
+/// Parses a body as route `route` (one of [`body_routes`]) does before any desktop is touched:
+/// a checked action, or the error the client gets.
 #[cfg(any(test, fuzzing))]
-pub const BODY_ROUTES: &[&str] = &[
-    "projects",
-    "computers",
-    "viewer-token",
-    "wait",
-    "click",
-    "move",
-    "mouse-down",
-    "mouse-up",
-    "drag",
-    "scroll",
-    "type",
-    "key",
-    "key-down",
-    "key-up",
-    "bash",
-    "exec",
-];
-
-/// Parses a body as route `route` (one of [`BODY_ROUTES`]) does before any desktop is touched:
-/// a checked command, or the error the client gets.
-#[cfg(any(test, fuzzing))]
-pub fn check_body(route: &str, body: &Bytes) -> Result<(), ApiError> {
+pub fn check_body(route: &str, body: &[u8]) -> Result<(), ApiError> {
+    use crate::json::parse_body;
     match route {
-        "projects" => parse_body::<wire::CreateProject>(body).map(drop),
-        "computers" => parse_body::<wire::CreateComputer>(body).map(drop),
-        "viewer-token" => parse_body::<crate::live::TokenRequest>(body).map(drop),
-        "wait" => parse_body::<wire::Wait>(body).map(drop),
-        action => computers::check_action(action, body),
+        "projects" => parse_body::<wire::CreateProject>(body).map(drop)?,
+        "computers" => parse_body::<wire::CreateComputer>(body).map(drop)?,
+        "viewer-token" => parse_body::<crate::live::TokenRequest>(body).map(drop)?,
+        action => {
+            let form = crate::action::form(action).expect("a route of body_routes()");
+            let input = crate::action::Input { body, query: "" };
+            (form.parse)(input, &crate::action::Screen::new(1280, 800)).map(drop)?
+        }
     }
+    Ok(())
 }
 
 /// Turns the framework's own error answers (405, 413, path rejections, …), which are plain
@@ -141,6 +111,12 @@ pub fn openapi_document(width: u32, height: u32) -> String {
     doc.to_string()
 }
 
+/// `GET /metrics`: the Prometheus exposition.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let (content_type, text) = state.metrics.render(&state.store);
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     let document = openapi_document(state.config.screen_width, state.config.screen_height);
@@ -151,11 +127,12 @@ pub fn router(state: AppState) -> Router {
         .route("/projects/{id}/{action}", post(projects::action))
         .route("/computers", post(computers::create))
         .route("/computers/{id}", get(computers::get).delete(computers::delete))
-        .route("/computers/{id}/screenshot", get(computers::screenshot))
-        .route("/computers/{id}/cursor", get(computers::cursor))
+        .route("/computers/{id}/start", post(computers::start))
+        .route("/computers/{id}/stop", post(computers::stop))
+        .route("/computers/{id}/restart", post(computers::restart))
         .route("/computers/{id}/viewer-token", post(crate::live::issue))
-        .route("/computers/{id}/{action}", post(computers::action))
-        .route("/storage/screenshots/{file}", get(computers::stored_screenshot))
+        .merge(actions::routes())
+        .route("/storage/screenshots/{file}", get(actions::stored_screenshot))
         .route(
             "/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
@@ -165,7 +142,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .merge(crate::live::routes())
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(crate::metrics::serve))
+        .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             limit,
@@ -173,7 +150,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             crate::metrics::track,
         ))
         .with_state(state)
@@ -184,8 +161,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn parse_all(body: &Bytes) -> Vec<Result<(), ApiError>> {
-        BODY_ROUTES.iter().map(|r| check_body(r, body)).collect()
+    fn parse_all(body: &[u8]) -> Vec<Result<(), ApiError>> {
+        body_routes().iter().map(|r| check_body(r, body)).collect()
     }
 
     /// JSON values of any shape, with the field names the routes use.
@@ -239,8 +216,8 @@ mod tests {
         for cp in 0..=0xa0u32 {
             let c = char::from_u32(cp).unwrap();
             let value = format!("ab{c}");
-            let body = Bytes::from(serde_json::json!({ "text": value }).to_string());
-            let routed = check_body("type", &body);
+            let body = serde_json::json!({ "text": value }).to_string();
+            let routed = check_body("type", body.as_bytes());
             assert_eq!(
                 routed.is_ok(),
                 validator.is_valid(&serde_json::json!(value)),
@@ -250,22 +227,55 @@ mod tests {
                 assert!(m.contains(&format!("U+{cp:04X} at character 3;")), "{m}");
             }
         }
-        let crlf = Bytes::from(r#"{"text": "a\r\nb\tc\bd"}"#);
-        assert!(check_body("type", &crlf).is_ok());
+        assert!(check_body("type", br#"{"text": "a\r\nb\tc\bd"}"#).is_ok());
+    }
+
+    /// The actions' table and the document agree both ways: every action is documented
+    /// under its name with its method, and every documented computer route is an action or
+    /// one of the routes of its own (lifecycle, viewer token). `tests/routes.rs` walks the
+    /// document against the served router.
+    #[test]
+    fn the_actions_table_and_the_document_agree() {
+        use crate::action::{ACTIONS, Method};
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for form in ACTIONS {
+            let path = format!("/computers/{{id}}/{}", form.name);
+            let methods = paths
+                .get(&path)
+                .unwrap_or_else(|| panic!("{path} is not documented"));
+            let method = match form.method {
+                Method::Get => "get",
+                Method::Post => "post",
+            };
+            assert!(
+                methods.get(method).is_some(),
+                "{path} is not documented for {method}"
+            );
+            assert_eq!(methods.as_object().unwrap().len(), 1, "{path}: one method");
+        }
+        let own = ["start", "stop", "restart", "viewer-token"];
+        for path in paths.keys() {
+            if let Some(name) = path.strip_prefix("/computers/{id}/") {
+                assert!(
+                    own.contains(&name) || ACTIONS.iter().any(|f| f.name == name),
+                    "{path} is documented but is no action"
+                );
+            }
+        }
     }
 
     proptest! {
         #[test]
         fn any_bytes_parse_or_are_a_400(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            for r in parse_all(&Bytes::from(bytes)) {
+            for r in parse_all(&bytes) {
                 prop_assert!(r.is_ok() || matches!(r, Err(ApiError::BadRequest(_))));
             }
         }
 
         #[test]
         fn any_json_parses_or_is_a_400_naming_the_problem(v in json_value()) {
-            let body = Bytes::from(v.to_string());
-            for r in parse_all(&body) {
+            for r in parse_all(v.to_string().as_bytes()) {
                 match r {
                     Ok(()) => prop_assert!(v.is_object(), "only objects are bodies: {v}"),
                     Err(ApiError::BadRequest(m)) => prop_assert!(!m.is_empty()),

@@ -6,10 +6,10 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use super::computers::{cpu, ram};
-use super::parse_body;
 use super::wire::{self, CreateProject};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::json::parse_body;
 use crate::state::AppState;
 use crate::store::{Account, Project};
 
@@ -18,7 +18,7 @@ type Answer = Result<Json<Value>, ApiError>;
 fn render(state: &AppState, account: &Account, project: &Project) -> Result<Value, ApiError> {
     let computers = state.store.computers_of_project(&account.id, &project.id)?;
     let (w, h) = (state.config.screen_width, state.config.screen_height);
-    Ok(wire::project_json(&state.desktops, project, &computers, w, h))
+    Ok(wire::project_json(&state.links, project, &computers, w, h))
 }
 
 fn find(state: &AppState, account: &Account, id: &str) -> Result<Project, ApiError> {

@@ -11,7 +11,14 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 
-use crate::error::ApiError;
+/// Why a token opens nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid viewer token")]
+    Invalid,
+    #[error("this viewer token has expired; create a new one")]
+    Expired,
+}
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +107,8 @@ impl Signer {
     }
 
     /// The grant of a token that this gateway signed and that has not expired at `now`.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Grant, ApiError> {
-        let invalid = || ApiError::Unauthorized("invalid viewer token".into());
+    pub fn verify(&self, token: &str, now: i64) -> Result<Grant, TokenError> {
+        let invalid = || TokenError::Invalid;
         if token.len() > 512 {
             return Err(invalid());
         }
@@ -119,9 +126,7 @@ impl Signer {
             expires_at: expires_at.parse().map_err(|_| invalid())?,
         };
         if grant.expires_at <= now {
-            return Err(ApiError::Unauthorized(
-                "this viewer token has expired; create a new one".into(),
-            ));
+            return Err(TokenError::Expired);
         }
         Ok(grant)
     }

@@ -26,9 +26,9 @@ use tokio::sync::Mutex;
 use super::cgroup::PIDS_MAX;
 use orgo_proto::connect::Target;
 
+use super::RuntimeError;
 use super::{DesktopSpec, Runtime, agent_answers};
 use crate::config::DockerTransport;
-use crate::error::ApiError;
 
 const LABEL: &str = "orgo.desktop";
 /// Names the gateway (by its data dir) that owns a container, so gateways sharing an engine never
@@ -55,8 +55,8 @@ pub struct DockerRuntime {
     pids: Mutex<HashMap<String, u32>>,
 }
 
-fn engine(e: bollard::errors::Error) -> ApiError {
-    ApiError::Internal(format!("docker: {e}"))
+fn engine(e: bollard::errors::Error) -> RuntimeError {
+    RuntimeError::Failed(format!("docker: {e}"))
 }
 
 fn container_name(id: &str) -> String {
@@ -231,7 +231,7 @@ impl DockerRuntime {
     /// For the TCP transport: a new token, kept (0600) in the data dir for adoption after a
     /// gateway restart, and copied into the created container as `/run/orgo/token`, readable by
     /// the desktop's user only.
-    async fn install_token(&self, id: &str, container: &str) -> Result<(), ApiError> {
+    async fn install_token(&self, id: &str, container: &str) -> Result<(), RuntimeError> {
         use rand::Rng;
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -244,8 +244,8 @@ impl DockerRuntime {
             .mode(0o600)
             .open(&file)
             .and_then(|mut f| f.write_all(token.as_bytes()))
-            .map_err(|e| ApiError::Internal(format!("agent token: {e}")))?;
-        let tar = token_tar(&token).map_err(|e| ApiError::Internal(format!("agent token: {e}")))?;
+            .map_err(|e| RuntimeError::Failed(format!("agent token: {e}")))?;
+        let tar = token_tar(&token).map_err(|e| RuntimeError::Failed(format!("agent token: {e}")))?;
         let options = UploadToContainerOptions {
             path: "/run",
             ..Default::default()
@@ -290,11 +290,11 @@ impl DockerRuntime {
 
 #[tonic::async_trait]
 impl Runtime for DockerRuntime {
-    async fn start(&self, spec: &DesktopSpec) -> Result<Target, ApiError> {
+    async fn start(&self, spec: &DesktopSpec) -> Result<Target, RuntimeError> {
         let run = self.run_dir(&spec.id);
-        std::fs::create_dir_all(&run).map_err(|e| ApiError::Internal(format!("desktop dir: {e}")))?;
+        std::fs::create_dir_all(&run).map_err(|e| RuntimeError::Failed(format!("desktop dir: {e}")))?;
         std::os::unix::fs::chown(&run, Some(DESKTOP_UID), Some(DESKTOP_UID))
-            .map_err(|e| ApiError::Internal(format!("chown desktop dir: {e}")))?;
+            .map_err(|e| RuntimeError::Failed(format!("chown desktop dir: {e}")))?;
         let _ = std::fs::remove_file(run.join("agent.sock"));
         let name = container_name(&spec.id);
         if self.docker.inspect_container(&name, None).await.is_err() {
@@ -317,7 +317,7 @@ impl Runtime for DockerRuntime {
                 bollard::errors::Error::DockerResponseServerError { message, .. }
                     if message.contains("memory") =>
                 {
-                    ApiError::Internal(format!("docker could not start the desktop (memory): {message}"))
+                    RuntimeError::Failed(format!("docker could not start the desktop (memory): {message}"))
                 }
                 other => engine(other),
             })?;
@@ -342,7 +342,7 @@ impl Runtime for DockerRuntime {
                     .docker
                     .stop_container(&name, Some(StopContainerOptions { t: 2 }))
                     .await;
-                return Err(ApiError::Internal(
+                return Err(RuntimeError::Failed(
                     "desktop container did not become ready".into(),
                 ));
             }
@@ -350,7 +350,7 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    async fn stop(&self, id: &str) -> Result<(), ApiError> {
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         self.pids.lock().await.remove(id);
         let name = container_name(id);
         match self
@@ -370,7 +370,7 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    async fn remove(&self, id: &str) -> Result<(), ApiError> {
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.pids.lock().await.remove(id);
         let options = RemoveContainerOptions {
             force: true,
@@ -388,7 +388,7 @@ impl Runtime for DockerRuntime {
         match std::fs::remove_dir_all(self.data_dir.join("desktops").join(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ApiError::Internal(format!("cannot delete desktop files: {e}"))),
+            Err(e) => Err(RuntimeError::Failed(format!("cannot delete desktop files: {e}"))),
         }
     }
 

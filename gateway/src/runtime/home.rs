@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use super::RuntimeError;
 use super::programs::{locate, require};
-use crate::error::ApiError;
 
 /// The kernel's ext4 block size the images use, in bytes.
 const BLOCK: u64 = 4096;
@@ -61,7 +61,7 @@ impl Homes {
     /// to `size_gb` GiB first) and answers the mounted directory; a checked home is the plain
     /// directory. A home still mounted (a gateway that ended without unmounting) is unmounted
     /// first, so the size applies.
-    pub async fn mount(&self, desktop: &Path, size_gb: u32, owner: Owner) -> Result<PathBuf, ApiError> {
+    pub async fn mount(&self, desktop: &Path, size_gb: u32, owner: Owner) -> Result<PathBuf, RuntimeError> {
         let home = desktop.join("home");
         if *self == Homes::Checked {
             std::fs::create_dir_all(&home).map_err(|e| failed("create the home", e))?;
@@ -72,7 +72,7 @@ impl Homes {
             self.unmount(desktop).await;
         }
         if in_use(&image).await {
-            return Err(ApiError::NotReady(
+            return Err(RuntimeError::Busy(
                 "the desktop's home is still in use by its previous run; try again in a moment".into(),
             ));
         }
@@ -182,7 +182,7 @@ const UNMOUNT_TRIES: u32 = 30;
 
 /// Makes a sparse image of `size` bytes holding an empty ext4 file system whose root `owner`
 /// owns: no blocks reserved for root, inode tables initialised lazily by the kernel.
-async fn make(image: &Path, size: u64, owner: Owner) -> Result<(), ApiError> {
+async fn make(image: &Path, size: u64, owner: Owner) -> Result<(), RuntimeError> {
     let file = std::fs::File::create(image).map_err(|e| failed("create the home image", e))?;
     file.set_len(size).map_err(|e| failed("size the home image", e))?;
     let options = format!(
@@ -209,7 +209,7 @@ async fn make(image: &Path, size: u64, owner: Owner) -> Result<(), ApiError> {
 }
 
 /// Grows an unmounted image and its file system to `size` bytes.
-async fn grow(image: &Path, size: u64) -> Result<(), ApiError> {
+async fn grow(image: &Path, size: u64) -> Result<(), RuntimeError> {
     // resize2fs insists on a freshly checked file system. e2fsck's 1 and 2 say it corrected
     // something (such as making lost+found again), 4 and up that it could not.
     let checked = Command::new(locate("e2fsck").unwrap_or_else(|| "e2fsck".into()))
@@ -219,7 +219,7 @@ async fn grow(image: &Path, size: u64) -> Result<(), ApiError> {
         .await
         .map_err(|e| failed("run e2fsck", e))?;
     if !matches!(checked.status.code(), Some(0..=2)) {
-        return Err(ApiError::Internal(format!(
+        return Err(RuntimeError::Failed(format!(
             "the desktop's home needs repair that e2fsck -p cannot do ({}): {}",
             checked.status,
             String::from_utf8_lossy(&checked.stdout).trim()
@@ -289,7 +289,7 @@ fn has_entries(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
-async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), ApiError> {
+async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), RuntimeError> {
     let found = locate(program).unwrap_or_else(|| PathBuf::from(program));
     let out = Command::new(found)
         .args(args)
@@ -298,7 +298,7 @@ async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), ApiError> {
         .await
         .map_err(|e| failed(&format!("run {program}"), e))?;
     if !out.status.success() {
-        return Err(ApiError::Internal(format!(
+        return Err(RuntimeError::Failed(format!(
             "the desktop's home: {program} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
@@ -307,8 +307,8 @@ async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn failed(what: &str, e: std::io::Error) -> ApiError {
-    ApiError::Internal(format!("cannot {what}: {e}"))
+fn failed(what: &str, e: std::io::Error) -> RuntimeError {
+    RuntimeError::Failed(format!("cannot {what}: {e}"))
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use super::sandbox::{Network, Sandbox, sandbox_pid};
 use crate::config::LocalSandbox;
 use orgo_proto::connect::Target;
 
+use super::RuntimeError;
 use super::{DesktopSpec, Runtime, agent_answers};
-use crate::error::ApiError;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -109,8 +109,8 @@ impl LocalRuntime {
         desktop: &mut Running,
         spec: &DesktopSpec,
         owner: Owner,
-    ) -> Result<Target, ApiError> {
-        let exited = || ApiError::Internal("bubblewrap exited during start-up".into());
+    ) -> Result<Target, RuntimeError> {
+        let exited = || RuntimeError::Failed("bubblewrap exited during start-up".into());
         if let Some(pid) = desktop.child.id()
             && let Err(e) = desktop.groups.join(pid)
         {
@@ -133,7 +133,7 @@ impl LocalRuntime {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = desktop.child.try_wait() {
-                return Err(ApiError::Internal(format!(
+                return Err(RuntimeError::Failed(format!(
                     "desktop exited during start-up: {status}"
                 )));
             }
@@ -158,7 +158,7 @@ impl LocalRuntime {
                     tokio::time::timeout(left, ready.wait())
                         .await
                         .unwrap_or_else(|_| {
-                            Err(ApiError::Internal(
+                            Err(RuntimeError::Failed(
                                 "the desktop's network did not come up in time".into(),
                             ))
                         })?;
@@ -166,7 +166,9 @@ impl LocalRuntime {
                 return Ok(target);
             }
             if Instant::now() > deadline {
-                return Err(ApiError::Internal("desktop did not become ready in time".into()));
+                return Err(RuntimeError::Failed(
+                    "desktop did not become ready in time".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -267,9 +269,9 @@ async fn stop_child(mut child: Child) {
 
 #[tonic::async_trait]
 impl Runtime for LocalRuntime {
-    async fn start(&self, spec: &DesktopSpec) -> Result<Target, ApiError> {
+    async fn start(&self, spec: &DesktopSpec) -> Result<Target, RuntimeError> {
         let dir = self.dir(&spec.id);
-        std::fs::create_dir_all(&dir).map_err(|e| ApiError::Internal(format!("desktop dir: {e}")))?;
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Failed(format!("desktop dir: {e}")))?;
         // The previous run is gone entirely, its home unmounted, before the home is mounted again.
         let mut running = self.running.lock().await;
         if let Some(old) = running.remove(&spec.id) {
@@ -299,7 +301,7 @@ impl Runtime for LocalRuntime {
             Err(e) => {
                 groups.remove().await;
                 self.homes.unmount(&dir).await;
-                return Err(ApiError::Internal(format!("cannot start bubblewrap: {e}")));
+                return Err(RuntimeError::Failed(format!("cannot start bubblewrap: {e}")));
             }
         };
         if let Some(output) = child.stderr.take() {
@@ -331,7 +333,7 @@ impl Runtime for LocalRuntime {
         }
     }
 
-    async fn stop(&self, id: &str) -> Result<(), ApiError> {
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         let desktop = self.running.lock().await.remove(id);
         if let Some(desktop) = desktop {
             self.stop_running(id, desktop).await;
@@ -339,14 +341,14 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
-    async fn remove(&self, id: &str) -> Result<(), ApiError> {
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.stop(id).await?;
         // A home left mounted by a gateway that ended without stopping its desktops.
         self.homes.unmount(&self.dir(id)).await;
         match std::fs::remove_dir_all(self.dir(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ApiError::Internal(format!("cannot delete desktop files: {e}"))),
+            Err(e) => Err(RuntimeError::Failed(format!("cannot delete desktop files: {e}"))),
         }
     }
 

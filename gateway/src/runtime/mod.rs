@@ -10,7 +10,17 @@ pub mod sandbox;
 
 use orgo_proto::connect::Target;
 
-use crate::error::ApiError;
+/// Why a runtime could not do what it was asked; the sentence names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Something the desktop needs is still in use (its previous run's home is still being
+    /// let go): trying again shortly works.
+    #[error("{0}")]
+    Busy(String),
+    /// The desktop could not be made, started, stopped or removed.
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// What a desktop is made with.
 #[derive(Debug, Clone)]
@@ -28,11 +38,11 @@ pub struct DesktopSpec {
 pub trait Runtime: Send + Sync {
     /// Starts the desktop (again, with its files, if it ran before) and answers where its agent
     /// listens once the agent answers.
-    async fn start(&self, spec: &DesktopSpec) -> Result<Target, ApiError>;
+    async fn start(&self, spec: &DesktopSpec) -> Result<Target, RuntimeError>;
     /// Stops the desktop; its files stay.
-    async fn stop(&self, id: &str) -> Result<(), ApiError>;
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
     /// Stops the desktop if needed and deletes its files.
-    async fn remove(&self, id: &str) -> Result<(), ApiError>;
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Whether the desktop's processes are still there.
     async fn is_alive(&self, id: &str) -> bool;
     /// At gateway start: takes over the desktops among `known` that are still running (answers

@@ -28,10 +28,10 @@ use seccompiler::{
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+use super::RuntimeError;
 use super::home::Owner;
 use super::programs::require;
 use crate::config::LocalSandbox;
-use crate::error::ApiError;
 
 /// The `/etc` entries a desktop sees (read-only), besides the generated ones and `python3*`:
 /// what libc, fontconfig, TLS, X, GTK, Chromium, Python and the shells read. Not shadow,
@@ -316,7 +316,7 @@ impl Sandbox {
     /// The host ids the desktop whose files are in `desktop` runs as: in strict mode under a
     /// root gateway, its own, recorded as the owner of its directory (given to all its files the
     /// first time, so a desktop from before keeps its files); otherwise the gateway's.
-    pub fn owner(&self, desktop: &Path) -> Result<Owner, ApiError> {
+    pub fn owner(&self, desktop: &Path) -> Result<Owner, RuntimeError> {
         let gateway = Owner {
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
@@ -341,14 +341,14 @@ impl Sandbox {
         let uid = DESKTOP_IDS
             .clone()
             .find(|u| !taken.contains(u))
-            .ok_or_else(|| ApiError::Internal("every desktop uid is taken".into()))?;
+            .ok_or_else(|| RuntimeError::Failed("every desktop uid is taken".into()))?;
         let status = std::process::Command::new("chown")
             .args(["-R", &format!("{uid}:{uid}")])
             .arg(desktop)
             .status()
-            .map_err(|e| ApiError::Internal(format!("cannot run chown: {e}")))?;
+            .map_err(|e| RuntimeError::Failed(format!("cannot run chown: {e}")))?;
         if !status.success() {
-            return Err(ApiError::Internal(format!(
+            return Err(RuntimeError::Failed(format!(
                 "cannot give the desktop its user: chown {status}"
             )));
         }
@@ -360,7 +360,7 @@ impl Sandbox {
     /// the map rather than bubblewrap so that bubblewrap makes one user namespace, not a second
     /// one nested in the first: slirp4netns joins that one namespace, which owns the network
     /// namespace, whether the gateway is root or not.
-    pub fn map_user(sandbox_pid: u32, owner: Owner) -> Result<(), ApiError> {
+    pub fn map_user(sandbox_pid: u32, owner: Owner) -> Result<(), RuntimeError> {
         let proc = Path::new("/proc").join(sandbox_pid.to_string());
         [
             ("setgroups", "deny".to_string()),
@@ -369,7 +369,7 @@ impl Sandbox {
         ]
         .iter()
         .try_for_each(|(file, map)| std::fs::write(proc.join(file), map))
-        .map_err(|e| ApiError::Internal(format!("cannot map the desktop's user: {e}")))
+        .map_err(|e| RuntimeError::Failed(format!("cannot map the desktop's user: {e}")))
     }
 
     /// Where the gateway reaches the agent of the sandbox whose first process is
@@ -390,7 +390,7 @@ impl Sandbox {
 
     /// Connects the network namespace of the sandbox whose first process is `sandbox_pid` to
     /// slirp4netns (once it `is_set_up`); `ready` answers once the interface is up.
-    pub fn connect_network(&self, sandbox_pid: u32) -> Result<(Network, Ready), ApiError> {
+    pub fn connect_network(&self, sandbox_pid: u32) -> Result<(Network, Ready), RuntimeError> {
         let netns = format!("/proc/{sandbox_pid}/ns/net");
         // slirp4netns logs on stdout: its ready fd is a copy of the pipe (fd 3), its stdout
         // /dev/null, so the pipe carries the ready byte alone.
@@ -415,7 +415,7 @@ impl Sandbox {
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| ApiError::Internal(format!("cannot start slirp4netns: {e}")))?;
+            .map_err(|e| RuntimeError::Failed(format!("cannot start slirp4netns: {e}")))?;
         let ready = Ready(slirp.stdout.take());
         Ok((Network { slirp }, ready))
     }
@@ -426,12 +426,12 @@ pub struct Ready(Option<ChildStdout>);
 
 impl Ready {
     /// Waits until the desktop's network is configured.
-    pub async fn wait(&mut self) -> Result<(), ApiError> {
+    pub async fn wait(&mut self) -> Result<(), RuntimeError> {
         let mut byte = [0u8; 1];
         match self.0.take() {
             Some(mut out) => match out.read(&mut byte).await {
                 Ok(1) if byte == *b"1" => Ok(()),
-                _ => Err(ApiError::Internal(
+                _ => Err(RuntimeError::Failed(
                     "slirp4netns exited before the desktop's network was up".into(),
                 )),
             },
@@ -442,7 +442,7 @@ impl Ready {
 
 /// The host pid of the sandbox's first process, from bubblewrap's JSON info (read whole, so
 /// bubblewrap never writes to a closed pipe).
-pub async fn sandbox_pid(info: ChildStdout) -> Result<u32, ApiError> {
+pub async fn sandbox_pid(info: ChildStdout) -> Result<u32, RuntimeError> {
     let mut lines = BufReader::new(info).lines();
     let mut pid = None;
     while let Ok(Some(line)) = lines.next_line().await {
@@ -453,7 +453,7 @@ pub async fn sandbox_pid(info: ChildStdout) -> Result<u32, ApiError> {
             break;
         }
     }
-    pid.ok_or_else(|| ApiError::Internal("bubblewrap exited before its sandbox started".into()))
+    pid.ok_or_else(|| RuntimeError::Failed("bubblewrap exited before its sandbox started".into()))
 }
 
 /// Refuses when an account (`/etc/passwd`, `/etc/group`) or a subordinate-id range

@@ -1,0 +1,122 @@
+//! Plans: what an account may run at once (desktops, RAM, CPU), checked with admission
+//! serialised so two creates cannot both squeeze under a limit; and creating projects and
+//! computers within them.
+
+use super::{DesktopError, Desktops, new_id, random_suffix};
+use crate::store::{Account, Computer, Project, Status, StoreError, now};
+
+impl Desktops {
+    /// Checks that starting a desktop of this size keeps the account within its plan
+    /// (`except`: a desktop already counted, being started again).
+    pub(super) fn admit(
+        &self,
+        account: &Account,
+        ram_gb: u32,
+        cpu: f64,
+        except: Option<&str>,
+    ) -> Result<(), DesktopError> {
+        let name = &account.plan;
+        let plan = self.config.plan(name).ok_or_else(|| {
+            DesktopError::PlanLimit(format!("account plan {name:?} is not configured on this gateway"))
+        })?;
+        let live: Vec<Computer> = self
+            .store
+            .computers_of_account(&account.id)?
+            .into_iter()
+            .filter(|c| c.status.is_live() && Some(c.id.as_str()) != except)
+            .collect();
+        let (ram, cpus) = live.iter().fold((0, 0.0), |(r, c), m| (r + m.ram_gb, c + m.cpu));
+        if live.len() as u32 + 1 > plan.max_desktops {
+            return Err(DesktopError::PlanLimit(format!(
+                "plan {name:?} allows {} running desktops and {} are running; stop or delete one first",
+                plan.max_desktops,
+                live.len()
+            )));
+        }
+        if ram + ram_gb > plan.max_ram_gb {
+            return Err(DesktopError::PlanLimit(format!(
+                "plan {name:?} allows {} GB of RAM across running desktops; {ram} GB are in use and this desktop needs {ram_gb} GB",
+                plan.max_ram_gb
+            )));
+        }
+        if cpus + cpu > f64::from(plan.max_cpu) {
+            return Err(DesktopError::PlanLimit(format!(
+                "plan {name:?} allows {} CPU cores across running desktops; {cpus} are in use and this desktop needs {cpu}",
+                plan.max_cpu
+            )));
+        }
+        Ok(())
+    }
+
+    /// A new project with no computers (the SDK's workspace).
+    pub fn create_project(&self, account: &Account, name: &str) -> Result<Project, DesktopError> {
+        let project = Project {
+            id: new_id(),
+            account_id: account.id.clone(),
+            name: name.into(),
+            created_at: now(),
+        };
+        self.store.insert_project(&project)?;
+        Ok(project)
+    }
+
+    /// A new running computer in a project; `name` is generated when absent.
+    pub async fn create_computer(
+        &self,
+        account: &Account,
+        project: &Project,
+        name: Option<String>,
+        ram_gb: u32,
+        cpu: f64,
+    ) -> Result<Computer, DesktopError> {
+        let admission = self.admission.lock().await;
+        self.admit(account, ram_gb, cpu, None)?;
+        let mut computer = Computer {
+            id: new_id(),
+            account_id: account.id.clone(),
+            project_id: project.id.clone(),
+            name: name
+                .clone()
+                .unwrap_or_else(|| format!("computer-{}", random_suffix())),
+            status: Status::Creating,
+            ram_gb,
+            cpu,
+            created_at: now(),
+            last_active: now(),
+        };
+        let _turn = self.first_turn(&computer.id).await;
+        loop {
+            match self.store.insert_computer(&computer) {
+                Err(StoreError::Conflict(_)) if name.is_none() => {
+                    computer.name = format!("computer-{}", random_suffix())
+                }
+                other => break other?,
+            }
+        }
+        drop(admission);
+        self.boot(&mut computer).await?;
+        Ok(computer)
+    }
+
+    /// The seed's `POST /projects`: a project named like its one desktop.
+    pub async fn create_project_with_desktop(
+        &self,
+        account: &Account,
+        ram_gb: u32,
+        cpu: f64,
+    ) -> Result<(Project, Computer), DesktopError> {
+        let admission = self.admission.lock().await;
+        self.admit(account, ram_gb, cpu, None)?;
+        let project = loop {
+            match self.create_project(account, &format!("computer-{}", random_suffix())) {
+                Err(DesktopError::Store(StoreError::Conflict(_))) => continue,
+                other => break other?,
+            }
+        };
+        drop(admission);
+        let computer = self
+            .create_computer(account, &project, Some(project.name.clone()), ram_gb, cpu)
+            .await?;
+        Ok((project, computer))
+    }
+}

@@ -1,0 +1,51 @@
+//! Viewer links: the live view's URL of a computer with a signed token in its fragment, and
+//! the check of a token a page brings back.
+
+use crate::config::Config;
+use crate::store::{Computer, now};
+
+use super::token::{Grant, Mode, Signer, TokenError};
+
+pub struct Links {
+    signer: Signer,
+    public_url: String,
+    /// How long the link in a computer's `url` opens it, in seconds.
+    link_seconds: i64,
+}
+
+impl Links {
+    pub fn new(signer: Signer, config: &Config) -> Links {
+        Links {
+            signer,
+            public_url: config.public_url(),
+            link_seconds: config.viewer_link_seconds,
+        }
+    }
+
+    /// The live view of a computer, opened with a fresh control token in the link's fragment
+    /// (only the owner's authenticated answers carry it).
+    pub fn url(&self, computer: &Computer) -> String {
+        let grant = Grant {
+            computer: computer.id.clone(),
+            account: computer.account_id.clone(),
+            mode: Mode::Control,
+            expires_at: now() + self.link_seconds,
+        };
+        self.viewer_url(computer, &self.signer.issue(&grant))
+    }
+
+    /// The live view of a computer opened with `token`.
+    pub fn viewer_url(&self, computer: &Computer, token: &str) -> String {
+        format!("{}/desktops/{}#token={token}", self.public_url, computer.name)
+    }
+
+    /// A token for `grant`.
+    pub fn issue(&self, grant: &Grant) -> String {
+        self.signer.issue(grant)
+    }
+
+    /// The grant of a token this gateway signed that has not expired.
+    pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
+        self.signer.verify(token, now())
+    }
+}
