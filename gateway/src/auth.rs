@@ -54,10 +54,7 @@ pub fn authenticate(state: &AppState, header: Option<&str>) -> Result<Account, A
         .config
         .plan(&account.plan)
         .map_or(1, |p| p.requests_per_second);
-    state
-        .limiter
-        .take(id, rate, std::time::Instant::now())
-        .map_err(ApiError::RateLimited)?;
+    state.limiter.take(id, rate).map_err(ApiError::RateLimited)?;
     Ok(account)
 }
 
