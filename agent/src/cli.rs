@@ -36,7 +36,8 @@ pub struct Cli {
     )]
     pub listen: Listen,
 
-    /// File holding the bearer token TCP clients must send.
+    /// File holding the bearer token TCP clients must send (without it, the token comes from
+    /// ORGO_AGENT_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 

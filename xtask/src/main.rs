@@ -22,7 +22,7 @@ mod fuzz;
 mod image;
 mod system;
 #[cfg(test)]
-mod tracked;
+mod tidy;
 
 use bench::{bench_agent, bench_gateway, bench_view, load, soak};
 use image::image;
