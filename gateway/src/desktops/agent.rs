@@ -32,9 +32,14 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// Whether the agent may have gone away under the call (stopped, restarted, deleted).
+    /// Whether the agent may have gone away under the call (stopped, restarted, deleted): a
+    /// call still queued when the agent shuts down ends CANCELLED, one in flight UNAVAILABLE
+    /// or with a transport error.
     pub fn is_lost(&self) -> bool {
-        matches!(self, AgentError::Unreachable(_) | AgentError::Failed(_))
+        matches!(
+            self,
+            AgentError::Unreachable(_) | AgentError::TimedOut(_) | AgentError::Failed(_)
+        )
     }
 
     /// What goes to the log beside the answer's sentence, for the failures whose sentence is

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{DesktopError, Desktops};
+use super::{AgentError, DesktopError, Desktops};
 use crate::runtime::DesktopSpec;
 use crate::store::{Account, Computer, Status};
 
@@ -57,9 +57,16 @@ impl Desktops {
         self.store.set_status(&computer.id, Status::Creating)?;
         let started = async {
             let target = self.runtime.start(&spec).await?;
-            orgo_proto::connect::connect(&target).await.map_err(|e| {
-                DesktopError::Agent(super::AgentError::Unreachable(format!("agent connect: {e}")))
-            })
+            match orgo_proto::connect::connect(&target).await {
+                Ok(client) => Ok(client),
+                Err(e) => {
+                    // Started but out of reach: nothing of it may stay running.
+                    if let Err(stop) = self.runtime.stop(&computer.id).await {
+                        tracing::warn!(computer = %computer.name, error = %stop, "cannot stop an unreachable desktop");
+                    }
+                    Err(DesktopError::Agent(AgentError::Unreachable(format!("agent connect: {e}"))))
+                }
+            }
         };
         match started.await {
             Ok(client) => {

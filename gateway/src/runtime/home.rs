@@ -71,10 +71,17 @@ impl Homes {
         if is_mounted(&home) {
             self.unmount(desktop).await;
         }
-        if in_use(&image).await {
-            return Err(RuntimeError::Busy(
-                "the desktop's home is still in use by its previous run; try again in a moment".into(),
-            ));
+        // A lazily unmounted home is let go once the previous run's last process is gone: a
+        // restart right after a stop waits for that rather than refusing.
+        let mut waited = 0;
+        while in_use(&image).await {
+            if waited == RELEASE_WAIT_STEPS {
+                return Err(RuntimeError::Busy(
+                    "the desktop's home is still in use by its previous run; try again in a moment".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waited += 1;
         }
         let size = u64::from(size_gb) << 30;
         let old = desktop.join("home.old");
@@ -176,6 +183,9 @@ impl Homes {
 
 /// How often a checked home is measured.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a mount waits, in 100 ms steps, for the previous run's image to be let go.
+const RELEASE_WAIT_STEPS: u32 = 100;
 
 /// How often a busy home is unmounted again, 100 ms apart, before it is detached lazily.
 const UNMOUNT_TRIES: u32 = 30;
