@@ -1284,6 +1284,35 @@ async fn a_failed_start_is_a_503_and_the_computer_can_start_later() {
     gw.ok("GET", "/api/computers/flaky/cursor", &key, None).await;
 }
 
+/// A desktop the runtime started but whose agent cannot be reached should end in error and
+/// hold no plan capacity, as one the runtime failed to start does. It stays "creating" instead:
+/// `Desktops::boot` returns the failed connect (`.map_err(ApiError::NotReady)?`) before it records
+/// any outcome, so the computer stays `Status::Creating`, which `is_live` counts against the
+/// plan, and the runtime's desktop is left running.
+#[tokio::test]
+#[ignore = "gateway bug: a start whose agent connect fails leaves the computer 'creating', counted against the plan (Desktops::boot returns before recording the failure)"]
+async fn an_unreachable_agent_after_start_leaves_no_computer_creating() {
+    let gw = unlimited("fake-unreach").await;
+    let key = gw.key("unreach");
+    let ws = gw
+        .ok("POST", "/api/projects", &key, Some(json!({"name": "ws"})))
+        .await;
+    gw.runtime().unreachable_next_start();
+    let (status, v) = gw
+        .send(
+            "POST",
+            "/api/computers",
+            Some(&key),
+            Some(json!({"workspace_id": ws["id"], "name": "lost", "ram": 4})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    let lost = gw.ok("GET", "/api/computers/lost", &key, None).await;
+    assert_eq!(lost["status"], "error", "{lost}");
+    // It holds none of the plan's 4 GB.
+    computer(&gw, &key, "ws2", "other").await;
+}
+
 /// Each key has its plan's request rate: a burst of twice the rate passes, then 429 with
 /// `Retry-After` that never reaches the agent; other keys, even of the same account, are
 /// unaffected, and the key works again after the wait.

@@ -121,6 +121,8 @@ struct Shared {
     failures: Mutex<HashMap<&'static str, VecDeque<Status>>>,
     delays: Mutex<HashMap<&'static str, VecDeque<Duration>>>,
     start_failures: Mutex<VecDeque<ApiError>>,
+    /// How many of the next starts answer a socket no agent serves.
+    unreachable_starts: Mutex<u32>,
     exec: Mutex<Option<pb::ExecResponse>>,
     generation: AtomicU64,
 }
@@ -139,7 +141,7 @@ fn known(method: &str) -> &'static str {
 
 /// A runtime whose desktops are in-process fake agents (see the module's documentation).
 /// Clones share everything.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FakeRuntime {
     shared: Arc<Shared>,
 }
@@ -202,6 +204,12 @@ impl FakeRuntime {
     /// The next [`Runtime::start`] fails with `error` (recorded as a start all the same).
     pub fn fail_next_start(&self, error: ApiError) {
         lock(&self.shared.start_failures).push_back(error);
+    }
+
+    /// The next [`Runtime::start`] succeeds but answers a socket no agent listens on, as when
+    /// the agent dies right after it first answered.
+    pub fn unreachable_next_start(&self) {
+        *lock(&self.shared.unreachable_starts) += 1;
     }
 
     /// What every exec answers from now on; by default exit 0 with no output.
@@ -280,6 +288,13 @@ impl Runtime for FakeRuntime {
             "socket path too long for a Unix socket: {}",
             socket.display()
         );
+        {
+            let mut unreachable = lock(&self.shared.unreachable_starts);
+            if *unreachable > 0 {
+                *unreachable -= 1;
+                return Ok(Target::Unix(socket));
+            }
+        }
         let _ = std::fs::remove_file(&socket);
         let listener = tokio::net::UnixListener::bind(&socket)
             .map_err(|e| ApiError::Internal(format!("fake agent bind {}: {e}", socket.display())))?;
