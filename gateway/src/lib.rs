@@ -34,11 +34,10 @@ pub fn app(state: AppState) -> axum::Router {
     api::router(state)
 }
 
-/// Builds the state from a validated config: the database, the runtime, the desktops.
+/// Builds the state from a validated config: the database, the runtime the config names, the
+/// desktops.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let config = Arc::new(config);
-    let store = Arc::new(Store::open(&config.db_path())?);
     let runtime: Arc<dyn Runtime> = match config.runtime {
         RuntimeKind::Local => Arc::new(LocalRuntime::new(
             &config.data_dir,
@@ -49,6 +48,16 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             Arc::new(DockerRuntime::connect(&config.data_dir, &config.image, config.docker_transport).await?)
         }
     };
+    build_state_with(config, runtime).await
+}
+
+/// Builds the state from a validated config over a given runtime (`config.runtime` is not
+/// read): what `build_state` does once it has made the configured one, and what tests use to
+/// run the whole API over a runtime of their own.
+pub async fn build_state_with(config: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let config = Arc::new(config);
+    let store = Arc::new(Store::open(&config.db_path())?);
     let links = Arc::new(live::Links::new(
         live::token::Signer::open(&config.data_dir)?,
         &config,

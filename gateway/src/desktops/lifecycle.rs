@@ -64,7 +64,9 @@ impl Desktops {
                     if let Err(stop) = self.runtime.stop(&computer.id).await {
                         tracing::warn!(computer = %computer.name, error = %stop, "cannot stop an unreachable desktop");
                     }
-                    Err(DesktopError::Agent(AgentError::Unreachable(format!("agent connect: {e}"))))
+                    Err(DesktopError::Agent(AgentError::Unreachable(format!(
+                        "agent connect: {e}"
+                    ))))
                 }
             }
         };

@@ -1,17 +1,34 @@
 //! A gateway driven in-process through its router, each answer checked against openapi.json.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use orgo_gateway::config::Config;
+use orgo_gateway::runtime::Runtime;
 use orgo_gateway::state::AppState;
+
+use super::fake::FakeRuntime;
+
+/// The gateway's warnings (each failed request's detail) land in a failing test's output.
+fn log_warnings() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_test_writer()
+        .try_init();
+}
 
 pub struct Gateway {
     pub state: AppState,
     pub doc: super::ApiDoc,
     pub dir: std::path::PathBuf,
+    /// The fake runtime under a gateway made by [`Gateway::fake`], [`Gateway::fake_with`].
+    fake: Option<FakeRuntime>,
+    /// The router over `state`, made once (making one renders the OpenAPI document).
+    router: axum::Router,
 }
 
 impl Gateway {
@@ -20,11 +37,7 @@ impl Gateway {
     }
 
     pub async fn with(tag: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
-        // The gateway's warnings (each failed request's detail) land in a failing test's output.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("warn")
-            .with_test_writer()
-            .try_init();
+        log_warnings();
         let dir = super::scratch(tag);
         let mut config = Config {
             data_dir: dir.clone(),
@@ -33,12 +46,47 @@ impl Gateway {
         };
         adjust(&mut config);
         config.validate().unwrap();
-        let state = orgo_gateway::build_state(config).await.unwrap();
+        Self::over(dir, orgo_gateway::build_state(config).await.unwrap(), None)
+    }
+
+    /// A gateway over a [`FakeRuntime`] (reached with [`Gateway::runtime`]): no Xvfb, sandbox or
+    /// agent binary is needed or built, and each desktop is an in-process stub agent.
+    pub async fn fake(tag: &str) -> Gateway {
+        Self::fake_with(tag, |_| {}).await
+    }
+
+    /// [`Gateway::fake`] with the config adjusted first (plans, deadlines, screen size, …).
+    pub async fn fake_with(tag: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
+        log_warnings();
+        let dir = super::scratch(tag);
+        let mut config = Config {
+            data_dir: dir.join("data"),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        config.validate().unwrap();
+        let fake = FakeRuntime::new(&dir.join("agents"));
+        let runtime: Arc<dyn Runtime> = Arc::new(fake.clone());
+        let state = orgo_gateway::build_state_with(config, runtime).await.unwrap();
+        Self::over(dir, state, Some(fake))
+    }
+
+    fn over(dir: std::path::PathBuf, state: AppState, fake: Option<FakeRuntime>) -> Gateway {
         Gateway {
+            router: orgo_gateway::app(state.clone()),
             state,
             dir,
             doc: super::ApiDoc::load(),
+            fake,
         }
+    }
+
+    /// The fake runtime of a gateway made by [`Gateway::fake`]: its agents' call log, the
+    /// faults to inject.
+    pub fn runtime(&self) -> &FakeRuntime {
+        self.fake
+            .as_ref()
+            .expect("a gateway made by Gateway::fake has a fake runtime")
     }
 
     pub fn key(&self, account: &str) -> String {
@@ -71,7 +119,9 @@ impl Gateway {
         if let Some(a) = authorization {
             req = req.header(header::AUTHORIZATION, a);
         }
-        let resp = orgo_gateway::app(self.state.clone())
+        let resp = self
+            .router
+            .clone()
             .oneshot(req.body(Body::from(body)).unwrap())
             .await
             .unwrap();

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 pub mod browser;
+pub mod fake;
 pub mod inproc;
 pub mod load;
 pub mod terminal;
@@ -134,9 +135,25 @@ impl ApiDoc {
     }
 
     fn validate(&self, schema_at: &str, method: &str, path: &str, status: u16, body: &serde_json::Value) {
-        let mut schema = self.doc.clone();
-        schema["$ref"] = serde_json::Value::String(schema_at.to_string());
-        let validator = jsonschema::draft202012::new(&schema).expect("openapi.json schemas compile");
+        // Compiled validators by schema pointer, for the whole test binary: compiling one takes
+        // milliseconds, and the tests check thousands of answers against a few dozen schemas
+        // of the one committed document.
+        static VALIDATORS: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>>,
+        > = std::sync::OnceLock::new();
+        let validator = VALIDATORS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(schema_at.to_string())
+            .or_insert_with(|| {
+                let mut schema = self.doc.clone();
+                schema["$ref"] = serde_json::Value::String(schema_at.to_string());
+                std::sync::Arc::new(
+                    jsonschema::draft202012::new(&schema).expect("openapi.json schemas compile"),
+                )
+            })
+            .clone();
         let problems: Vec<String> = validator
             .iter_errors(body)
             .map(|e| format!("{e} at {}", e.instance_path()))
