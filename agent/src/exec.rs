@@ -20,6 +20,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{AgentError, Result};
+pub use crate::output::Stream;
 use crate::output::{self, Chunks, Drains};
 use crate::reaper::{self, Children};
 
@@ -77,13 +78,6 @@ impl Spec {
         }
         Ok(self)
     }
-}
-
-/// Which stream a chunk came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
 }
 
 /// The end of a run.

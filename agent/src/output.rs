@@ -20,7 +20,12 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::exec::Stream;
+/// Which stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
 
 /// How many handed-off pipes are drained at once. Each costs a file descriptor and a small
 /// task; past this the oldest drain is closed (see [`Drains::adopt`]).

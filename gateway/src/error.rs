@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::desktops::{AgentError, DesktopError};
 use crate::json::Invalid;
-use crate::live::token::TokenError;
 use crate::runtime::RuntimeError;
 use crate::storage::StorageError;
 use crate::store::StoreError;
+use crate::token::TokenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

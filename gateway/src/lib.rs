@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod state;
 pub mod storage;
 pub mod store;
+pub mod token;
 
 use std::sync::Arc;
 
@@ -58,10 +59,7 @@ pub async fn build_state_with(config: Config, runtime: Arc<dyn Runtime>) -> anyh
     std::fs::create_dir_all(&config.data_dir)?;
     let config = Arc::new(config);
     let store = Arc::new(Store::open(&config.db_path())?);
-    let links = Arc::new(live::Links::new(
-        live::token::Signer::open(&config.data_dir)?,
-        &config,
-    ));
+    let links = Arc::new(live::Links::new(token::Signer::open(&config.data_dir)?, &config));
     let metrics = Arc::new(metrics::Metrics::default());
     let desktops = Arc::new(Desktops::new(
         store.clone(),

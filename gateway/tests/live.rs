@@ -14,7 +14,7 @@ mod common;
 
 use common::browser::Browser;
 use common::inproc::Gateway;
-use orgo_gateway::live::token::{Grant, Mode};
+use orgo_gateway::token::{Grant, Mode};
 
 /// A gateway served on loopback whose answers' links point at it.
 async fn served_gateway(tag: &str) -> (Gateway, String) {

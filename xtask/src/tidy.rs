@@ -28,6 +28,8 @@
 //!     holds in every top-level bullet.
 //!
 //!   A failure names the module the map lacks, or the name in the map that is no module.
+//! - **No module cycles**: in `agent` and `gateway`, no top-level module reaches itself through
+//!   the `crate::…` paths its code (not its comments or test module) names.
 //! - **What the docs take from code**:
 //!   - `ORGO_*` variables: every one the gateway reads (`var("ORGO_…")` in `gateway/src`) is in
 //!     README.md and in `serve --help` (the doc comment of `Serve` in `gateway/src/main.rs`), which
@@ -405,6 +407,82 @@ fn modules_of(krate: &str, files: &[String]) -> BTreeMap<String, String> {
             Some((rel.replace('/', "::"), file.clone()))
         })
         .collect()
+}
+
+/// The top-level modules of `krate` and the top-level modules each names by `crate::…` path,
+/// outside comments and its `#[cfg(test)] mod tests`.
+fn module_imports(krate: &str, files: &[String]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, file) in modules_of(krate, files) {
+        let top = module.split("::").next().unwrap_or(&module).to_string();
+        let text = read(&file);
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        let named = edges.entry(top.clone()).or_default();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for (i, _) in line.match_indices("crate::") {
+                let rest = &line[i + "crate::".len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != top {
+                    named.insert(name);
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// A module that reaches itself, with the path it takes.
+fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn walk(edges: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>) -> Option<Vec<String>> {
+        let last = path.last()?.clone();
+        for next in edges.get(&last).into_iter().flatten() {
+            if let Some(at) = path.iter().position(|m| m == next) {
+                let mut cycle = path[at..].to_vec();
+                cycle.push(next.clone());
+                return Some(cycle);
+            }
+            path.push(next.clone());
+            if let Some(cycle) = walk(edges, path) {
+                return Some(cycle);
+            }
+            path.pop();
+        }
+        None
+    }
+    edges
+        .keys()
+        .find_map(|start| walk(edges, &mut vec![start.clone()]))
+}
+
+#[test]
+fn no_module_imports_one_that_imports_it_back() {
+    let files = files();
+    for krate in ["agent", "gateway"] {
+        let edges = module_imports(krate, &files);
+        assert!(edges.len() > 5, "{krate}: the modules were not found");
+        if let Some(cycle) = find_cycle(&edges) {
+            panic!("{krate}: a module cycle: {}", cycle.join(" → "));
+        }
+    }
+}
+
+#[test]
+fn cycles_are_found() {
+    let edges = |pairs: &[(&str, &str)]| {
+        let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in pairs {
+            map.entry(a.to_string()).or_default().insert(b.to_string());
+        }
+        map
+    };
+    assert_eq!(find_cycle(&edges(&[("a", "b"), ("b", "c")])), None);
+    assert_eq!(
+        find_cycle(&edges(&[("a", "b"), ("b", "c"), ("c", "a")])),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
 }
 
 fn check_code_map(md: &str, files: &[String]) -> Vec<String> {

@@ -6,6 +6,7 @@ mod actions;
 mod body;
 mod computers;
 mod projects;
+mod viewers;
 mod wire;
 
 use axum::Router;
@@ -39,7 +40,7 @@ pub fn check_body(route: &str, body: &[u8]) -> Result<(), ApiError> {
     match route {
         "projects" => parse_body::<wire::CreateProject>(body).map(drop)?,
         "computers" => parse_body::<wire::CreateComputer>(body).map(drop)?,
-        "viewer-token" => parse_body::<crate::live::TokenRequest>(body).map(drop)?,
+        "viewer-token" => parse_body::<viewers::TokenRequest>(body).map(drop)?,
         action => {
             let form = crate::action::form(action).expect("a route of body_routes()");
             let input = crate::action::Input { body, query: "" };
@@ -130,7 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/computers/{id}/start", post(computers::start))
         .route("/computers/{id}/stop", post(computers::stop))
         .route("/computers/{id}/restart", post(computers::restart))
-        .route("/computers/{id}/viewer-token", post(crate::live::issue))
+        .route("/computers/{id}/viewer-token", post(viewers::issue))
         .merge(actions::routes())
         .route("/storage/screenshots/{file}", get(actions::stored_screenshot))
         .route(
@@ -140,7 +141,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such API route".into()) });
     Router::new()
         .nest("/api", api)
-        .merge(crate::live::routes())
+        .merge(crate::live::routes(crate::live::Live {
+            desktops: state.desktops.clone(),
+            links: state.links.clone(),
+        }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(limit))

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::store::{Computer, now};
 
-use super::token::{Grant, Mode, Signer, TokenError};
+use crate::token::{Grant, Mode, Signer, TokenError};
 
 pub struct Links {
     signer: Signer,

@@ -6,11 +6,11 @@
 //! control, until it expires.
 
 mod links;
-pub mod token;
 mod viewer;
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State};
@@ -22,75 +22,28 @@ use serde_json::{Value, json};
 
 pub use links::Links;
 
-use crate::auth::Caller;
+use crate::desktops::Desktops;
 use crate::error::ApiError;
-use crate::json::parse_body;
-use crate::state::AppState;
-use crate::store::{Computer, now};
-use token::{Grant, Mode};
+use crate::store::Computer;
+use crate::token::Grant;
 
 /// The viewer page; it reads its token from the URL's fragment, which browsers never send.
 const PAGE: &str = include_str!("viewer.html");
 
-/// Bounds of a requested token lifetime, in seconds.
-const TTL_RANGE: std::ops::RangeInclusive<i64> = 10..=86_400;
-const DEFAULT_TTL: i64 = 900;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenRequest {
-    #[serde(default)]
-    mode: Option<String>,
-    #[serde(default)]
-    ttl_seconds: Option<f64>,
+/// What the live view's routes share.
+#[derive(Clone)]
+pub struct Live {
+    pub desktops: Arc<Desktops>,
+    pub links: Arc<Links>,
 }
 
-/// `POST /api/computers/{id}/viewer-token`: a viewer token and the link that opens it.
-pub async fn issue(
-    State(state): State<AppState>,
-    Caller(account): Caller,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: TokenRequest = parse_body(&body)?;
-    let mode = match req.mode.as_deref() {
-        None => Mode::Control,
-        Some(m) => Mode::parse(m).ok_or_else(|| {
-            ApiError::BadRequest(format!("mode must be \"view\" or \"control\", not {m:?}"))
-        })?,
-    };
-    let ttl = match req.ttl_seconds {
-        None => DEFAULT_TTL,
-        Some(t) if t.fract() == 0.0 && TTL_RANGE.contains(&(t as i64)) => t as i64,
-        Some(t) => {
-            return Err(ApiError::BadRequest(format!(
-                "ttl_seconds must be a whole number from {} to {}, not {t}",
-                TTL_RANGE.start(),
-                TTL_RANGE.end()
-            )));
-        }
-    };
-    let computer = state.desktops.find(&account.id, &id)?;
-    let grant = Grant {
-        computer: computer.id.clone(),
-        account: account.id,
-        mode,
-        expires_at: now() + ttl,
-    };
-    let token = state.links.issue(&grant);
-    Ok(Json(json!({
-        "token": token,
-        "mode": mode.as_str(),
-        "expires_at": grant.expires_at,
-        "url": state.links.viewer_url(&computer, &token),
-    })))
-}
-
-pub fn routes() -> axum::Router<AppState> {
+/// The live view's routes, for any router's state.
+pub fn routes<S>(live: Live) -> axum::Router<S> {
     axum::Router::new()
         .route("/desktops/{name}", axum::routing::get(page))
         .route("/desktops/{name}/session", axum::routing::get(session))
         .route("/desktops/{name}/stream", axum::routing::get(stream))
+        .with_state(live)
 }
 
 async fn page() -> impl IntoResponse {
@@ -112,14 +65,14 @@ struct StreamQuery {
 }
 
 /// The computer a token opens at this page, or why not.
-fn admit(state: &AppState, name: &str, token: Option<&str>) -> Result<(Grant, Computer), ApiError> {
+fn admit(live: &Live, name: &str, token: Option<&str>) -> Result<(Grant, Computer), ApiError> {
     let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
         ApiError::Unauthorized(
             "a viewer token is needed; create one with POST /api/computers/{id}/viewer-token".into(),
         )
     })?;
-    let grant = state.links.verify(token)?;
-    let computer = state
+    let grant = live.links.verify(token)?;
+    let computer = live
         .desktops
         .find(&grant.account, &grant.computer)
         .map_err(|_| ApiError::NotFound("this desktop no longer exists".into()))?;
@@ -133,30 +86,31 @@ fn admit(state: &AppState, name: &str, token: Option<&str>) -> Result<(Grant, Co
 
 /// What the page needs before it connects, and a clear refusal when it should not.
 async fn session(
-    State(state): State<AppState>,
+    State(live): State<Live>,
     Path(name): Path<String>,
     Query(q): Query<StreamQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let (grant, computer) = admit(&state, &name, q.token.as_deref())?;
+    let (grant, computer) = admit(&live, &name, q.token.as_deref())?;
+    let screen = live.desktops.screen(&computer);
     Ok(Json(json!({
         "computer": computer.id,
         "name": computer.name,
         "status": computer.status.as_str(),
         "mode": grant.mode.as_str(),
         "expires_at": grant.expires_at,
-        "width": state.config.screen_width,
-        "height": state.config.screen_height,
+        "width": screen.width(),
+        "height": screen.height(),
     })))
 }
 
 async fn stream(
-    State(state): State<AppState>,
+    State(live): State<Live>,
     Path(name): Path<String>,
     Query(q): Query<StreamQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // The token is judged first, so a refusal reads the same to a browser and to anything else.
-    let (grant, computer) = admit(&state, &name, q.token.as_deref())?;
+    let (grant, computer) = admit(&live, &name, q.token.as_deref())?;
     let ws = ws.map_err(|e| ApiError::BadRequest(format!("this route takes a WebSocket: {e}")))?;
     let fps = q.fps.unwrap_or(30);
     if !(1..=60).contains(&fps) {
@@ -173,6 +127,6 @@ async fn stream(
         quality,
         ..Default::default()
     };
-    let frames = state.desktops.watch(&computer, request).await?;
-    Ok(ws.on_upgrade(move |socket| viewer::Viewer::new(state, grant, computer).run(socket, frames)))
+    let frames = live.desktops.watch(&computer, request).await?;
+    Ok(ws.on_upgrade(move |socket| viewer::Viewer::new(live.desktops, grant, computer).run(socket, frames)))
 }

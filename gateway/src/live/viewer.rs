@@ -14,12 +14,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::token::{Grant, Mode};
+use std::sync::Arc;
+
 use crate::action::{self, Action, Input, Press};
+use crate::desktops::Desktops;
 use crate::error::ApiError;
 use crate::json::{Invalid, parse_body};
-use crate::state::AppState;
 use crate::store::Computer;
+use crate::token::{Grant, Mode};
 
 /// How often an open viewer counts as activity on its desktop (for idle auto-stop).
 const VIEWING_IS_ACTIVITY: Duration = Duration::from_secs(1);
@@ -39,7 +41,7 @@ const INPUT_ACTIONS: &[&str] = &[
 ];
 
 pub struct Viewer {
-    state: AppState,
+    desktops: Arc<Desktops>,
     grant: Grant,
     computer: Computer,
     /// Keys this viewer holds down, released when it leaves so none stays stuck.
@@ -71,9 +73,9 @@ fn parse(text: &str, screen: &action::Screen) -> Result<Action, Invalid> {
 }
 
 impl Viewer {
-    pub fn new(state: AppState, grant: Grant, computer: Computer) -> Viewer {
+    pub fn new(desktops: Arc<Desktops>, grant: Grant, computer: Computer) -> Viewer {
         Viewer {
-            state,
+            desktops,
             grant,
             computer,
             held: BTreeSet::new(),
@@ -82,7 +84,7 @@ impl Viewer {
 
     pub async fn run(mut self, socket: WebSocket, mut frames: tonic::Streaming<pb::Frame>) {
         let (mut sink, mut incoming) = socket.split();
-        let screen = self.state.desktops.screen(&self.computer);
+        let screen = self.desktops.screen(&self.computer);
         let hello = json!({
             "type": "hello",
             "mode": self.grant.mode.as_str(),
@@ -94,7 +96,7 @@ impl Viewer {
         }
         // The writer owns the socket's sending half: frames as they come, notices in between.
         let (notices, mut notice_rx) = mpsc::channel::<Value>(16);
-        let desktops = self.state.desktops.clone();
+        let desktops = self.desktops.clone();
         let id = self.computer.id.clone();
         let mut writer = tokio::spawn(async move {
             // Watching is activity even while the screen stands still and no frame flows.
@@ -153,16 +155,13 @@ impl Viewer {
         }
         // Found again for each message: the desktop may have been stopped, restarted or
         // deleted since the viewer opened.
-        let computer = self
-            .state
-            .desktops
-            .find(&self.grant.account, &self.grant.computer)?;
-        let action = parse(text, &self.state.desktops.screen(&computer))?;
+        let computer = self.desktops.find(&self.grant.account, &self.grant.computer)?;
+        let action = parse(text, &self.desktops.screen(&computer))?;
         let held = match &action {
             Action::Key { combo, press } if *press != Press::Both => Some((combo.clone(), *press)),
             _ => None,
         };
-        self.state.desktops.act(&computer, action).await?;
+        self.desktops.act(&computer, action).await?;
         match held {
             Some((combo, Press::Down)) => self.held.insert(combo),
             Some((combo, _)) => self.held.remove(&combo),
@@ -172,11 +171,7 @@ impl Viewer {
     }
 
     async fn release_held(&mut self) {
-        let Ok(computer) = self
-            .state
-            .desktops
-            .find(&self.grant.account, &self.grant.computer)
-        else {
+        let Ok(computer) = self.desktops.find(&self.grant.account, &self.grant.computer) else {
             return;
         };
         for combo in std::mem::take(&mut self.held) {
@@ -184,7 +179,7 @@ impl Viewer {
                 combo,
                 press: Press::Up,
             };
-            let _ = self.state.desktops.act(&computer, up).await;
+            let _ = self.desktops.act(&computer, up).await;
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Viewer tokens: short-lived, signed grants to watch (or also drive) one desktop in the browser,
-//! so the API key never reaches a page. A token is `<computer>.<account>.<mode>.<expiry>.<mac>`,
+//! Viewer tokens, the live view's: short-lived, signed grants to watch (or also drive) one
+//! desktop in the browser, so the API key never reaches a page. A token is `<computer>.<account>.<mode>.<expiry>.<mac>`,
 //! HMAC-SHA256 under a secret kept in the data dir; nothing is stored per token, and a token
 //! survives a gateway restart until it expires.
 
