@@ -383,7 +383,7 @@ async fn idle_desktops_stop_by_themselves_and_start_again() {
 /// documented 4xx) before any desktop could be involved.
 #[tokio::test]
 async fn every_route_validates_before_touching_a_desktop() {
-    let gw = Gateway::new("table").await;
+    let gw = Gateway::fake("table").await;
     let key = gw.key("tab");
     let ws = gw
         .ok("POST", "/api/projects", &key, Some(json!({"name": "ws"})))
