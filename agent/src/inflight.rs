@@ -8,7 +8,7 @@
 //!
 //! The rule: a keycode pressed while a client had the focus may be rebound once that client has
 //! been seen idle after the press was delivered — every thread of its process asleep, and none
-//! scheduled across two round trips to the server, so it has processed (and translated) every
+//! scheduled across several round trips to the server, so it has processed (and translated) every
 //! event it had. The client's process comes from the X-Resource extension, its threads' states
 //! and scheduling counts from `/proc`. The round trips go over a connection the server serves
 //! after every other client (SYNC priority), so a client asleep only while it waits for the
@@ -43,6 +43,8 @@ const IDLE_WAIT: Duration = Duration::from_secs(5);
 const BUSY_FOR: Duration = Duration::from_secs(30);
 /// How often a busy client is looked at again while waiting.
 const IDLE_POLL: Duration = Duration::from_millis(1);
+/// Round trips a client must stay asleep and unscheduled across to count as idle.
+const IDLE_CHECKS: usize = 4;
 const FOCUS_POINTER_ROOT: u32 = 1;
 
 /// A client by its resource-id base.
@@ -265,15 +267,21 @@ impl InFlight {
 }
 
 /// Whether the process has nothing left to process: every thread asleep, and none of them ran
-/// across two round trips on the probe connection. A client asleep only while it waits for a
-/// reply is woken by the reply before the probe's round trip ends (the server serves the probe
-/// after every other client with a request waiting), so it is not taken for idle. A process that
-/// cannot be looked at is not idle.
+/// across [`IDLE_CHECKS`] round trips on the probe connection, each after a pause of
+/// [`IDLE_POLL`]. A client asleep only while it waits for a reply is woken by the reply before
+/// the probe's round trip ends (the server serves the probe after every other client with a
+/// request waiting), so it is not taken for idle. Two round trips were not enough on a loaded
+/// machine (about one run in eight of 20 back-to-back calls came out with a batch translated
+/// with the next one's keys; none in 32 with four and the pauses), likely because the server
+/// holds back the output of a client with requests of its own still queued until it has served
+/// them, so its events can leave after the probe's reply. A process that cannot be looked at is not idle.
 fn process_idle(probe: &XConn, pid: u32) -> Result<bool> {
     let Some(first) = threads(pid).filter(|t| t.asleep) else {
         return Ok(false);
     };
-    for _ in 0..2 {
+    for _ in 0..IDLE_CHECKS {
+        // A moment for a client the last round trip woke to be scheduled, then another.
+        std::thread::sleep(IDLE_POLL);
         probe.sync()?;
         match threads(pid) {
             Some(now) if now.asleep && now.ran == first.ran => {}
