@@ -85,16 +85,7 @@ pub(super) fn key_up(input: Input<'_>, _: &Screen) -> Result<Action, Invalid> {
 mod tests {
     use super::*;
 
-    fn parse(
-        parser: fn(Input<'_>, &Screen) -> Result<Action, Invalid>,
-        body: &str,
-    ) -> Result<Action, String> {
-        let input = Input {
-            body: body.as_bytes(),
-            query: "",
-        };
-        parser(input, &Screen::new(1280, 800)).map_err(|e| e.0)
-    }
+    use crate::action::parse_json as parse;
 
     #[test]
     fn text() {

@@ -282,7 +282,7 @@ pub struct Input<'a> {
 pub struct Form {
     pub name: &'static str,
     pub method: Method,
-    pub parse: fn(Input<'_>, &Screen) -> Result<Action, Invalid>,
+    pub parse: Parser,
 }
 
 /// Every action's REST form: the routes are made from this table.
@@ -367,6 +367,19 @@ pub const ACTIONS: &[Form] = &[
 /// The form of the action named `name`.
 pub fn form(name: &str) -> Option<&'static Form> {
     ACTIONS.iter().find(|f| f.name == name)
+}
+
+/// A parser of an action's REST form.
+pub type Parser = fn(Input<'_>, &Screen) -> Result<Action, Invalid>;
+
+/// Runs `parser` on a JSON body on a 1280×800 screen: the action, or the error's sentence.
+#[cfg(test)]
+fn parse_json(parser: Parser, body: &str) -> Result<Action, String> {
+    let input = Input {
+        body: body.as_bytes(),
+        query: "",
+    };
+    parser(input, &Screen::new(1280, 800)).map_err(|e| e.0)
 }
 
 /// Seconds as a duration: more than 0 and at most `max` (exactly 0 too when `zero` allows),

@@ -66,15 +66,7 @@ mod tests {
 
     use super::*;
 
-    type Parser = fn(Input<'_>, &Screen) -> Result<Action, Invalid>;
-
-    fn parse(parser: Parser, body: &str) -> Result<Action, String> {
-        let input = Input {
-            body: body.as_bytes(),
-            query: "",
-        };
-        parser(input, &Screen::new(1280, 800)).map_err(|e| e.0)
-    }
+    use crate::action::{Parser, parse_json as parse};
 
     #[test]
     fn runs() {
