@@ -176,22 +176,26 @@ pub async fn cjk_in_a_terminal_puts_ink_on_screen(gw: &Gateway, key: &str, compu
     .await;
     let cell = (w.width as usize - 2 * BORDER) / COLUMNS;
     let cells = |from: usize, to: usize| (BORDER + from * cell, BORDER + to * cell);
-    // The text is drawn a moment after the window maps: wait for the first character's ink.
+    let glyphs_of = |pixels: &Pixels| -> Vec<Vec<bool>> {
+        (0..chars)
+            .map(|i| {
+                let (x0, x1) = cells(2 * i, 2 * i + 2);
+                pixels.ink(x0, x1)
+            })
+            .collect()
+    };
+    // The text is drawn a moment after the window maps, and a loaded X server may show it
+    // drawn part way (one character's fallback font loaded, the next not yet): wait until every
+    // character has ink, or give up and let the checks below say which one has none.
     let deadline = Instant::now() + PATIENCE;
-    let pixels = loop {
+    let (pixels, glyphs) = loop {
         let pixels = Pixels::of(gw, key, computer, w).await;
-        let (x0, x1) = cells(0, 2);
-        if pixels.ink(x0, x1).contains(&true) || Instant::now() >= deadline {
-            break pixels;
+        let glyphs = glyphs_of(&pixels);
+        if glyphs.iter().all(|g| g.contains(&true)) || Instant::now() >= deadline {
+            break (pixels, glyphs);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let glyphs: Vec<Vec<bool>> = (0..chars)
-        .map(|i| {
-            let (x0, x1) = cells(2 * i, 2 * i + 2);
-            pixels.ink(x0, x1)
-        })
-        .collect();
     for (c, glyph) in CJK.chars().zip(&glyphs) {
         let ink = glyph.iter().filter(|&&i| i).count();
         assert!(ink >= 10, "{c:?} put {ink} pixels of ink on the screen: {w:?}");
