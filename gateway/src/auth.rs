@@ -32,7 +32,7 @@ fn key_id(key: &str) -> Option<&str> {
 }
 
 /// The account behind a presented key, or why not.
-pub fn authenticate(state: &AppState, header: Option<&str>) -> Result<Account, ApiError> {
+pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Account, ApiError> {
     let header =
         header.ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <api key>".into()))?;
     let (scheme, key) = header.split_once(' ').unwrap_or((header, ""));
@@ -44,12 +44,12 @@ pub fn authenticate(state: &AppState, header: Option<&str>) -> Result<Account, A
     let key = key.trim();
     let invalid = || ApiError::Unauthorized("invalid or revoked API key".into());
     let id = key_id(key).ok_or_else(invalid)?;
-    let (stored, account_id) = state.store.live_key(id)?.ok_or_else(invalid)?;
+    let (stored, account_id) = state.store.live_key(id).await?.ok_or_else(invalid)?;
     let presented = Sha256::digest(key.as_bytes());
     if !bool::from(presented.as_slice().ct_eq(&stored)) {
         return Err(invalid());
     }
-    let account = state.store.account(&account_id)?.ok_or_else(invalid)?;
+    let account = state.store.account(&account_id).await?.ok_or_else(invalid)?;
     let rate = state
         .config
         .plan(&account.plan)
@@ -69,7 +69,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        authenticate(state, header).map(Caller)
+        authenticate(state, header).await.map(Caller)
     }
 }
 

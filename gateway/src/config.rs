@@ -89,6 +89,9 @@ pub struct Config {
     /// How long a desktop's agent has to answer a call (beyond what the action itself takes,
     /// such as an exec's timeout) before the API answers 504.
     pub agent_deadline_seconds: u64,
+    /// PostgreSQL shared by several gateways (`postgres://user:password@host:port/db`); the
+    /// embedded SQLite file in the data dir when unset.
+    pub database_url: Option<String>,
 }
 
 impl Default for Config {
@@ -120,6 +123,7 @@ impl Default for Config {
             max_body_bytes: 2 << 20,
             viewer_link_seconds: 3600,
             agent_deadline_seconds: 55,
+            database_url: None,
             docker_transport: DockerTransport::Unix,
             local_sandbox: LocalSandbox::Strict,
             disk_size_gb: 10,
@@ -185,6 +189,9 @@ impl Config {
         if let Some(v) = var("ORGO_IMAGE") {
             self.image = v;
         }
+        if let Some(v) = var("ORGO_DATABASE_URL") {
+            self.database_url = Some(v);
+        }
         if let Some(v) = var("ORGO_AGENT_BIN") {
             self.agent_bin = Some(PathBuf::from(v));
         }
@@ -192,6 +199,21 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                anyhow::bail!(
+                    "database_url {} must be a postgres:// URL",
+                    crate::store::mask_url(url)
+                );
+            }
+            if self.runtime == RuntimeKind::Local {
+                anyhow::bail!(
+                    "database_url is for several gateways sharing their desktops, and the local \
+                     runtime's desktops are child processes of one gateway: use runtime = \"docker\" \
+                     with a database_url, or leave database_url unset"
+                );
+            }
+        }
         if !(1..=300).contains(&self.agent_deadline_seconds) {
             anyhow::bail!(
                 "agent_deadline_seconds must be from 1 to 300, not {}",
@@ -294,6 +316,17 @@ mod tests {
             .apply_env(|k| (k == "ORGO_LOCAL_SANDBOX").then(|| "off".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("\"strict\" or \"none\""), "{err}");
+        let mut shared = Config {
+            database_url: Some("postgres://orgo:pw@db/orgo".into()),
+            ..Config::default()
+        };
+        let err = shared.validate().unwrap_err().to_string();
+        assert!(err.contains("local runtime"), "{err}");
+        shared.runtime = RuntimeKind::Docker;
+        assert!(shared.validate().is_ok());
+        shared.database_url = Some("mysql://orgo:pw@db/orgo".into());
+        let err = shared.validate().unwrap_err().to_string();
+        assert!(err.contains("mysql://orgo:***@db/orgo"), "{err}");
         bad.default_plan = "gold".into();
         assert!(bad.validate().unwrap_err().to_string().contains("gold"));
     }

@@ -40,6 +40,9 @@ pub enum ApiError {
     NotReady(String),
     #[error("the desktop did not answer in time")]
     AgentTimeout(String),
+    /// The store's database cannot be reached; the same call works once it is back.
+    #[error("the database is unavailable; try again in a moment")]
+    StoreUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -55,7 +58,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Agent(_) => StatusCode::BAD_GATEWAY,
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AgentTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,6 +98,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Database(e) => ApiError::Internal(format!("database: {e}")),
+            StoreError::Unavailable(e) => ApiError::StoreUnavailable(e),
         }
     }
 }
@@ -103,7 +107,7 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Missing => ApiError::NotFound(e.to_string()),
-            StorageError::Io(e) => ApiError::Internal(format!("storage: {e}")),
+            StorageError::Store(e) => e.into(),
         }
     }
 }
@@ -141,6 +145,7 @@ impl IntoResponse for ApiError {
             ApiError::Agent(d)
             | ApiError::NotReady(d)
             | ApiError::AgentTimeout(d)
+            | ApiError::StoreUnavailable(d)
             | ApiError::Internal(d) => {
                 tracing::warn!(%status, detail = %d, "request failed");
                 self.to_string()
@@ -148,10 +153,15 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
-        if let ApiError::RateLimited(wait) = self {
+        let retry_after = match self {
+            ApiError::RateLimited(wait) => Some(retry_after_secs(wait)),
+            ApiError::StoreUnavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -199,6 +209,10 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR,
         );
         check(StoreError::Conflict("taken".into()).into(), StatusCode::CONFLICT);
+        check(
+            StoreError::Unavailable("connection refused".into()).into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
         check(TokenError::Expired.into(), StatusCode::UNAUTHORIZED);
         check(StorageError::Missing.into(), StatusCode::NOT_FOUND);
         check(

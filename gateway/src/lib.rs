@@ -1,5 +1,5 @@
 //! `orgo-gateway`: the public Orgo REST API. It authenticates API keys, keeps accounts, projects
-//! and computers in SQLite, enforces plans, starts desktops through a runtime (bubblewrap
+//! and computers in a store (SQLite, or PostgreSQL shared by replicas), enforces plans, starts desktops through a runtime (bubblewrap
 //! processes by default) and forwards every desktop action to that desktop's `orgo-agent` over
 //! gRPC. It owns no X11 or process code of the desktops themselves.
 
@@ -58,8 +58,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 pub async fn build_state_with(config: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)?;
     let config = Arc::new(config);
-    let store = Arc::new(Store::open(&config.db_path())?);
-    let links = Arc::new(live::Links::new(token::Signer::open(&config.data_dir)?, &config));
+    let store = store::open(config.database_url.as_deref(), &config.db_path()).await?;
+    let signer = token::Signer::open(store.as_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", store.describe()))?;
+    let links = Arc::new(live::Links::new(signer, &config));
     let metrics = Arc::new(metrics::Metrics::default());
     let desktops = Arc::new(Desktops::new(
         store.clone(),
@@ -67,8 +70,7 @@ pub async fn build_state_with(config: Config, runtime: Arc<dyn Runtime>) -> anyh
         runtime,
         metrics.clone(),
     ));
-    desktops.reconcile().await?;
-    desktops.spawn_idle_stopper();
+    desktops.start_singletons().await?;
     Ok(AppState {
         config,
         store,
@@ -80,8 +82,8 @@ pub async fn build_state_with(config: Config, runtime: Arc<dyn Runtime>) -> anyh
 }
 
 /// Creates an account (or moves it to `plan`) and a new key; answers the key.
-pub fn create_key(
-    store: &Store,
+pub async fn create_key(
+    store: &dyn Store,
     config: &Config,
     account: &str,
     plan: Option<&str>,
@@ -93,8 +95,8 @@ pub fn create_key(
             config.plans.keys().collect::<Vec<_>>()
         );
     }
-    let account = store.ensure_account(account, plan, &desktops::new_id())?;
+    let account = store.ensure_account(account, plan, &desktops::new_id()).await?;
     let (id, key, hash) = auth::generate();
-    store.insert_key(&id, &account.id, &hash)?;
+    store.insert_key(&id, &account.id, &hash).await?;
     Ok(key)
 }

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use orgo_gateway::config::Config;
-use orgo_gateway::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -84,35 +83,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Keys { command, config } => {
             let config = Config::load(config.as_deref())?;
-            std::fs::create_dir_all(&config.data_dir)?;
-            let store = Store::open(&config.db_path())?;
-            match command {
-                KeysCmd::Create { account, plan } => {
-                    let key = orgo_gateway::create_key(&store, &config, &account, plan.as_deref())?;
-                    println!("created a key for account {account:?}; it is shown only once:");
-                    println!("{key}");
-                }
-                KeysCmd::List => {
-                    for k in store.list_keys()? {
-                        println!(
-                            "{}\t{}\t{}\t{}",
-                            k.id,
-                            k.account,
-                            k.created_at,
-                            if k.revoked { "revoked" } else { "live" }
-                        );
-                    }
-                }
-                KeysCmd::Revoke { id } => {
-                    if !store.revoke_key(&id)? {
-                        anyhow::bail!("no live key with id {id:?}");
-                    }
-                    println!("revoked {id}");
-                }
-            }
-            Ok(())
+            tokio::runtime::Runtime::new()?.block_on(keys(command, config))
         }
     }
+}
+
+async fn keys(command: KeysCmd, config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = orgo_gateway::store::open(config.database_url.as_deref(), &config.db_path()).await?;
+    match command {
+        KeysCmd::Create { account, plan } => {
+            let key = orgo_gateway::create_key(store.as_ref(), &config, &account, plan.as_deref()).await?;
+            println!("created a key for account {account:?}; it is shown only once:");
+            println!("{key}");
+        }
+        KeysCmd::List => {
+            for k in store.list_keys().await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    k.id,
+                    k.account,
+                    k.created_at,
+                    if k.revoked { "revoked" } else { "live" }
+                );
+            }
+        }
+        KeysCmd::Revoke { id } => {
+            if !store.revoke_key(&id).await? {
+                anyhow::bail!("no live key with id {id:?}");
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::store::{Status, Store};
+use crate::store::{Computer, Status};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -66,6 +66,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Histograms<RouteLabels>,
     actions: Histograms<ActionLabels>,
+    idle_stops: Counter,
+    leading: Gauge,
 }
 
 impl Default for Metrics {
@@ -92,11 +94,25 @@ impl Default for Metrics {
             Unit::Seconds,
             actions.clone(),
         );
+        let idle_stops = Counter::default();
+        registry.register(
+            "orgo_idle_stops",
+            "Desktops this replica stopped for idleness",
+            idle_stops.clone(),
+        );
+        let leading = Gauge::default();
+        registry.register(
+            "orgo_singletons_lease_epoch",
+            "The epoch of the singletons' lease while this replica holds it, else 0",
+            leading.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             actions,
+            idle_stops,
+            leading,
         }
     }
 }
@@ -125,18 +141,29 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The Prometheus text exposition and its content type.
-    pub fn render(&self, store: &Store) -> (&'static str, String) {
+    /// Counts a desktop this replica stopped for idleness.
+    pub fn record_idle_stop(&self) {
+        self.idle_stops.inc();
+    }
+
+    /// The singletons' lease epoch while this replica holds it, else 0.
+    pub fn set_leading(&self, epoch: i64) {
+        self.leading.set(epoch);
+    }
+
+    /// The Prometheus text exposition and its content type, with the count of `computers`
+    /// (the store's, read for this scrape) in each state.
+    pub fn render(&self, computers: &[Computer]) -> (&'static str, String) {
         let mut out = String::new();
         // Writing to a String cannot fail; the encoders only pass on the writer's errors.
         let _ = prometheus_text::encode(&mut out, &self.registry);
-        let _ = prometheus_text::encode(&mut out, &desktops_by_state(store));
+        let _ = prometheus_text::encode(&mut out, &desktops_by_state(computers));
         (prometheus_text::CONTENT_TYPE, out)
     }
 }
 
 /// A registry made for one scrape, holding the store's count of desktops in each state.
-fn desktops_by_state(store: &Store) -> Registry {
+fn desktops_by_state(computers: &[Computer]) -> Registry {
     let desktops = Family::<StateLabels, Gauge>::default();
     for status in STATES {
         desktops
@@ -145,7 +172,7 @@ fn desktops_by_state(store: &Store) -> Registry {
             })
             .set(0);
     }
-    for c in store.all_computers().unwrap_or_default() {
+    for c in computers {
         desktops
             .get_or_create(&StateLabels {
                 state: c.status.as_str(),
@@ -175,10 +202,6 @@ pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, request: Requ
 mod tests {
     use super::*;
 
-    fn store() -> Store {
-        Store::open(std::path::Path::new(":memory:")).unwrap()
-    }
-
     fn lines(text: &str, prefix: &str) -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with(prefix))
@@ -193,7 +216,7 @@ mod tests {
         metrics.record(route, "POST", 409, Duration::from_millis(3));
         metrics.record(route, "POST", 409, Duration::from_millis(3));
         metrics.record(route, "POST", 200, Duration::from_millis(3));
-        let (_, text) = metrics.render(&store());
+        let (_, text) = metrics.render(&[]);
         assert!(
             text.contains("# TYPE orgo_http_requests_total counter\n"),
             "{text}"
@@ -222,7 +245,7 @@ mod tests {
         metrics.record(route, "GET", 200, Duration::from_micros(400));
         metrics.record(route, "GET", 200, Duration::from_millis(20));
         metrics.record(route, "GET", 200, Duration::from_secs(60));
-        let (_, text) = metrics.render(&store());
+        let (_, text) = metrics.render(&[]);
         assert!(
             text.contains("# TYPE orgo_http_request_duration_seconds histogram\n"),
             "{text}"
@@ -268,7 +291,7 @@ mod tests {
         metrics.record_action("click", "ok", Duration::from_millis(2));
         metrics.record_action("click", "ok", Duration::from_millis(200));
         metrics.record_action("type", "unavailable", Duration::from_secs(10));
-        let (_, text) = metrics.render(&store());
+        let (_, text) = metrics.render(&[]);
         assert!(
             text.contains("# TYPE orgo_action_duration_seconds histogram\n"),
             "{text}"
@@ -293,29 +316,20 @@ mod tests {
     #[test]
     fn every_desktop_state_is_exported_even_at_zero() {
         let metrics = Metrics::default();
-        let store = store();
-        let account = store.ensure_account("a", "free", "acct").unwrap();
-        let project = crate::store::Project {
-            id: "proj".into(),
-            account_id: account.id.clone(),
-            name: "p".into(),
+        let stopped = Computer {
+            id: "c0ffee".into(),
+            account_id: "acct".into(),
+            project_id: "proj".into(),
+            name: "idle-one".into(),
+            status: Status::Stopped,
+            ram_gb: 2,
+            cpu: 2.0,
             created_at: 0,
+            last_active: 0,
+            agent: None,
+            stops: 1,
         };
-        store.insert_project(&project).unwrap();
-        store
-            .insert_computer(&crate::store::Computer {
-                id: "c0ffee".into(),
-                account_id: account.id,
-                project_id: project.id,
-                name: "idle-one".into(),
-                status: Status::Stopped,
-                ram_gb: 2,
-                cpu: 2.0,
-                created_at: 0,
-                last_active: 0,
-            })
-            .unwrap();
-        let (_, text) = metrics.render(&store);
+        let (_, text) = metrics.render(&[stopped]);
         assert!(text.contains("# TYPE orgo_desktops gauge\n"), "{text}");
         let mut states = lines(&text, "orgo_desktops{");
         states.sort();

@@ -12,7 +12,7 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub desktops: Arc<Desktops>,
     pub links: Arc<Links>,
     pub metrics: Arc<Metrics>,

@@ -1,32 +1,31 @@
-//! Screenshots kept for `response_format=url` links, one directory per account under the data
-//! dir (`storage/ACCOUNT/screenshots/ID.EXT`): written when taken, read back by the account
-//! that took them only. File names are checked before any path is made from them.
+//! Screenshots kept for `response_format=url` links, in the store (so a link made through one
+//! gateway opens through every replica): written when taken, read back by the account that
+//! took them only, dropped after [`KEEP`]. File names are checked before anything is looked up.
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::action::ImageFormat;
+use crate::store::{Kept, Store, StoreError};
+
+/// How long a kept screenshot can be fetched.
+pub const KEEP: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("no such screenshot")]
     Missing,
-    #[error("storage: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 pub struct Storage {
-    root: PathBuf,
+    store: Arc<dyn Store>,
 }
 
 impl Storage {
-    pub fn new(data_dir: &Path) -> Storage {
-        Storage {
-            root: data_dir.join("storage"),
-        }
-    }
-
-    fn dir(&self, account: &str) -> PathBuf {
-        self.root.join(account).join("screenshots")
+    pub fn new(store: Arc<dyn Store>) -> Storage {
+        Storage { store }
     }
 
     /// Keeps a screenshot `id` (hex) of `account`; answers its path in links
@@ -38,11 +37,12 @@ impl Storage {
         format: ImageFormat,
         bytes: &[u8],
     ) -> Result<String, StorageError> {
-        let dir = self.dir(account);
-        tokio::fs::create_dir_all(&dir).await?;
-        let file = format!("{id}.{}", format.extension());
-        tokio::fs::write(dir.join(&file), bytes).await?;
-        Ok(format!("screenshots/{file}"))
+        let kept = Kept {
+            format: format.extension().to_string(),
+            bytes: bytes.to_vec(),
+        };
+        self.store.keep_screenshot(account, id, &kept).await?;
+        Ok(format!("screenshots/{id}.{}", format.extension()))
     }
 
     /// A kept screenshot of `account` by file name (`ID.EXT`), with its format.
@@ -56,11 +56,16 @@ impl Storage {
         if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(StorageError::Missing);
         }
-        match tokio::fs::read(self.dir(account).join(file)).await {
-            Ok(bytes) => Ok((format, bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::Missing),
-            Err(e) => Err(e.into()),
+        match self.store.screenshot(account, stem).await? {
+            Some(kept) if kept.format == ext => Ok((format, kept.bytes)),
+            _ => Err(StorageError::Missing),
         }
+    }
+
+    /// Drops screenshots older than [`KEEP`]; answers how many.
+    pub async fn forget_old(&self) -> Result<u64, StorageError> {
+        let before = crate::store::now() - KEEP.as_secs() as i64;
+        Ok(self.store.forget_screenshots(before).await?)
     }
 }
 
@@ -71,7 +76,8 @@ mod tests {
     #[tokio::test]
     async fn kept_screenshots_are_read_by_their_account_and_names_are_checked() {
         let dir = std::env::temp_dir().join(format!("orgo-storage-{}", std::process::id()));
-        let storage = Storage::new(&dir);
+        let store = crate::store::Sqlite::open(&dir.join("gateway.db")).unwrap();
+        let storage = Storage::new(Arc::new(store));
         let path = storage
             .keep("acct", "00ff", ImageFormat::Png, b"png")
             .await
@@ -93,6 +99,7 @@ mod tests {
                 "{account} {file}"
             );
         }
+        assert_eq!(storage.forget_old().await.unwrap(), 0, "a fresh one is kept");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,15 +1,15 @@
 //! Viewer tokens, the live view's: short-lived, signed grants to watch (or also drive) one
 //! desktop in the browser, so the API key never reaches a page. A token is `<computer>.<account>.<mode>.<expiry>.<mac>`,
-//! HMAC-SHA256 under a secret kept in the data dir; nothing is stored per token, and a token
+//! HMAC-SHA256 under a secret kept in the store; nothing is stored per token, and a token
 //! survives a gateway restart until it expires.
-
-use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
+
+use crate::store::{Store, StoreError};
 
 /// Why a token opens nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,30 +61,14 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// The signer of this data dir: its secret is made once (mode 0600) and kept.
-    pub fn open(data_dir: &Path) -> anyhow::Result<Signer> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = data_dir.join("viewer.secret");
-        let secret = match std::fs::read(&path) {
-            Ok(bytes) => bytes.try_into().map_err(|_| {
-                anyhow::anyhow!(
-                    "{} must hold 32 bytes; delete it to make a new one",
-                    path.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let secret: [u8; 32] = rand::rng().random();
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                file.write_all(&secret)?;
-                secret
-            }
-            Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-        };
+    /// The signer of this installation: its secret is made by whichever gateway asks first
+    /// and kept in the store, so a token signed by one replica opens on every other.
+    pub async fn open(store: &dyn Store) -> Result<Signer, StoreError> {
+        let fresh: [u8; 32] = rand::rng().random();
+        let secret = store.secret("viewer-token", &fresh).await?;
+        let secret = secret
+            .try_into()
+            .map_err(|_| StoreError::Database("the viewer-token secret is not 32 bytes".into()))?;
         Ok(Signer { secret })
     }
 
@@ -171,18 +155,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_secret_is_made_once_and_kept() {
+    #[tokio::test]
+    async fn the_secret_is_made_once_and_kept() {
         let dir = std::env::temp_dir().join(format!("orgo-signer-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let token = Signer::open(&dir).unwrap().issue(&grant());
-        assert!(Signer::open(&dir).unwrap().verify(&token, 0).is_ok());
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join("viewer.secret"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let store = crate::store::Sqlite::open(&dir.join("gateway.db")).unwrap();
+        let token = Signer::open(&store).await.unwrap().issue(&grant());
+        assert!(Signer::open(&store).await.unwrap().verify(&token, 0).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,7 +15,7 @@ use common::terminal;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_examples_and_lifecycle_on_a_real_desktop() {
     let gw = Gateway::new("seed").await;
-    let key = gw.key("alice");
+    let key = gw.key("alice").await;
 
     let p = gw
         .ok(
@@ -97,7 +97,7 @@ async fn seed_examples_and_lifecycle_on_a_real_desktop() {
         url.starts_with("/api/storage/screenshots/") && stored.get("mime_type").is_none(),
         "{stored}"
     );
-    let other = gw.key("mallory");
+    let other = gw.key("mallory").await;
     let (status, _) = gw.send("GET", &url, Some(&other), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another account cannot read it");
     let resp = orgo_gateway::app(gw.state.clone())
@@ -240,8 +240,8 @@ async fn seed_examples_and_lifecycle_on_a_real_desktop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_plans_and_tenants() {
     let gw = Gateway::new("plans").await;
-    let alice = gw.key("alice");
-    let bob = gw.key("bob");
+    let alice = gw.key("alice").await;
+    let bob = gw.key("bob").await;
 
     // Every route and every bad form of the header: gateway/tests/routes.rs.
     let (status, v) = gw.send("GET", "/api/projects", None, None).await;
@@ -331,7 +331,7 @@ async fn auth_plans_and_tenants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_desktops_stop_by_themselves_and_start_again() {
     let gw = Gateway::with("idle", |c| c.plans.get_mut("free").unwrap().idle_stop_seconds = 2).await;
-    let key = gw.key("idle");
+    let key = gw.key("idle").await;
     let p = gw
         .ok(
             "POST",
@@ -384,11 +384,11 @@ async fn idle_desktops_stop_by_themselves_and_start_again() {
 #[tokio::test]
 async fn every_route_validates_before_touching_a_desktop() {
     let gw = Gateway::fake("table").await;
-    let key = gw.key("tab");
+    let key = gw.key("tab").await;
     let ws = gw
         .ok("POST", "/api/projects", &key, Some(json!({"name": "ws"})))
         .await;
-    let account = gw.state.store.account_by_name("tab").unwrap().unwrap();
+    let account = gw.state.store.account_by_name("tab").await.unwrap().unwrap();
     gw.state
         .store
         .insert_computer(&orgo_gateway::store::Computer {
@@ -401,7 +401,10 @@ async fn every_route_validates_before_touching_a_desktop() {
             cpu: 2.0,
             created_at: 0,
             last_active: 0,
+            agent: None,
+            stops: 0,
         })
+        .await
         .unwrap();
     let c = "/api/computers/idle-one";
     let table: Vec<(&str, String, Option<Value>, u16, &str)> = vec![
@@ -691,7 +694,7 @@ async fn the_served_openapi_document_is_the_committed_one_and_checks_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_desktop_that_dies_is_marked_and_starts_again() {
     let gw = Gateway::new("dies").await;
-    let key = gw.key("dies");
+    let key = gw.key("dies").await;
     let p = gw
         .ok(
             "POST",
@@ -737,7 +740,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
         c.plans.get_mut("free").unwrap().requests_per_second = 1;
     })
     .await;
-    let (alice, bob) = (gw.key("alice"), gw.key("bob"));
+    let (alice, bob) = (gw.key("alice").await, gw.key("bob").await);
     // A full bucket holds two; then the key is over its rate (give a slow machine some tries).
     gw.ok("GET", "/api/projects", &alice, None).await;
     gw.ok("GET", "/api/projects", &alice, None).await;
@@ -780,7 +783,7 @@ async fn concurrent_lifecycle_calls_on_one_desktop_take_turns() {
         c.plans.get_mut("free").unwrap().requests_per_second = 100_000;
     });
     let gw = std::sync::Arc::new(gw.await);
-    let key = gw.key("turns");
+    let key = gw.key("turns").await;
     let p = gw
         .ok(
             "POST",
@@ -853,7 +856,7 @@ async fn concurrent_lifecycle_calls_on_one_desktop_take_turns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_takes_every_script_and_shows_cjk() {
     let gw = Gateway::new("terminal").await;
-    let key = gw.key("term");
+    let key = gw.key("term").await;
     let p = gw.ok("POST", "/api/projects", &key, Some(json!({}))).await;
     let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
     terminal::the_corpus_typed_into_a_terminal_arrives_intact(&gw, &key, &c).await;

@@ -80,7 +80,7 @@ fn addresses(desktop_id: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_desktops_are_hardened_keep_files_and_outlive_the_gateway() {
     let gw = docker_gateway("docker").await;
-    let key = gw.key("dock");
+    let key = gw.key("dock").await;
     let p = gw
         .ok(
             "POST",
@@ -242,7 +242,7 @@ async fn docker_desktops_are_hardened_keep_files_and_outlive_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_docker_desktops_terminal_takes_every_script_and_shows_cjk_and_it_never_blanks() {
     let gw = docker_gateway("docker-terminal").await;
-    let key = gw.key("term");
+    let key = gw.key("term").await;
     let (project, _, c) = desktop(&gw, &key, 1).await;
     terminal::the_corpus_typed_into_a_terminal_arrives_intact(&gw, &key, &c).await;
     terminal::cjk_in_a_terminal_puts_ink_on_screen(&gw, &key, &c).await;
@@ -271,7 +271,7 @@ async fn a_docker_desktop_reaches_neither_its_neighbours_nor_the_gateway_nor_the
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(axum::serve(listener, orgo_gateway::app(gw.state.clone())).into_future());
-    let (alice, bob) = (gw.key("alice"), gw.key("bob"));
+    let (alice, bob) = (gw.key("alice").await, gw.key("bob").await);
     let (_, a_id, a) = desktop(&gw, &alice, 1).await;
     let (_, b_id, b) = desktop(&gw, &bob, 1).await;
     let (b_ip, host_ip) = addresses(&b_id);
@@ -355,7 +355,7 @@ async fn a_docker_desktop_reaches_neither_its_neighbours_nor_the_gateway_nor_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bombs_stay_inside_their_docker_desktop() {
     let gw = docker_gateway("docker-bombs").await;
-    let (alice, bob) = (gw.key("alice"), gw.key("bob"));
+    let (alice, bob) = (gw.key("alice").await, gw.key("bob").await);
     let (_, _, a) = desktop(&gw, &alice, 1).await;
     let (_, _, b) = desktop(&gw, &bob, 1).await;
 
@@ -439,7 +439,7 @@ async fn docker_desktops_over_tcp_with_a_token() {
         c.docker_transport = orgo_gateway::config::DockerTransport::Tcp;
     })
     .await;
-    let key = gw.key("tcp");
+    let key = gw.key("tcp").await;
     let (project, id, c) = desktop(&gw, &key, 1).await;
     let out = gw
         .bash(

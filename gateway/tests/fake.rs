@@ -92,11 +92,11 @@ fn acting_body(template: &str) -> Value {
 #[tokio::test]
 async fn every_route_refuses_missing_bad_and_revoked_keys() {
     let gw = unlimited("fake-auth").await;
-    let owner = gw.key("owner");
+    let owner = gw.key("owner").await;
     let (ws_id, id, _) = computer(&gw, &owner, "mine", "desk").await;
-    let revoked = gw.key("owner");
+    let revoked = gw.key("owner").await;
     gw.ok("GET", "/api/projects", &revoked, None).await;
-    assert!(gw.state.store.revoke_key(key_id(&revoked)).unwrap());
+    assert!(gw.state.store.revoke_key(key_id(&revoked)).await.unwrap());
 
     let long = format!("Bearer orgo_{}", "a".repeat(16 << 10));
     let bad: Vec<(Option<String>, &str)> = vec![
@@ -170,7 +170,7 @@ async fn every_route_refuses_missing_bad_and_revoked_keys() {
 #[tokio::test]
 async fn plans_cap_running_desktops_ram_and_cpu() {
     let gw = unlimited("fake-plans").await;
-    let alice = gw.key("alice");
+    let alice = gw.key("alice").await;
     let ws = gw
         .ok("POST", "/api/projects", &alice, Some(json!({"name": "agents"})))
         .await;
@@ -271,7 +271,9 @@ async fn plans_cap_running_desktops_ram_and_cpu() {
     );
 
     // Another plan, other limits: pro takes three desktops of 4 GB.
-    let carol = orgo_gateway::create_key(&gw.state.store, &gw.state.config, "carol", Some("pro")).unwrap();
+    let carol = orgo_gateway::create_key(gw.state.store.as_ref(), &gw.state.config, "carol", Some("pro"))
+        .await
+        .unwrap();
     for _ in 0..3 {
         let p = gw
             .ok(
@@ -292,8 +294,8 @@ async fn plans_cap_running_desktops_ram_and_cpu() {
 #[tokio::test]
 async fn another_accounts_things_are_404_like_missing_ones_and_reach_no_agent() {
     let gw = unlimited("fake-tenants").await;
-    let owner = gw.key("owner");
-    let stranger = gw.key("stranger");
+    let owner = gw.key("owner").await;
+    let stranger = gw.key("stranger").await;
     let (ws_id, id, c) = computer(&gw, &owner, "mine", "desk").await;
     let shot = gw
         .ok(
@@ -407,7 +409,7 @@ async fn another_accounts_things_are_404_like_missing_ones_and_reach_no_agent() 
 #[tokio::test]
 async fn actions_reach_the_agent_as_the_requests_they_promise() {
     let gw = unlimited("fake-actions").await;
-    let key = gw.key("acts");
+    let key = gw.key("acts").await;
     let (_, id, c) = computer(&gw, &key, "ws", "desk").await;
     use pb::MouseButton::{Left, Middle, Right};
     let (bash, python) = (pb::Interpreter::Bash as i32, pb::Interpreter::Python as i32);
@@ -707,7 +709,7 @@ async fn actions_reach_the_agent_as_the_requests_they_promise() {
 #[tokio::test]
 async fn exec_answers_become_the_api_fields() {
     let gw = unlimited("fake-exec").await;
-    let key = gw.key("exec");
+    let key = gw.key("exec").await;
     let (_, _, c) = computer(&gw, &key, "ws", "desk").await;
     gw.runtime().answer_exec(pb::ExecResponse {
         stdout: b"out\n".to_vec(),
@@ -796,7 +798,7 @@ async fn exec_answers_become_the_api_fields() {
 #[tokio::test]
 async fn bad_input_is_refused_before_the_agent() {
     let gw = unlimited("fake-parse").await;
-    let key = gw.key("parse");
+    let key = gw.key("parse").await;
     let (_, id, c) = computer(&gw, &key, "ws", "desk").await;
     let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
         ("POST", "click", json!({"x": 5000, "y": 1}), 400, "x=5000"),
@@ -948,7 +950,7 @@ async fn bad_input_is_refused_before_the_agent() {
 #[tokio::test]
 async fn agent_errors_map_to_http_statuses() {
     let gw = unlimited("fake-errors").await;
-    let key = gw.key("errors");
+    let key = gw.key("errors").await;
     let (_, id, c) = computer(&gw, &key, "ws", "desk").await;
     const NOT_READY: &str = "the desktop is not ready; try again in a moment";
     const TIMEOUT: &str = "the desktop did not answer in time";
@@ -1044,7 +1046,7 @@ async fn agent_errors_map_to_http_statuses() {
 #[tokio::test]
 async fn a_stalled_agent_is_a_504_after_the_deadline() {
     let gw = Gateway::fake_with("fake-stall", |c| c.agent_deadline_seconds = 1).await;
-    let key = gw.key("stall");
+    let key = gw.key("stall").await;
     let (_, _, c) = computer(&gw, &key, "ws", "desk").await;
     gw.runtime()
         .delay_next("cursor_position", Duration::from_secs(30));
@@ -1064,7 +1066,7 @@ async fn a_stalled_agent_is_a_504_after_the_deadline() {
 #[tokio::test]
 async fn a_call_cut_short_by_a_stop_is_a_409() {
     let gw = unlimited("fake-cut").await;
-    let key = gw.key("cut");
+    let key = gw.key("cut").await;
     let (_, id, c) = computer(&gw, &key, "ws", "desk").await;
     gw.runtime().delay_next("screenshot", Duration::from_secs(30));
     let path = format!("{c}/screenshot");
@@ -1094,7 +1096,7 @@ async fn a_call_cut_short_by_a_stop_is_a_409() {
 #[tokio::test]
 async fn lifecycle_stop_start_restart_delete() {
     let gw = unlimited("fake-life").await;
-    let key = gw.key("life");
+    let key = gw.key("life").await;
     let p = gw
         .ok(
             "POST",
@@ -1229,7 +1231,7 @@ async fn lifecycle_stop_start_restart_delete() {
 #[tokio::test]
 async fn a_desktop_that_dies_is_marked_and_starts_again() {
     let gw = unlimited("fake-dies").await;
-    let key = gw.key("dies");
+    let key = gw.key("dies").await;
     let (_, id, c) = computer(&gw, &key, "ws", "desk").await;
     gw.runtime().kill(&id);
     gw.until_noticed_dead(&key, &c).await;
@@ -1256,7 +1258,7 @@ async fn a_desktop_that_dies_is_marked_and_starts_again() {
 #[tokio::test]
 async fn a_failed_start_is_a_503_and_the_computer_can_start_later() {
     let gw = unlimited("fake-nostart").await;
-    let key = gw.key("nostart");
+    let key = gw.key("nostart").await;
     let ws = gw
         .ok("POST", "/api/projects", &key, Some(json!({"name": "ws"})))
         .await;
@@ -1289,7 +1291,7 @@ async fn a_failed_start_is_a_503_and_the_computer_can_start_later() {
 #[tokio::test]
 async fn an_unreachable_agent_after_start_leaves_no_computer_creating() {
     let gw = unlimited("fake-unreach").await;
-    let key = gw.key("unreach");
+    let key = gw.key("unreach").await;
     let ws = gw
         .ok("POST", "/api/projects", &key, Some(json!({"name": "ws"})))
         .await;
@@ -1318,9 +1320,9 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
         c.plans.get_mut("free").unwrap().requests_per_second = 1;
     })
     .await;
-    let setup = gw.key("alice");
+    let setup = gw.key("alice").await;
     let (_, id, c) = computer(&gw, &setup, "ws", "desk").await;
-    let (alice, bob, also_alice) = (gw.key("alice"), gw.key("bob"), gw.key("alice"));
+    let (alice, bob, also_alice) = (gw.key("alice").await, gw.key("bob").await, gw.key("alice").await);
     let click = format!("{c}/click");
     let mut accepted = 0;
     let mut refused = None;
@@ -1375,7 +1377,7 @@ async fn idle_desktops_stop_by_themselves_and_start_again() {
         c.plans.get_mut("free").unwrap().idle_stop_seconds = 1;
     })
     .await;
-    let key = gw.key("idle");
+    let key = gw.key("idle").await;
     let (_, id, c) = computer(&gw, &key, "ws", "desk").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while gw.ok("GET", &c, &key, None).await["status"] != "stopped" {
@@ -1402,7 +1404,7 @@ async fn idle_desktops_stop_by_themselves_and_start_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_lifecycle_calls_on_one_desktop_take_turns() {
     let gw = std::sync::Arc::new(unlimited("fake-turns").await);
-    let key = gw.key("turns");
+    let key = gw.key("turns").await;
     let (_, id, c) = computer(&gw, &key, "ws", "desk").await;
     let mut calls = tokio::task::JoinSet::new();
     for round in 0..10 {
@@ -1461,7 +1463,7 @@ async fn concurrent_lifecycle_calls_on_one_desktop_take_turns() {
 #[tokio::test]
 async fn a_call_cancelled_by_a_stop_is_a_409_not_a_504() {
     let gw = unlimited("fake-cancel").await;
-    let key = gw.key("cancel");
+    let key = gw.key("cancel").await;
     let (_, id, c) = computer(&gw, &key, "ws", "desk").await;
     gw.runtime()
         .delay_next("cursor_position", Duration::from_secs(30));

@@ -34,7 +34,7 @@ fn signal(pid: nix::unistd::Pid, sig: nix::sys::signal::Signal) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_fails_its_calls_at_once_and_the_desktop_starts_again() {
     let gw = Gateway::new("fault-kill").await;
-    let key = gw.key("k");
+    let key = gw.key("k").await;
     let (id, c) = desktop(&gw, &key).await;
     let agent = agent_pid(&id);
     let bash = format!("{c}/bash");
@@ -63,7 +63,7 @@ async fn a_killed_agent_fails_its_calls_at_once_and_the_desktop_starts_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_x_server_answers_503_until_it_is_back() {
     let gw = Gateway::new("fault-xvfb").await;
-    let key = gw.key("k");
+    let key = gw.key("k").await;
     let (id, c) = desktop(&gw, &key).await;
     let xvfb = common::desktop_pids(&id, "Xvfb");
     assert_eq!(xvfb.len(), 1, "{xvfb:?}");
@@ -124,7 +124,7 @@ async fn a_thousand_timed_out_execs_leave_no_process_behind() {
         c.plans.get_mut("free").unwrap().requests_per_second = 1000;
     })
     .await;
-    let key = gw.key("k");
+    let key = gw.key("k").await;
     let (_, c) = desktop(&gw, &key).await;
     let before = leftovers(&gw, &key, &c).await;
     let body = json!({"command": "sleep 60 & sleep 60 & (sleep 60; echo) & sleep 60", "timeout": 0.1});

@@ -10,7 +10,7 @@ use common::inproc::Gateway;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_times_out_at_the_deadline_without_piling_up() {
     let gw = Gateway::with("fault-stop", |c| c.agent_deadline_seconds = 2).await;
-    let key = gw.key("k");
+    let key = gw.key("k").await;
     let p = gw
         .ok("POST", "/api/projects", &key, Some(serde_json::json!({})))
         .await;

@@ -96,7 +96,7 @@ async fn cursor(gw: &Gateway, key: &str, c: &str) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
     let (gw, base) = served_gateway("live").await;
-    let (alice, bob) = (gw.key("alice"), gw.key("bob"));
+    let (alice, bob) = (gw.key("alice").await, gw.key("bob").await);
     let p = gw.ok("POST", "/api/projects", &alice, Some(json!({}))).await;
     let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
     let url = p["desktop"]["url"].as_str().unwrap().to_string();
@@ -190,20 +190,22 @@ async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
 
     // Viewing alone, with no API calls and a still screen, counts as activity.
     let computer_id = p["desktop"]["id"].as_str().unwrap().to_string();
-    let active = |gw: &Gateway| {
+    let alice_id = gw.state.store.account_by_name("alice").await.unwrap().unwrap().id;
+    let active = async |gw: &Gateway| {
         gw.state
             .store
-            .computer(
-                &gw.state.store.account_by_name("alice").unwrap().unwrap().id,
-                &computer_id,
-            )
+            .computer(&alice_id, &computer_id)
+            .await
             .unwrap()
             .unwrap()
             .last_active
     };
-    let before = active(&gw);
+    let before = active(&gw).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(active(&gw) > before, "an open viewer keeps the desktop active");
+    assert!(
+        active(&gw).await > before,
+        "an open viewer keeps the desktop active"
+    );
 
     // View-only: the page shows the desktop, and input, even sent by hand, moves nothing.
     let view = gw
@@ -254,7 +256,7 @@ async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
     let alice_page = url.split('#').next().unwrap();
     let expired = gw.state.links.issue(&Grant {
         computer: computer_id.clone(),
-        account: gw.state.store.account_by_name("alice").unwrap().unwrap().id,
+        account: gw.state.store.account_by_name("alice").await.unwrap().unwrap().id,
         mode: Mode::Control,
         expires_at: orgo_gateway::store::now() - 1,
     });

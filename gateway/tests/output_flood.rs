@@ -10,7 +10,7 @@ use common::inproc::Gateway;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gigabyte_of_output_is_cut_and_flagged_without_growing_the_gateway() {
     let gw = Gateway::new("fault-flood").await;
-    let key = gw.key("k");
+    let key = gw.key("k").await;
     let p = gw.ok("POST", "/api/projects", &key, Some(json!({}))).await;
     let c = format!("/api/computers/{}", p["name"].as_str().unwrap());
     let before = common::own_rss();

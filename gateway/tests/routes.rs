@@ -35,8 +35,8 @@ async fn every_documented_route_refuses_strangers_bad_credentials_and_bad_bodies
         c.plans.get_mut("free").unwrap().requests_per_second = 100_000;
     })
     .await;
-    let owner = gw.key("owner");
-    let stranger = gw.key("stranger");
+    let owner = gw.key("owner").await;
+    let stranger = gw.key("stranger").await;
     let ws = gw
         .ok("POST", "/api/projects", &owner, Some(json!({"name": "mine"})))
         .await;
@@ -98,7 +98,8 @@ async fn every_documented_route_refuses_strangers_bad_credentials_and_bad_bodies
     let before = gw
         .state
         .store
-        .computer(&account_id(&gw, "owner"), &id)
+        .computer(&account_id(&gw, "owner").await, &id)
+        .await
         .unwrap()
         .unwrap()
         .last_active;
@@ -137,7 +138,8 @@ async fn every_documented_route_refuses_strangers_bad_credentials_and_bad_bodies
     let after = gw
         .state
         .store
-        .computer(&account_id(&gw, "owner"), &id)
+        .computer(&account_id(&gw, "owner").await, &id)
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -168,9 +170,9 @@ async fn every_documented_route_refuses_strangers_bad_credentials_and_bad_bodies
     assert_eq!(listed["projects"], json!([]));
 
     // Credentials: every route, each bad form of the header → 401 with a JSON error.
-    let revoked = gw.key("owner");
+    let revoked = gw.key("owner").await;
     let (key_id, _) = revoked.trim_start_matches("orgo_").split_once('_').unwrap();
-    assert!(gw.state.store.revoke_key(key_id).unwrap());
+    assert!(gw.state.store.revoke_key(key_id).await.unwrap());
     let long = format!("Bearer orgo_{}", "a".repeat(16 << 10));
     let bad: Vec<Option<String>> = vec![
         None,
@@ -274,8 +276,8 @@ fn numbers(value: &str) -> Vec<u8> {
     format!("{{{}}}", body.join(", ")).into_bytes()
 }
 
-fn account_id(gw: &Gateway, name: &str) -> String {
-    gw.state.store.account_by_name(name).unwrap().unwrap().id
+async fn account_id(gw: &Gateway, name: &str) -> String {
+    gw.state.store.account_by_name(name).await.unwrap().unwrap().id
 }
 
 fn now() -> i64 {

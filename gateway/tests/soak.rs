@@ -34,7 +34,7 @@ async fn create_act_delete_in_a_loop_leaves_nothing_behind() {
         c.plans.get_mut("free").unwrap().requests_per_second = 1000;
     })
     .await;
-    let key = gw.key("soak");
+    let key = gw.key("soak").await;
     let cgroups = orgo_gateway::runtime::cgroup::Cgroups::detect();
     let (mut fds, mut rss) = (vec![], vec![]);
     let deadline = Instant::now() + Duration::from_secs(seconds);

@@ -36,7 +36,7 @@ fn route(form: &'static Form) -> MethodRouter<AppState> {
                         Path(id): Path<String>,
                         RawQuery(query): RawQuery,
                         body: Bytes| async move {
-        let computer = state.desktops.find(&account.id, &id)?;
+        let computer = state.desktops.find(&account.id, &id).await?;
         let input = Input {
             body: &body,
             query: query.as_deref().unwrap_or(""),

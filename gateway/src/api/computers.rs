@@ -79,7 +79,8 @@ pub async fn create(State(state): State<AppState>, Caller(account): Caller, body
     }
     let project = state
         .store
-        .project(&account.id, &project_id)?
+        .project(&account.id, &project_id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("workspace {project_id:?} not found")))?;
     let plan_ram = state.config.plan(&account.plan).map_or(4, |p| p.max_ram_gb);
     let ram = ram(req.ram, 4.min(plan_ram))?;
@@ -92,7 +93,10 @@ pub async fn create(State(state): State<AppState>, Caller(account): Caller, body
 }
 
 pub async fn get(State(state): State<AppState>, Caller(account): Caller, Path(id): Path<String>) -> Answer {
-    Ok(Json(render(&state, &state.desktops.find(&account.id, &id)?)))
+    Ok(Json(render(
+        &state,
+        &state.desktops.find(&account.id, &id).await?,
+    )))
 }
 
 pub async fn delete(
@@ -100,21 +104,21 @@ pub async fn delete(
     Caller(account): Caller,
     Path(id): Path<String>,
 ) -> Answer {
-    let computer = state.desktops.find(&account.id, &id)?;
+    let computer = state.desktops.find(&account.id, &id).await?;
     state.desktops.delete(&computer).await?;
     Ok(Json(json!({ "success": true, "id": computer.id })))
 }
 
 /// `POST /api/computers/{id}/start`: a stopped desktop runs again with its files.
 pub async fn start(State(state): State<AppState>, Caller(account): Caller, Path(id): Path<String>) -> Answer {
-    let mut computer = state.desktops.find(&account.id, &id)?;
+    let mut computer = state.desktops.find(&account.id, &id).await?;
     state.desktops.start(&account, &mut computer).await?;
     Ok(Json(render(&state, &computer)))
 }
 
 /// `POST /api/computers/{id}/stop`: its processes end; its files stay.
 pub async fn stop(State(state): State<AppState>, Caller(account): Caller, Path(id): Path<String>) -> Answer {
-    let mut computer = state.desktops.find(&account.id, &id)?;
+    let mut computer = state.desktops.find(&account.id, &id).await?;
     state.desktops.stop(&mut computer).await?;
     Ok(Json(render(&state, &computer)))
 }
@@ -125,7 +129,7 @@ pub async fn restart(
     Caller(account): Caller,
     Path(id): Path<String>,
 ) -> Answer {
-    let mut computer = state.desktops.find(&account.id, &id)?;
+    let mut computer = state.desktops.find(&account.id, &id).await?;
     state.desktops.restart(&account, &mut computer).await?;
     Ok(Json(render(&state, &computer)))
 }

@@ -15,16 +15,17 @@ use crate::store::{Account, Project};
 
 type Answer = Result<Json<Value>, ApiError>;
 
-fn render(state: &AppState, account: &Account, project: &Project) -> Result<Value, ApiError> {
-    let computers = state.store.computers_of_project(&account.id, &project.id)?;
+async fn render(state: &AppState, account: &Account, project: &Project) -> Result<Value, ApiError> {
+    let computers = state.store.computers_of_project(&account.id, &project.id).await?;
     let (w, h) = (state.config.screen_width, state.config.screen_height);
     Ok(wire::project_json(&state.links, project, &computers, w, h))
 }
 
-fn find(state: &AppState, account: &Account, id: &str) -> Result<Project, ApiError> {
+async fn find(state: &AppState, account: &Account, id: &str) -> Result<Project, ApiError> {
     state
         .store
-        .project(&account.id, id)?
+        .project(&account.id, id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("project {id:?} not found")))
 }
 
@@ -44,10 +45,12 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 pub async fn list(State(state): State<AppState>, Caller(account): Caller) -> Answer {
-    let projects = state.store.projects(&account.id)?;
-    let rendered: Result<Vec<Value>, ApiError> =
-        projects.iter().map(|p| render(&state, &account, p)).collect();
-    Ok(Json(json!({ "projects": rendered? })))
+    let projects = state.store.projects(&account.id).await?;
+    let mut rendered = Vec::with_capacity(projects.len());
+    for project in &projects {
+        rendered.push(render(&state, &account, project).await?);
+    }
+    Ok(Json(json!({ "projects": rendered })))
 }
 
 pub async fn create(State(state): State<AppState>, Caller(account): Caller, body: Bytes) -> Answer {
@@ -55,8 +58,8 @@ pub async fn create(State(state): State<AppState>, Caller(account): Caller, body
     match (req.name, req.config) {
         (Some(name), None) => {
             check_name(&name)?;
-            let project = state.desktops.create_project(&account, &name)?;
-            Ok(Json(render(&state, &account, &project)?))
+            let project = state.desktops.create_project(&account, &name).await?;
+            Ok(Json(render(&state, &account, &project).await?))
         }
         (name, config) => {
             let config = config.unwrap_or_default();
@@ -64,7 +67,7 @@ pub async fn create(State(state): State<AppState>, Caller(account): Caller, body
             let (project, _) = match name {
                 Some(name) => {
                     check_name(&name)?;
-                    let project = state.desktops.create_project(&account, &name)?;
+                    let project = state.desktops.create_project(&account, &name).await?;
                     let c = state
                         .desktops
                         .create_computer(&account, &project, None, ram, cpu)
@@ -78,7 +81,7 @@ pub async fn create(State(state): State<AppState>, Caller(account): Caller, body
                         .await?
                 }
             };
-            Ok(Json(render(&state, &account, &project)?))
+            Ok(Json(render(&state, &account, &project).await?))
         }
     }
 }
@@ -90,16 +93,17 @@ pub async fn by_name(
 ) -> Answer {
     let project = state
         .store
-        .projects(&account.id)?
+        .projects(&account.id)
+        .await?
         .into_iter()
         .find(|p| p.name == name)
         .ok_or_else(|| ApiError::NotFound(format!("project {name:?} not found")))?;
-    Ok(Json(render(&state, &account, &project)?))
+    Ok(Json(render(&state, &account, &project).await?))
 }
 
 pub async fn get(State(state): State<AppState>, Caller(account): Caller, Path(id): Path<String>) -> Answer {
-    let project = find(&state, &account, &id)?;
-    Ok(Json(render(&state, &account, &project)?))
+    let project = find(&state, &account, &id).await?;
+    Ok(Json(render(&state, &account, &project).await?))
 }
 
 pub async fn delete(
@@ -107,11 +111,11 @@ pub async fn delete(
     Caller(account): Caller,
     Path(id): Path<String>,
 ) -> Answer {
-    let project = find(&state, &account, &id)?;
-    for computer in state.store.computers_of_project(&account.id, &project.id)? {
+    let project = find(&state, &account, &id).await?;
+    for computer in state.store.computers_of_project(&account.id, &project.id).await? {
         state.desktops.delete(&computer).await?;
     }
-    state.store.delete_project(&account.id, &project.id)?;
+    state.store.delete_project(&account.id, &project.id).await?;
     Ok(Json(json!({ "success": true, "id": project.id })))
 }
 
@@ -121,18 +125,18 @@ pub async fn action(
     Path((id, action)): Path<(String, String)>,
 ) -> Answer {
     let account = &caller.0;
-    let project = find(&state, account, &id)?;
+    let project = find(&state, account, &id).await?;
     match action.as_str() {
         "delete" => return delete(State(state), caller, Path(id)).await,
         "start" | "stop" | "restart" => {}
         other => return Err(ApiError::NotFound(format!("no project action {other:?}"))),
     }
-    for mut computer in state.store.computers_of_project(&account.id, &project.id)? {
+    for mut computer in state.store.computers_of_project(&account.id, &project.id).await? {
         match action.as_str() {
             "start" => state.desktops.start(account, &mut computer).await?,
             "stop" => state.desktops.stop(&mut computer).await?,
             _ => state.desktops.restart(account, &mut computer).await?,
         }
     }
-    Ok(Json(render(&state, account, &project)?))
+    Ok(Json(render(&state, account, &project).await?))
 }

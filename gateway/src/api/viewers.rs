@@ -52,7 +52,7 @@ pub async fn issue(
             )));
         }
     };
-    let computer = state.desktops.find(&account.id, &id)?;
+    let computer = state.desktops.find(&account.id, &id).await?;
     let grant = Grant {
         computer: computer.id.clone(),
         account: account.id,

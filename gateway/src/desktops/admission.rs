@@ -1,14 +1,15 @@
-//! Plans: what an account may run at once (desktops, RAM, CPU), checked with admission
-//! serialised so two creates cannot both squeeze under a limit; and creating projects and
-//! computers within them.
+//! Plans: what an account may run at once (desktops, RAM, CPU), checked in the account's
+//! admission turn (across replicas) so two creates cannot both squeeze under a limit; and
+//! creating projects and computers within them.
 
+use super::turn;
 use super::{DesktopError, Desktops, new_id, random_suffix};
 use crate::store::{Account, Computer, Project, Status, StoreError, now};
 
 impl Desktops {
     /// Checks that starting a desktop of this size keeps the account within its plan
     /// (`except`: a desktop already counted, being started again).
-    pub(super) fn admit(
+    pub(super) async fn admit(
         &self,
         account: &Account,
         ram_gb: u32,
@@ -21,7 +22,8 @@ impl Desktops {
         })?;
         let live: Vec<Computer> = self
             .store
-            .computers_of_account(&account.id)?
+            .computers_of_account(&account.id)
+            .await?
             .into_iter()
             .filter(|c| c.status.is_live() && Some(c.id.as_str()) != except)
             .collect();
@@ -49,14 +51,14 @@ impl Desktops {
     }
 
     /// A new project with no computers (the SDK's workspace).
-    pub fn create_project(&self, account: &Account, name: &str) -> Result<Project, DesktopError> {
+    pub async fn create_project(&self, account: &Account, name: &str) -> Result<Project, DesktopError> {
         let project = Project {
             id: new_id(),
             account_id: account.id.clone(),
             name: name.into(),
             created_at: now(),
         };
-        self.store.insert_project(&project)?;
+        self.store.insert_project(&project).await?;
         Ok(project)
     }
 
@@ -69,8 +71,8 @@ impl Desktops {
         ram_gb: u32,
         cpu: f64,
     ) -> Result<Computer, DesktopError> {
-        let admission = self.admission.lock().await;
-        self.admit(account, ram_gb, cpu, None)?;
+        let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
+        self.admit(account, ram_gb, cpu, None).await?;
         let mut computer = Computer {
             id: new_id(),
             account_id: account.id.clone(),
@@ -83,10 +85,12 @@ impl Desktops {
             cpu,
             created_at: now(),
             last_active: now(),
+            agent: None,
+            stops: 0,
         };
-        let _turn = self.first_turn(&computer.id).await;
+        let _turn = self.wait_turn(&turn::of_computer(&computer.id)).await?;
         loop {
-            match self.store.insert_computer(&computer) {
+            match self.store.insert_computer(&computer).await {
                 Err(StoreError::Conflict(_)) if name.is_none() => {
                     computer.name = format!("computer-{}", random_suffix())
                 }
@@ -105,10 +109,13 @@ impl Desktops {
         ram_gb: u32,
         cpu: f64,
     ) -> Result<(Project, Computer), DesktopError> {
-        let admission = self.admission.lock().await;
-        self.admit(account, ram_gb, cpu, None)?;
+        let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
+        self.admit(account, ram_gb, cpu, None).await?;
         let project = loop {
-            match self.create_project(account, &format!("computer-{}", random_suffix())) {
+            match self
+                .create_project(account, &format!("computer-{}", random_suffix()))
+                .await
+            {
                 Err(DesktopError::Store(StoreError::Conflict(_))) => continue,
                 other => break other?,
             }

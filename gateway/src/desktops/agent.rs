@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use orgo_proto::connect::Target;
 use tonic::Code;
 
 /// How an agent call failed.
@@ -85,6 +86,40 @@ pub async fn call<T>(
     }
 }
 
+/// A channel to the agent at `target`, made within `deadline`.
+pub(super) async fn connect(
+    target: &Target,
+    deadline: Duration,
+) -> Result<orgo_proto::connect::Agent, AgentError> {
+    match tokio::time::timeout(deadline, orgo_proto::connect::connect(target)).await {
+        Ok(Ok(agent)) => Ok(agent),
+        Ok(Err(e)) => Err(AgentError::Unreachable(format!("agent connect: {e}"))),
+        Err(_) => Err(AgentError::TimedOut(format!(
+            "agent connect: no answer within {deadline:?}"
+        ))),
+    }
+}
+
+/// How the store records where an agent listens: `unix:PATH`, or `tcp:HOST:PORT TOKEN`.
+pub(super) fn target_string(target: &Target) -> String {
+    match target {
+        Target::Unix(path) => format!("unix:{}", path.display()),
+        Target::Tcp { addr, token } => format!("tcp:{addr} {token}"),
+    }
+}
+
+/// The target a [`target_string`] names; None for anything else.
+pub(super) fn parse_target(s: &str) -> Option<Target> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        return (!path.is_empty()).then(|| Target::Unix(path.into()));
+    }
+    let (addr, token) = s.strip_prefix("tcp:")?.split_once(' ')?;
+    (!addr.is_empty() && !token.is_empty()).then(|| Target::Tcp {
+        addr: addr.to_string(),
+        token: token.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +167,18 @@ mod tests {
             matches!(e, AgentError::TimedOut(ref d) if d.contains("3s")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn agent_targets_are_recorded_and_read_back() {
+        for s in [
+            "unix:/var/lib/orgo/desktops/ab/run/agent.sock",
+            "tcp:127.0.0.1:49153 00ff",
+        ] {
+            assert_eq!(target_string(&parse_target(s).unwrap()), s);
+        }
+        for bad in ["", "unix:", "tcp:127.0.0.1:1", "tcp: t", "http://x"] {
+            assert!(parse_target(bad).is_none(), "{bad:?}");
+        }
     }
 }

@@ -1,66 +1,54 @@
-//! Idle auto-stop: running desktops with no API activity for their plan's idle time are
-//! stopped, judged again in their turn.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! Idle auto-stop (a singleton): running desktops with no API activity for their plan's idle
+//! time are stopped, judged again in their turn, the decision fenced by the leader's lease.
 
 use super::{DesktopError, Desktops};
-use crate::store::{Status, now};
+use crate::store::{Lease, Status, now};
 
 impl Desktops {
     /// Stops running desktops that have seen no API activity for their plan's idle time.
     /// Answers how many it stopped.
-    pub async fn stop_idle(&self) -> Result<usize, DesktopError> {
+    pub(super) async fn stop_idle(&self, lease: &Lease) -> Result<usize, DesktopError> {
         let mut stopped = 0;
-        for mut computer in self.store.all_computers()? {
+        for computer in self.store.all_computers().await? {
             if computer.status != Status::Running {
                 continue;
             }
-            let Some(account) = self.store.account(&computer.account_id)? else {
+            let Some(account) = self.store.account(&computer.account_id).await? else {
                 continue;
             };
             let Some(idle) = self.config.idle_stop(&account.plan) else {
                 continue;
             };
-            if now() - computer.last_active < idle.as_secs() as i64 {
+            let idle = idle.as_secs() as i64;
+            if now() - computer.last_active < idle {
                 continue;
             }
-            // Judged again in turn: it may have been used, stopped or deleted meanwhile.
-            let Ok(_turn) = self.turn(&mut computer).await else {
+            // Judged again in turn: it may have been used, stopped or deleted meanwhile; a
+            // desktop in another change's turn is judged next round.
+            let mut computer = computer;
+            let Some(_turn) = self.try_turn(&super::turn::of_computer(&computer.id)).await? else {
                 continue;
             };
-            if computer.status == Status::Running && now() - computer.last_active >= idle.as_secs() as i64 {
-                tracing::info!(computer = %computer.name, idle_seconds = idle.as_secs(), "stopping idle desktop");
-                self.stop_in_turn(&mut computer).await?;
-                stopped += 1;
+            let Some(fresh) = self.store.computer(&computer.account_id, &computer.id).await? else {
+                continue;
+            };
+            computer = fresh;
+            if computer.status != Status::Running || now() - computer.last_active < idle {
+                continue;
             }
+            if !self
+                .store
+                .set_status_fenced(&computer.id, Status::Stopping, lease)
+                .await?
+            {
+                tracing::warn!(computer = %computer.name, "no longer leading: leaving the idle stop to the leader");
+                return Ok(stopped);
+            }
+            tracing::info!(computer = %computer.name, idle_seconds = idle, "stopping idle desktop");
+            self.stop_in_turn(&mut computer).await?;
+            self.metrics.record_idle_stop();
+            stopped += 1;
         }
         Ok(stopped)
-    }
-
-    /// Checks for idle desktops in the background, often enough for the shortest idle time.
-    pub fn spawn_idle_stopper(self: &Arc<Self>) {
-        let shortest = self
-            .config
-            .plans
-            .values()
-            .map(|p| p.idle_stop_seconds)
-            .filter(|s| *s > 0)
-            .min();
-        let Some(shortest) = shortest else { return };
-        let every = Duration::from_secs(shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
-        let desktops = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let Some(desktops) = desktops.upgrade() else {
-                    return;
-                };
-                if let Err(e) = desktops.stop_idle().await {
-                    tracing::warn!(error = %e, "idle check failed");
-                }
-            }
-        });
     }
 }

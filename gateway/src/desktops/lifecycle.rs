@@ -1,50 +1,31 @@
 //! State changes of a desktop — boot, start, stop, restart, delete — through the runtime,
-//! one at a time per desktop (its turn), each from the state the previous one left.
+//! one at a time per desktop across every replica (its turn), each from the state the
+//! previous one left.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use tokio::sync::{Mutex, OwnedMutexGuard};
-
-use super::{AgentError, DesktopError, Desktops};
+use super::turn::{self, Turn};
+use super::{DesktopError, Desktops, agent};
 use crate::runtime::DesktopSpec;
-use crate::store::{Account, Computer, Status};
-
-/// What each desktop's lifecycle changes share.
-#[derive(Default)]
-pub(super) struct Lifecycle {
-    /// Taken by each change in turn (see [`Desktops::turn`]).
-    turn: Arc<Mutex<()>>,
-    /// How many times the desktop has been stopped: a call that fails while this changes was
-    /// cut short by a stop or restart (see [`Desktops::using`]).
-    pub(super) stops: u64,
-}
+use crate::store::{Account, Computer, Status, now};
 
 impl Desktops {
-    /// Reads or changes a desktop's lifecycle record.
-    pub(super) fn lifecycle<T>(&self, id: &str, f: impl FnOnce(&mut Lifecycle) -> T) -> T {
-        let mut all = self.lifecycles.lock().unwrap_or_else(|p| p.into_inner());
-        f(all.entry(id.to_string()).or_default())
-    }
-
-    /// The turn of a desktop not yet in the store.
-    pub(super) async fn first_turn(&self, id: &str) -> OwnedMutexGuard<()> {
-        self.lifecycle(id, |l| l.turn.clone()).lock_owned().await
-    }
-
     /// Waits for the desktop's turn to change state, then reloads it: concurrent starts,
-    /// stops, restarts, deletes and idle stops of one desktop run one after another, each from
-    /// the state the previous one left (a restart's stop would otherwise kill a concurrent
-    /// start's processes, and two starts would race for the same files).
-    pub(super) async fn turn(&self, computer: &mut Computer) -> Result<OwnedMutexGuard<()>, DesktopError> {
-        let turn = self.first_turn(&computer.id).await;
+    /// stops, restarts, deletes and idle stops of one desktop run one after another, on
+    /// whichever replicas they arrive, each from the state the previous one left (a restart's
+    /// stop would otherwise kill a concurrent start's processes, and two starts would race for
+    /// the same files).
+    pub(super) async fn turn(&self, computer: &mut Computer) -> Result<Turn, DesktopError> {
+        let turn = self.wait_turn(&turn::of_computer(&computer.id)).await?;
         *computer = self
             .store
-            .computer(&computer.account_id, &computer.id)?
+            .computer(&computer.account_id, &computer.id)
+            .await?
             .ok_or_else(|| DesktopError::NotFound(format!("computer {:?} not found", computer.name)))?;
         Ok(turn)
     }
 
+    /// Starts the desktop's processes and records where its agent listens. Whatever fails,
+    /// nothing of it stays running unrecorded: a desktop started but unreachable, or whose
+    /// record cannot be written, is stopped again.
     pub(super) async fn boot(&self, computer: &mut Computer) -> Result<(), DesktopError> {
         let spec = DesktopSpec {
             id: computer.id.clone(),
@@ -54,36 +35,32 @@ impl Desktops {
             height: self.config.screen_height,
             disk_gb: self.config.disk_size_gb,
         };
-        self.store.set_status(&computer.id, Status::Creating)?;
+        self.store.set_status(&computer.id, Status::Creating).await?;
         let started = async {
             let target = self.runtime.start(&spec).await?;
-            match orgo_proto::connect::connect(&target).await {
-                Ok(client) => Ok(client),
-                Err(e) => {
-                    // Started but out of reach: nothing of it may stay running.
-                    if let Err(stop) = self.runtime.stop(&computer.id).await {
-                        tracing::warn!(computer = %computer.name, error = %stop, "cannot stop an unreachable desktop");
-                    }
-                    Err(DesktopError::Agent(AgentError::Unreachable(format!(
-                        "agent connect: {e}"
-                    ))))
-                }
-            }
+            let client = agent::connect(&target, self.deadline()).await?;
+            let recorded = agent::target_string(&target);
+            self.store.set_running(&computer.id, &recorded).await?;
+            self.store.touch(&computer.id, now()).await?;
+            Ok::<_, DesktopError>((recorded, client))
         };
         match started.await {
-            Ok(client) => {
-                self.agents.lock().await.insert(computer.id.clone(), client);
-                self.store.set_status(&computer.id, Status::Running)?;
-                self.store.touch(&computer.id)?;
-                self.touched
+            Ok((recorded, client)) => {
+                self.agents
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(computer.id.clone(), Instant::now());
+                    .await
+                    .insert(computer.id.clone(), (recorded.clone(), client));
                 computer.status = Status::Running;
+                computer.agent = Some(recorded);
                 Ok(())
             }
             Err(e) => {
-                self.store.set_status(&computer.id, Status::Error)?;
+                if let Err(stop) = self.runtime.stop(&computer.id).await {
+                    tracing::warn!(computer = %computer.name, error = %stop, "cannot stop a desktop that failed to start");
+                }
+                if let Err(record) = self.store.set_status(&computer.id, Status::Error).await {
+                    tracing::warn!(computer = %computer.name, error = %record, "cannot record a failed start");
+                }
                 computer.status = Status::Error;
                 Err(e)
             }
@@ -111,11 +88,7 @@ impl Desktops {
         let _turn = self.turn(&mut computer).await?;
         self.agents.lock().await.remove(&computer.id);
         self.runtime.remove(&computer.id).await?;
-        self.store.delete_computer(&computer.id)?;
-        self.lifecycles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&computer.id);
+        self.store.delete_computer(&computer.id).await?;
         Ok(())
     }
 
@@ -124,31 +97,33 @@ impl Desktops {
             return Ok(());
         }
         {
-            let _admission = self.admission.lock().await;
-            self.admit(account, computer.ram_gb, computer.cpu, Some(&computer.id))?;
-            self.store.set_status(&computer.id, Status::Creating)?;
+            let _admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
+            self.admit(account, computer.ram_gb, computer.cpu, Some(&computer.id))
+                .await?;
+            self.store.set_status(&computer.id, Status::Creating).await?;
         }
         self.boot(computer).await
     }
 
     pub(super) async fn stop_in_turn(&self, computer: &mut Computer) -> Result<(), DesktopError> {
-        self.lifecycle(&computer.id, |l| l.stops += 1);
         self.agents.lock().await.remove(&computer.id);
-        self.store.set_status(&computer.id, Status::Stopping)?;
+        self.store.begin_stop(&computer.id).await?;
         self.runtime.stop(&computer.id).await?;
-        self.store.set_status(&computer.id, Status::Stopped)?;
+        self.store.set_status(&computer.id, Status::Stopped).await?;
         computer.status = Status::Stopped;
+        computer.agent = None;
+        computer.stops += 1;
         Ok(())
     }
 
     /// At a clean gateway shutdown: stops every running desktop that would not outlive the
     /// gateway (their files stay and they are recorded as stopped). Desktops that do outlive it
-    /// (containers) keep running and are adopted at the next start.
+    /// (containers) keep running, reached by every replica where the store says.
     pub async fn stop_all(&self) -> Result<(), DesktopError> {
         if self.runtime.outlives_gateway() {
             return Ok(());
         }
-        for mut computer in self.store.all_computers()? {
+        for mut computer in self.store.all_computers().await? {
             if computer.status.is_live() {
                 self.stop(&mut computer).await?;
             }

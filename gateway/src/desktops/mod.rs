@@ -1,18 +1,23 @@
-//! Desktops as the API sees them, whatever way the call came in: lookups scoped by account,
-//! the agent channel of each running desktop (made once and reused), activity for idle
+//! Desktops as the API sees them, whatever way the call came in and whichever replica it
+//! reached: lookups scoped by account, the agent channel of each running desktop (found where
+//! the store says its agent listens, made once per replica and reused), activity for idle
 //! auto-stop, and [`DesktopError`], this layer's one error. Plans and admission
-//! (`admission`), state changes (`lifecycle`), running actions (`act`), idle auto-stop
-//! (`idle`) and start-up reconciliation (`reconcile`) each have their own module.
+//! (`admission`), turns (`turn`), state changes (`lifecycle`), running actions (`act`), the
+//! singletons under one leader (`leader`), idle auto-stop (`idle`) and reconciliation
+//! (`reconcile`) each have their own module.
 
 mod act;
 mod admission;
 mod agent;
 mod idle;
+mod leader;
 mod lifecycle;
 mod reconcile;
+mod turn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::{Duration, Instant};
 
 use orgo_proto::connect::Agent;
@@ -20,6 +25,7 @@ use rand::Rng;
 use tokio::sync::Mutex;
 
 pub use agent::AgentError;
+pub use leader::Leadership;
 
 use crate::action::Screen;
 use crate::config::Config;
@@ -27,7 +33,7 @@ use crate::json::Invalid;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::storage::{Storage, StorageError};
-use crate::store::{Computer, Status, Store, StoreError};
+use crate::store::{Computer, Status, Store, StoreError, now};
 
 /// Why a desktop call or change did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -54,17 +60,20 @@ pub enum DesktopError {
 }
 
 pub struct Desktops {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     config: Arc<Config>,
     runtime: Arc<dyn Runtime>,
     metrics: Arc<Metrics>,
     storage: Storage,
-    agents: Mutex<HashMap<String, Agent>>,
-    /// Admission is serialised so two creates cannot both squeeze under a plan limit.
-    admission: Mutex<()>,
+    /// This gateway among the replicas sharing the store, as lease holders name it.
+    replica: String,
+    /// The epoch of the singletons' lease while this replica leads, else 0.
+    leading: AtomicI64,
+    /// Each running desktop's agent channel, with the target it was made for: a desktop
+    /// started again (by any replica) gets a new channel when its target changed.
+    agents: Mutex<HashMap<String, (String, Agent)>>,
     /// When each desktop's activity was last written, so a burst of actions costs one write.
     touched: std::sync::Mutex<HashMap<String, Instant>>,
-    lifecycles: std::sync::Mutex<HashMap<String, lifecycle::Lifecycle>>,
 }
 
 /// Activity is recorded at most this often per desktop; idle times are counted in seconds.
@@ -85,29 +94,37 @@ pub fn new_id() -> String {
 
 impl Desktops {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         config: Arc<Config>,
         runtime: Arc<dyn Runtime>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        // A store only this gateway uses has one holder for good, so a restart takes its
+        // leases back at once instead of waiting for the previous process's to expire.
+        let replica = if store.shared() {
+            format!("replica-{}", new_id())
+        } else {
+            "gateway".to_string()
+        };
         Desktops {
-            storage: Storage::new(&config.data_dir),
+            storage: Storage::new(store.clone()),
             store,
             config,
             runtime,
             metrics,
+            replica,
+            leading: AtomicI64::new(0),
             agents: Mutex::new(HashMap::new()),
-            admission: Mutex::new(()),
             touched: std::sync::Mutex::new(HashMap::new()),
-            lifecycles: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// The computer `id_or_name` of `account`; another account's is not found, exactly like a
     /// missing one.
-    pub fn find(&self, account: &str, id_or_name: &str) -> Result<Computer, DesktopError> {
+    pub async fn find(&self, account: &str, id_or_name: &str) -> Result<Computer, DesktopError> {
         self.store
-            .computer(account, id_or_name)?
+            .computer(account, id_or_name)
+            .await?
             .ok_or_else(|| DesktopError::NotFound(format!("computer {id_or_name:?} not found")))
     }
 
@@ -136,20 +153,34 @@ impl Desktops {
                 computer.id
             )));
         }
-        let client = self.agents.lock().await.get(&computer.id).cloned();
-        let client = match client {
-            Some(c) if self.runtime.is_alive(&computer.id).await => c,
+        let lost = || {
+            DesktopError::NotRunning(format!(
+                "computer {:?} stopped unexpectedly; start it again with POST /api/computers/{}/start",
+                computer.name, computer.id
+            ))
+        };
+        let target = computer.agent.as_deref().unwrap_or_default();
+        if !self.runtime.is_alive(&computer.id).await {
+            // Its processes are gone: it crashed or was killed. Recorded only if no change
+            // began since this request read it.
+            self.agents.lock().await.remove(&computer.id);
+            self.store.mark_lost(&computer.id, computer.stops, target).await?;
+            return Err(lost());
+        }
+        let cached = self.agents.lock().await.get(&computer.id).cloned();
+        let client = match cached {
+            Some((made_for, client)) if made_for == target => client,
             _ => {
-                // Its processes are gone: it crashed, was killed, or left with an old gateway.
-                self.agents.lock().await.remove(&computer.id);
-                self.store.set_status(&computer.id, Status::Error)?;
-                return Err(DesktopError::NotRunning(format!(
-                    "computer {:?} stopped unexpectedly; start it again with POST /api/computers/{}/start",
-                    computer.name, computer.id
-                )));
+                let address = agent::parse_target(target).ok_or_else(lost)?;
+                let client = agent::connect(&address, self.deadline()).await?;
+                self.agents
+                    .lock()
+                    .await
+                    .insert(computer.id.clone(), (target.to_string(), client.clone()));
+                client
             }
         };
-        self.note_activity(&computer.id)?;
+        self.note_activity(&computer.id).await?;
         Ok(client)
     }
 
@@ -161,17 +192,21 @@ impl Desktops {
         computer: &Computer,
         call: impl AsyncFnOnce(Agent) -> Result<T, DesktopError>,
     ) -> Result<T, DesktopError> {
-        let stops = self.lifecycle(&computer.id, |l| l.stops);
-        let agent = self.agent(computer).await?;
-        match call(agent).await {
+        // Reaching the agent can fail the same way: the store said running, and it stopped.
+        let result = match self.agent(computer).await {
+            Ok(agent) => call(agent).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Err(DesktopError::Agent(e)) if e.is_lost() => {
-                if self.store.computer(&computer.account_id, &computer.id)?.is_none() {
+                self.agents.lock().await.remove(&computer.id);
+                let Some(now) = self.store.computer(&computer.account_id, &computer.id).await? else {
                     return Err(DesktopError::NotFound(format!(
                         "computer {:?} was deleted while this call ran",
                         computer.name
                     )));
-                }
-                if self.lifecycle(&computer.id, |l| l.stops) != stops {
+                };
+                if now.stops != computer.stops || now.status != Status::Running {
                     return Err(DesktopError::NotRunning(format!(
                         "computer {:?} was stopped or restarted while this call ran; call again once it runs",
                         computer.name
@@ -194,8 +229,9 @@ impl Desktops {
         Ok(agent::call(self.deadline(), Duration::ZERO, agent.watch_screen(request)).await?)
     }
 
-    /// Records API activity on a desktop (for idle auto-stop), at most once a second.
-    pub fn note_activity(&self, id: &str) -> Result<(), DesktopError> {
+    /// Records API activity on a desktop (for idle auto-stop), at most once a second per
+    /// replica; the store keeps the latest of what replicas write.
+    pub async fn note_activity(&self, id: &str) -> Result<(), DesktopError> {
         {
             let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -204,6 +240,6 @@ impl Desktops {
                 _ => touched.insert(id.to_string(), now),
             };
         }
-        Ok(self.store.touch(id)?)
+        Ok(self.store.touch(id, now()).await?)
     }
 }

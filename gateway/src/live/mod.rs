@@ -65,7 +65,7 @@ struct StreamQuery {
 }
 
 /// The computer a token opens at this page, or why not.
-fn admit(live: &Live, name: &str, token: Option<&str>) -> Result<(Grant, Computer), ApiError> {
+async fn admit(live: &Live, name: &str, token: Option<&str>) -> Result<(Grant, Computer), ApiError> {
     let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
         ApiError::Unauthorized(
             "a viewer token is needed; create one with POST /api/computers/{id}/viewer-token".into(),
@@ -75,6 +75,7 @@ fn admit(live: &Live, name: &str, token: Option<&str>) -> Result<(Grant, Compute
     let computer = live
         .desktops
         .find(&grant.account, &grant.computer)
+        .await
         .map_err(|_| ApiError::NotFound("this desktop no longer exists".into()))?;
     if computer.name != name && computer.id != name {
         return Err(ApiError::Forbidden(
@@ -90,7 +91,7 @@ async fn session(
     Path(name): Path<String>,
     Query(q): Query<StreamQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let (grant, computer) = admit(&live, &name, q.token.as_deref())?;
+    let (grant, computer) = admit(&live, &name, q.token.as_deref()).await?;
     let screen = live.desktops.screen(&computer);
     Ok(Json(json!({
         "computer": computer.id,
@@ -110,7 +111,7 @@ async fn stream(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // The token is judged first, so a refusal reads the same to a browser and to anything else.
-    let (grant, computer) = admit(&live, &name, q.token.as_deref())?;
+    let (grant, computer) = admit(&live, &name, q.token.as_deref()).await?;
     let ws = ws.map_err(|e| ApiError::BadRequest(format!("this route takes a WebSocket: {e}")))?;
     let fps = q.fps.unwrap_or(30);
     if !(1..=60).contains(&fps) {

@@ -155,7 +155,10 @@ impl Viewer {
         }
         // Found again for each message: the desktop may have been stopped, restarted or
         // deleted since the viewer opened.
-        let computer = self.desktops.find(&self.grant.account, &self.grant.computer)?;
+        let computer = self
+            .desktops
+            .find(&self.grant.account, &self.grant.computer)
+            .await?;
         let action = parse(text, &self.desktops.screen(&computer))?;
         let held = match &action {
             Action::Key { combo, press } if *press != Press::Both => Some((combo.clone(), *press)),
@@ -171,7 +174,11 @@ impl Viewer {
     }
 
     async fn release_held(&mut self) {
-        let Ok(computer) = self.desktops.find(&self.grant.account, &self.grant.computer) else {
+        let Ok(computer) = self
+            .desktops
+            .find(&self.grant.account, &self.grant.computer)
+            .await
+        else {
             return;
         };
         for combo in std::mem::take(&mut self.held) {

@@ -27,7 +27,7 @@ use super::cgroup::PIDS_MAX;
 use orgo_proto::connect::Target;
 
 use super::RuntimeError;
-use super::{DesktopSpec, Runtime, agent_answers};
+use super::{DesktopSpec, Found, Runtime, agent_answers};
 use crate::config::DockerTransport;
 
 const LABEL: &str = "orgo.desktop";
@@ -39,6 +39,12 @@ const NETWORK: &str = "orgo-desktops";
 /// The agent's port inside the container, for the TCP transport.
 const AGENT_PORT: &str = "7000/tcp";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How a desktop's container is removed: running or not, with its anonymous volumes.
+const REMOVE: RemoveContainerOptions = RemoveContainerOptions {
+    force: true,
+    v: true,
+    link: false,
+};
 /// The desktop image's user, who must be able to create the agent's socket.
 const DESKTOP_UID: u32 = 1000;
 
@@ -372,14 +378,9 @@ impl Runtime for DockerRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.pids.lock().await.remove(id);
-        let options = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
         match self
             .docker
-            .remove_container(&container_name(id), Some(options))
+            .remove_container(&container_name(id), Some(REMOVE))
             .await
         {
             Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
@@ -397,11 +398,20 @@ impl Runtime for DockerRuntime {
     }
 
     async fn is_alive(&self, id: &str) -> bool {
-        let pid = self.pids.lock().await.get(id).copied();
-        pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+        let known = self.pids.lock().await.get(id).copied();
+        let pid = match known {
+            Some(pid) => Some(pid),
+            // Started by another replica, or before this gateway started: ask the engine once.
+            None => self.running_pid(&container_name(id)).await,
+        };
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if let (Some(pid), true, None) = (pid, alive, known) {
+            self.pids.lock().await.insert(id.to_string(), pid);
+        }
+        alive
     }
 
-    async fn adopt(&self, known: &[String]) -> Vec<(String, Target)> {
+    async fn found(&self) -> Vec<Found> {
         let options = ListContainersOptions {
             all: true,
             filters: HashMap::from([("label".to_string(), vec![LABEL.to_string()])]),
@@ -411,41 +421,35 @@ impl Runtime for DockerRuntime {
             tracing::warn!("cannot list desktop containers");
             return Vec::new();
         };
-        let mut alive = Vec::new();
+        let mut found = Vec::new();
         for c in containers {
             let labels = c.labels.clone().unwrap_or_default();
             let (Some(id), Some(owner)) = (labels.get(LABEL), labels.get(OWNER)) else {
                 continue;
             };
-            let id = id.clone();
-            let mine = *owner == self.owner;
-            // A container whose gateway's data dir is gone can never be adopted by anyone.
-            let abandoned = !mine && !Path::new(owner).exists();
-            if (mine && !known.contains(&id)) || abandoned {
-                tracing::info!(container = ?c.names, owner, "removing a container no desktop owns");
-                let options = RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                };
-                let container = c.id.clone().unwrap_or_else(|| container_name(&id));
-                let _ = self.docker.remove_container(&container, Some(options)).await;
+            if *owner != self.owner {
+                // A container whose gateway's data dir is gone can never be found by anyone.
+                if !Path::new(owner).exists() {
+                    tracing::info!(container = ?c.names, owner, "removing an abandoned container");
+                    let container = c.id.clone().unwrap_or_else(|| container_name(id));
+                    let _ = self.docker.remove_container(&container, Some(REMOVE)).await;
+                }
                 continue;
             }
-            if !mine {
-                continue;
-            }
-            let Some(pid) = self.running_pid(&container_name(&id)).await else {
-                continue;
-            };
-            if let Some(target) = self.target(&id).await
+            let mut agent = None;
+            if let Some(pid) = self.running_pid(&container_name(id)).await
+                && let Some(target) = self.target(id).await
                 && agent_answers(&target).await
             {
                 self.pids.lock().await.insert(id.clone(), pid);
-                alive.push((id, target));
+                agent = Some(target);
             }
+            found.push(Found {
+                id: id.clone(),
+                agent,
+            });
         }
-        alive
+        found
     }
 }
 

@@ -22,7 +22,7 @@ use crate::config::LocalSandbox;
 use orgo_proto::connect::Target;
 
 use super::RuntimeError;
-use super::{DesktopSpec, Runtime, agent_answers};
+use super::{DesktopSpec, Found, Runtime, agent_answers};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -354,7 +354,8 @@ impl Runtime for LocalRuntime {
 
     /// Local desktops end with the gateway that started them (bubblewrap dies with its parent),
     /// so there is never one to take over.
-    async fn adopt(&self, _known: &[String]) -> Vec<(String, Target)> {
+    async fn found(&self) -> Vec<Found> {
+        // Desktops are this process's children: none outlives a previous gateway.
         Vec::new()
     }
 

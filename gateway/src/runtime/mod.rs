@@ -34,6 +34,14 @@ pub struct DesktopSpec {
     pub disk_gb: u32,
 }
 
+/// A desktop a runtime holds.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub id: String,
+    /// Where its agent answers, when it runs and answers.
+    pub agent: Option<Target>,
+}
+
 #[tonic::async_trait]
 pub trait Runtime: Send + Sync {
     /// Starts the desktop (again, with its files, if it ran before) and answers where its agent
@@ -45,9 +53,9 @@ pub trait Runtime: Send + Sync {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Whether the desktop's processes are still there.
     async fn is_alive(&self, id: &str) -> bool;
-    /// At gateway start: takes over the desktops among `known` that are still running (answers
-    /// their ids and agents) and removes what belongs to no known desktop.
-    async fn adopt(&self, known: &[String]) -> Vec<(String, Target)>;
+    /// Every desktop of this installation the runtime holds, running or not, for
+    /// reconciliation (the caller removes those that belong to no desktop).
+    async fn found(&self) -> Vec<Found>;
     /// Whether desktops keep running when the gateway exits (and so need no stopping then).
     fn outlives_gateway(&self) -> bool;
 }

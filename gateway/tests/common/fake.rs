@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use orgo_gateway::runtime::RuntimeError;
-use orgo_gateway::runtime::{DesktopSpec, Runtime};
+use orgo_gateway::runtime::{DesktopSpec, Found, Runtime};
 use orgo_proto::connect::Target;
 use orgo_proto::v1 as pb;
 use orgo_proto::v1::agent_server::{Agent, AgentServer};
@@ -344,7 +344,7 @@ impl Runtime for FakeRuntime {
         self.is_running(id)
     }
 
-    async fn adopt(&self, _known: &[String]) -> Vec<(String, Target)> {
+    async fn found(&self) -> Vec<Found> {
         Vec::new()
     }
 

@@ -89,8 +89,10 @@ impl Gateway {
             .expect("a gateway made by Gateway::fake has a fake runtime")
     }
 
-    pub fn key(&self, account: &str) -> String {
-        orgo_gateway::create_key(&self.state.store, &self.state.config, account, None).unwrap()
+    pub async fn key(&self, account: &str) -> String {
+        orgo_gateway::create_key(self.state.store.as_ref(), &self.state.config, account, None)
+            .await
+            .unwrap()
     }
 
     pub async fn send(

@@ -1,0 +1,107 @@
+//! The singletons — reconciliation with the runtime and removal of orphans when a replica
+//! begins to lead, idle auto-stop, dropping old kept screenshots — run on one replica at a
+//! time, under the `singletons` lease. Its epoch fences their writes: a leader deposed while
+//! paused (its lease expired and taken) has its late writes refused.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{DesktopError, Desktops};
+use crate::store::Lease;
+
+/// The singletons' lease.
+const LEASE: &str = "singletons";
+/// How long leadership outlives the leader's last renewal: the longest a dead leader's
+/// singletons pause before another replica takes over.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// The longest between two rounds (renewals), well inside [`LEASE_TTL`].
+const MOST_BETWEEN_ROUNDS: Duration = Duration::from_secs(5);
+/// How often the leader drops expired kept screenshots, in rounds.
+const FORGET_EVERY_ROUNDS: u64 = 720;
+
+/// This replica as `/healthz` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Leadership {
+    pub replica: String,
+    /// The singletons' lease epoch while this replica leads.
+    pub lease_epoch: Option<i64>,
+}
+
+impl Desktops {
+    pub fn leadership(&self) -> Leadership {
+        let epoch = self.leading.load(Ordering::Relaxed);
+        Leadership {
+            replica: self.replica.clone(),
+            lease_epoch: (epoch > 0).then_some(epoch),
+        }
+    }
+
+    /// One round: takes or renews the lease; a replica that begins to lead reconciles first;
+    /// the leader then stops idle desktops. Answers the lease while this replica leads.
+    pub async fn lead(&self, round: u64) -> Result<Option<Lease>, DesktopError> {
+        let taken = self.store.take_lease(LEASE, &self.replica, LEASE_TTL).await;
+        let lease = match taken {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                self.set_leading(0);
+                return Ok(None);
+            }
+            Err(e) => {
+                // Unsure whether the lease is still ours: act as if not until it is renewed.
+                self.set_leading(0);
+                return Err(e.into());
+            }
+        };
+        if self.leading.load(Ordering::Relaxed) != lease.epoch {
+            tracing::info!(replica = %self.replica, epoch = lease.epoch, "leading the singletons");
+            self.reconcile(&lease).await?;
+            self.set_leading(lease.epoch);
+        }
+        self.stop_idle(&lease).await?;
+        if round % FORGET_EVERY_ROUNDS == 0 {
+            let dropped = self.storage.forget_old().await?;
+            if dropped > 0 {
+                tracing::info!(dropped, "dropped expired kept screenshots");
+            }
+        }
+        Ok(Some(lease))
+    }
+
+    fn set_leading(&self, epoch: i64) {
+        self.leading.store(epoch, Ordering::Relaxed);
+        self.metrics.set_leading(epoch);
+    }
+
+    /// Runs the first round now (so a single gateway has reconciled before it serves), then
+    /// a round every few seconds in the background, often enough for the shortest idle time.
+    pub async fn start_singletons(self: &Arc<Self>) -> Result<(), DesktopError> {
+        self.lead(0).await?;
+        let shortest = self
+            .config
+            .plans
+            .values()
+            .map(|p| p.idle_stop_seconds)
+            .filter(|s| *s > 0)
+            .min()
+            .unwrap_or(u64::MAX);
+        let every = Duration::from_secs(shortest / 4).clamp(Duration::from_secs(1), MOST_BETWEEN_ROUNDS);
+        let desktops = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            for round in 1.. {
+                tick.tick().await;
+                let Some(desktops) = desktops.upgrade() else {
+                    return;
+                };
+                if let Err(e) = desktops.lead(round).await {
+                    tracing::warn!(error = %e, "singletons' round failed");
+                }
+            }
+        });
+        Ok(())
+    }
+}

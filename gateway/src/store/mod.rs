@@ -1,0 +1,263 @@
+//! State every replica of the gateway agrees on, behind one interface with two backends:
+//! SQLite in the data dir (the embedded default, one gateway) and PostgreSQL (`database_url`,
+//! several gateways). It holds accounts, API keys (SHA-256 hashes only), projects, computers
+//! (with where their agent listens), leases (a desktop's lifecycle turn, the singletons'
+//! leadership), secrets and kept screenshots. Every lookup of a project, computer or screenshot
+//! takes the caller's account, so a foreign one is simply not found. Each backend runs its
+//! migrations at open, each once, in order, under a lock.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use postgres::Postgres;
+pub use sqlite::Sqlite;
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database answered with an error (the detail is for the log).
+    #[error("database: {0}")]
+    Database(String),
+    /// The database cannot be reached right now; the same call works once it is back.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A name that must be unique is taken; the sentence names it.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Where a desktop is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Creating,
+    Running,
+    Stopping,
+    Stopped,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Running => "running",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Error => "error",
+        }
+    }
+
+    fn parse(s: &str) -> Status {
+        match s {
+            "creating" => Status::Creating,
+            "running" => Status::Running,
+            "stopping" => Status::Stopping,
+            "stopped" => Status::Stopped,
+            _ => Status::Error,
+        }
+    }
+
+    /// Whether the desktop holds resources that count against the plan.
+    pub fn is_live(self) -> bool {
+        matches!(self, Status::Creating | Status::Running | Status::Stopping)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub plan: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Computer {
+    pub id: String,
+    pub account_id: String,
+    pub project_id: String,
+    pub name: String,
+    pub status: Status,
+    pub ram_gb: u32,
+    /// Cores; fractions such as 0.5 are allowed.
+    pub cpu: f64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last API activity, for idle auto-stop.
+    pub last_active: i64,
+    /// Where the agent of the running desktop listens, as the runtime said (see
+    /// `desktops::agent` for the form); none while it is not running.
+    pub agent: Option<String>,
+    /// How many times the desktop has been stopped: a call that fails while this changes was
+    /// cut short by a stop or restart.
+    pub stops: i64,
+}
+
+pub struct KeyRow {
+    pub id: String,
+    pub account: String,
+    pub created_at: i64,
+    pub revoked: bool,
+}
+
+/// A lease held: `name` by `holder` until it expires, in its `epoch`, which grows by one each
+/// time the lease changes hands (or is taken again after it expired), so a write made under an
+/// older epoch can be refused (fencing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+/// A screenshot kept for a `response_format=url` link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The file extension it is served with: `jpg` or `png`.
+    pub format: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Unix seconds now, by this machine's clock.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The store: what the gateway reads and writes, whichever database holds it. Every method
+/// answers [`StoreError::Unavailable`] while the database cannot be reached.
+#[tonic::async_trait]
+pub trait Store: Send + Sync {
+    /// Which database this is, for logs and errors (a URL's password is masked).
+    fn describe(&self) -> String;
+    /// Whether several gateways can share this store (PostgreSQL) or only one (SQLite).
+    fn shared(&self) -> bool;
+    /// One round trip: whether the database answers now.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError>;
+    async fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    /// The account of that name, made with `plan` and `id` if it does not exist (an existing
+    /// account's plan is updated to `plan`).
+    async fn ensure_account(&self, name: &str, plan: &str, id: &str) -> Result<Account, StoreError>;
+
+    async fn insert_key(&self, id: &str, account_id: &str, hash: &[u8]) -> Result<(), StoreError>;
+    /// The hash and account of a live (not revoked) key.
+    async fn live_key(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StoreError>;
+    async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError>;
+    /// Whether a live key was revoked.
+    async fn revoke_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Errors with [`StoreError::Conflict`] when the account has a project of that name.
+    async fn insert_project(&self, p: &Project) -> Result<(), StoreError>;
+    async fn projects(&self, account: &str) -> Result<Vec<Project>, StoreError>;
+    /// A project of the account, by id or by name (an id wins).
+    async fn project(&self, account: &str, id_or_name: &str) -> Result<Option<Project>, StoreError>;
+    async fn delete_project(&self, account: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Errors with [`StoreError::Conflict`] when the account has a computer of that name.
+    async fn insert_computer(&self, c: &Computer) -> Result<(), StoreError>;
+    /// A computer of the account, by id or by name (an id wins).
+    async fn computer(&self, account: &str, id_or_name: &str) -> Result<Option<Computer>, StoreError>;
+    async fn computers_of_project(&self, account: &str, project: &str) -> Result<Vec<Computer>, StoreError>;
+    async fn computers_of_account(&self, account: &str) -> Result<Vec<Computer>, StoreError>;
+    /// Every computer, for reconciliation and idle checks.
+    async fn all_computers(&self) -> Result<Vec<Computer>, StoreError>;
+    async fn set_status(&self, id: &str, status: Status) -> Result<(), StoreError>;
+    /// Records a running desktop and where its agent listens.
+    async fn set_running(&self, id: &str, agent: &str) -> Result<(), StoreError>;
+    /// Records that a stop begins: status `stopping`, no agent, one more stop.
+    async fn begin_stop(&self, id: &str) -> Result<(), StoreError>;
+    /// Records that a running desktop's processes are gone (status `error`, no agent), only if
+    /// it is still the run that was read (`stops`, `agent`); answers whether it was.
+    async fn mark_lost(&self, id: &str, stops: i64, agent: &str) -> Result<bool, StoreError>;
+    /// Sets the status only while `lease` is still held in its epoch; answers whether it was
+    /// (a deposed leader's late write is refused).
+    async fn set_status_fenced(&self, id: &str, status: Status, lease: &Lease) -> Result<bool, StoreError>;
+    /// Records activity at `at` (Unix seconds), keeping the latest of what replicas write.
+    async fn touch(&self, id: &str, at: i64) -> Result<(), StoreError>;
+    async fn delete_computer(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`: answers it when `holder`
+    /// holds it now (it was free, expired, or already its), None when another holds it.
+    async fn take_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+    /// Lets the lease go at once if `holder` holds it (its epoch stays, for fencing).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The secret `name`: made from `fresh` by whichever replica asks first, the same bytes for
+    /// every replica after.
+    async fn secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// Keeps a screenshot of `account` under `id`.
+    async fn keep_screenshot(&self, account: &str, id: &str, kept: &Kept) -> Result<(), StoreError>;
+    /// A kept screenshot of `account`.
+    async fn screenshot(&self, account: &str, id: &str) -> Result<Option<Kept>, StoreError>;
+    /// Drops screenshots kept before `before` (Unix seconds); answers how many.
+    async fn forget_screenshots(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a config names: PostgreSQL when `database_url` is set, else SQLite at
+/// `sqlite_path`. Errors say which database and why (a URL's password masked).
+pub async fn open(
+    database_url: Option<&str>,
+    sqlite_path: &std::path::Path,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match database_url {
+        Some(url) => Arc::new(Postgres::open(url).await?),
+        None => Arc::new(Sqlite::open(sqlite_path)?),
+    })
+}
+
+/// `url` with its password, if any, replaced by `***`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // The key=value form.
+        return url
+            .split(' ')
+            .map(|pair| match pair.split_once('=') {
+                Some(("password", _)) => "password=***",
+                _ => pair,
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url;
+
+    #[test]
+    fn passwords_are_masked_in_urls() {
+        assert_eq!(
+            mask_url("postgres://orgo:s3cr:et@db:5432/orgo"),
+            "postgres://orgo:***@db:5432/orgo"
+        );
+        assert_eq!(mask_url("postgres://orgo@db/orgo"), "postgres://orgo@db/orgo");
+        assert_eq!(mask_url("postgres://db/orgo?x=1"), "postgres://db/orgo?x=1");
+        assert_eq!(
+            mask_url("host=db password=x user=orgo"),
+            "host=db password=*** user=orgo"
+        );
+    }
+}
