@@ -212,6 +212,17 @@ impl Desktops {
                         computer.name
                     )));
                 }
+                if !self.runtime.is_alive(&computer.id).await {
+                    // Gone by itself (killed, or stopped by its runtime for going over a
+                    // limit), not by a lifecycle change.
+                    self.store
+                        .mark_lost(&computer.id, now.stops, now.agent.as_deref().unwrap_or_default())
+                        .await?;
+                    return Err(DesktopError::NotRunning(format!(
+                        "computer {:?} stopped while this call ran; start it again with POST /api/computers/{}/start",
+                        computer.name, computer.id
+                    )));
+                }
                 Err(DesktopError::Agent(e))
             }
             other => other,
