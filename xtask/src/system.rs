@@ -36,6 +36,8 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     "iproute2",
     "kmod",
     "python3-pip",
+    // The shared store's tests run throw-away PostgreSQL clusters.
+    "postgresql-15",
 ];
 
 /// The real browser the live view's tests and benchmark drive.

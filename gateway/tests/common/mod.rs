@@ -8,6 +8,7 @@ pub mod browser;
 pub mod fake;
 pub mod inproc;
 pub mod load;
+pub mod postgres;
 pub mod terminal;
 
 /// The orgo-agent binary of this build, built first if needed.
