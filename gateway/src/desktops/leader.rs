@@ -61,7 +61,7 @@ impl Desktops {
             self.set_leading(lease.epoch);
         }
         self.stop_idle(&lease).await?;
-        if round % FORGET_EVERY_ROUNDS == 0 {
+        if round.is_multiple_of(FORGET_EVERY_ROUNDS) {
             let dropped = self.storage.forget_old().await?;
             if dropped > 0 {
                 tracing::info!(dropped, "dropped expired kept screenshots");

@@ -104,7 +104,10 @@ impl Viewer {
             loop {
                 let message = tokio::select! {
                     _ = watching.tick() => {
-                        let _ = desktops.note_activity(&id);
+                        // A database away for a moment loses one mark of activity, not the view.
+                        if let Err(e) = desktops.note_activity(&id).await {
+                            tracing::debug!(error = %e, "cannot record viewing as activity");
+                        }
                         continue;
                     }
                     frame = frames.message() => match frame {
