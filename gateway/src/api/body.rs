@@ -23,8 +23,9 @@ pub const DRAIN_BYTES: u64 = 64 << 20;
 /// The longest an oversized body is read for; a client trickling it gets the 413 then.
 pub const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-/// Middleware: refuses a body over `limit` bytes with a readable 413, passes the rest on.
-/// A body without a declared length is counted while it is read and refused the same way.
+/// Middleware: refuses a body over `limit` bytes with a readable 413, passes the rest on,
+/// read whole. A body without a declared length is counted while it is read and refused the
+/// same way.
 pub async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
     let limit = limit as u64;
     match declared_length(request.headers()) {
@@ -34,8 +35,11 @@ pub async fn refuse_oversized(State(limit): State<usize>, request: Request, next
             }
             too_large(limit)
         }
-        Some(_) => next.run(request).await,
-        None => {
+        // Within the limit, the body is read whole before any handler runs: an answer sent
+        // before the client has sent all of it (an authentication or database error comes
+        // back at once) would make the server close the connection without saying so, and a
+        // client reusing it would see it reset.
+        _ => {
             let (parts, body) = request.into_parts();
             match read_within(body, limit).await {
                 Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,

@@ -5,6 +5,7 @@
 mod actions;
 mod body;
 mod computers;
+mod health;
 mod projects;
 mod viewers;
 mod wire;
@@ -147,7 +148,8 @@ pub fn router(state: AppState) -> Router {
             desktops: state.desktops.clone(),
             links: state.links.clone(),
         }))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(

@@ -301,8 +301,22 @@ impl Runtime for DockerRuntime {
         std::fs::create_dir_all(&run).map_err(|e| RuntimeError::Failed(format!("desktop dir: {e}")))?;
         std::os::unix::fs::chown(&run, Some(DESKTOP_UID), Some(DESKTOP_UID))
             .map_err(|e| RuntimeError::Failed(format!("chown desktop dir: {e}")))?;
-        let _ = std::fs::remove_file(run.join("agent.sock"));
         let name = container_name(&spec.id);
+        if let Some(pid) = self.running_pid(&name).await {
+            // Already running (its record was lost, or its agent was briefly out of reach):
+            // the same desktop, when its agent answers; else it starts afresh.
+            if let Some(target) = self.target(&spec.id).await
+                && agent_answers(&target).await
+            {
+                self.pids.lock().await.insert(spec.id.clone(), pid);
+                return Ok(target);
+            }
+            let _ = self
+                .docker
+                .stop_container(&name, Some(StopContainerOptions { t: 2 }))
+                .await;
+        }
+        let _ = std::fs::remove_file(run.join("agent.sock"));
         if self.docker.inspect_container(&name, None).await.is_err() {
             let options = CreateContainerOptions {
                 name: name.clone(),
@@ -399,16 +413,21 @@ impl Runtime for DockerRuntime {
 
     async fn is_alive(&self, id: &str) -> bool {
         let known = self.pids.lock().await.get(id).copied();
-        let pid = match known {
-            Some(pid) => Some(pid),
-            // Started by another replica, or before this gateway started: ask the engine once.
-            None => self.running_pid(&container_name(id)).await,
-        };
-        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if let (Some(pid), true, None) = (pid, alive, known) {
-            self.pids.lock().await.insert(id.to_string(), pid);
+        if known.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) {
+            return true;
         }
-        alive
+        // Unknown here (started by another replica, or before this gateway started) or gone
+        // since (perhaps restarted by another replica): the engine knows.
+        match self.running_pid(&container_name(id)).await {
+            Some(pid) => {
+                self.pids.lock().await.insert(id.to_string(), pid);
+                true
+            }
+            None => {
+                self.pids.lock().await.remove(id);
+                false
+            }
+        }
     }
 
     async fn found(&self) -> Vec<Found> {

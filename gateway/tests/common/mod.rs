@@ -216,8 +216,14 @@ pub struct Served {
 
 impl Served {
     pub fn start(env: &[(&'static str, String)], port: u16) -> Served {
+        Served::start_with(env, port, &[])
+    }
+
+    /// `serve ARGS…`, listening on `port` (as the environment says).
+    pub fn start_with(env: &[(&'static str, String)], port: u16, args: &[&str]) -> Served {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_orgo-gateway"))
             .arg("serve")
+            .args(args)
             .envs(env.iter().cloned())
             .stdin(std::process::Stdio::null())
             .spawn()
@@ -263,6 +269,27 @@ impl Served {
         (
             r.status().as_u16(),
             r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Whether the gateway process is still there.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// `GET path` outside `/api` (`/healthz`, `/metrics`, the live view's): (status, body).
+    pub fn get_root(&self, path: &str) -> (u16, String) {
+        let root = self.base.strip_suffix("/api").unwrap_or(&self.base);
+        let mut r = self
+            .http
+            .get(format!("{root}{path}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
         )
     }
 

@@ -1,0 +1,34 @@
+//! `GET /healthz` (liveness, and what this replica sees) and `GET /readyz` (readiness, for
+//! load balancers: 503 while the database cannot be reached, so traffic goes to a replica
+//! that can serve it).
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Always 200 while the process serves: `status` is `ok`, or `degraded` with why in
+/// `database`; `replica` names this gateway and `lease_epoch` is set while it runs the
+/// singletons (idle auto-stop, reconciliation).
+pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    let database = match state.store.ping().await {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let leadership = state.desktops.leadership();
+    Json(json!({
+        "status": if database == "ok" { "ok" } else { "degraded" },
+        "database": database,
+        "store": state.store.describe(),
+        "replica": leadership.replica,
+        "lease_epoch": leadership.lease_epoch,
+    }))
+}
+
+/// 200 `{"ready": true}` when the database answers; else 503 with the reason.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(json!({ "ready": true })))
+}
