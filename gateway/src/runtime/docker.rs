@@ -392,13 +392,25 @@ impl Runtime for DockerRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.pids.lock().await.remove(id);
-        match self
-            .docker
-            .remove_container(&container_name(id), Some(REMOVE))
-            .await
-        {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(e) => return Err(engine(e)),
+        // By label, not by name: an orphan may have been made under any name.
+        let options = ListContainersOptions {
+            all: true,
+            filters: HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL}={id}"), format!("{OWNER}={}", self.owner)],
+            )]),
+            ..Default::default()
+        };
+        let containers = self.docker.list_containers(Some(options)).await.map_err(engine)?;
+        for container in containers.into_iter().filter_map(|c| c.id) {
+            match self.docker.remove_container(&container, Some(REMOVE)).await {
+                Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(e) => return Err(engine(e)),
+            }
+        }
+        // A label is anything anyone with the engine wrote: only a plain name is a directory.
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(());
         }
         match std::fs::remove_dir_all(self.data_dir.join("desktops").join(id)) {
             Ok(()) => Ok(()),
