@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::new_key;
-use crate::system::{ensure_system_packages, root, run};
+use crate::system::{ensure_packages, ensure_system_packages, root, run, run_with};
 
 /// A schemathesis run's size: examples per operation, and concurrent workers (waits, drags and
 /// timed execs mostly sleep, so more workers overlap them).
@@ -48,7 +48,26 @@ const PARSER_TARGETS: &[&str] = &["key_combo", "type_plan", "request_body", "out
 /// schemathesis, Hypothesis and every dependency at exact versions with hashes.
 const REQUIREMENTS: &str = "gateway/tests/schemathesis-requirements.txt";
 
-/// A served gateway, stopped (SIGTERM, which stops its desktops) when dropped.
+/// The Docker desktops of a gateway's data dir (its owner label), removed when dropped.
+struct Containers(std::path::PathBuf);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let filter = format!("label=orgo.gateway={}", self.0.display());
+        let listed = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output();
+        if let Ok(out) = listed {
+            let ids = String::from_utf8_lossy(&out.stdout);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker").args(["rm", "-f"]).args(ids).output();
+            }
+        }
+    }
+}
+
+/// A served gateway, stopped (SIGTERM, which stops its local desktops) when dropped.
 struct Served(Child);
 
 impl Drop for Served {
@@ -100,7 +119,81 @@ fn stored_screenshot(base: &str, key: &str, computer: &str) -> Result<String> {
     Ok(image.rsplit('/').next().unwrap_or_default().to_string())
 }
 
-pub fn api(size: Size) -> Result<()> {
+/// Where the fuzzed gateway keeps its state, and so which runtime it runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// SQLite in its data dir, local desktops.
+    Sqlite,
+    /// A throw-away PostgreSQL cluster, Docker desktops (a gateway with a shared store refuses
+    /// the local runtime).
+    Postgres,
+}
+
+/// Set on the command pg_virtualenv runs, so this process knows the `PG*` variables are the
+/// throw-away cluster's (and never a user's own database).
+const INSIDE_VIRTUALENV: &str = "ORGO_FUZZ_IN_PG_VIRTUALENV";
+
+/// `cargo xtask fuzz-api [--long] [--postgres]`.
+pub fn api_command(flags: &[&str]) -> Result<()> {
+    let mut size = SHORT;
+    let mut backing = Backing::Sqlite;
+    for flag in flags {
+        match *flag {
+            "--long" => size = LONG,
+            "--postgres" => backing = Backing::Postgres,
+            other => bail!("fuzz-api takes --long and --postgres, not {other:?}"),
+        }
+    }
+    api(size, backing)
+}
+
+/// The URL of pg_virtualenv's cluster, from the `PG*` variables it sets.
+fn virtualenv_url() -> Result<String> {
+    let var = |k: &str| std::env::var(k).with_context(|| format!("pg_virtualenv set no {k}"));
+    // Only letters, digits and `-._~` pass into a URL's user-info as they are.
+    let encode = |s: String| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    Ok(format!(
+        "postgres://{}:{}@{}:{}/{}",
+        encode(var("PGUSER")?),
+        encode(var("PGPASSWORD")?),
+        var("PGHOST")?,
+        var("PGPORT")?,
+        var("PGDATABASE")?
+    ))
+}
+
+pub fn api(size: Size, backing: Backing) -> Result<()> {
+    let database = match backing {
+        Backing::Sqlite => None,
+        Backing::Postgres if std::env::var_os(INSIDE_VIRTUALENV).is_none() => {
+            // This same command again, inside a throw-away cluster that pg_virtualenv makes
+            // (`-t`: in a temporary directory even as root) and removes afterwards.
+            ensure_packages(&["postgresql-15"])?;
+            let me = std::env::current_exe()?;
+            let mut args = vec![
+                "-t",
+                "-o",
+                "fsync=off",
+                me.to_str().context("path")?,
+                "fuzz-api",
+                "--postgres",
+            ];
+            if size.examples == LONG.examples {
+                args.push("--long");
+            }
+            return run_with("pg_virtualenv", &args, &[(INSIDE_VIRTUALENV, "1")]);
+        }
+        Backing::Postgres => Some(virtualenv_url()?),
+    };
     ensure_system_packages()?;
     run("cargo", &["build", "-p", "orgo-agent", "-p", "orgo-gateway"])?;
     let venv = root().join("target/fuzz-venv");
@@ -114,21 +207,38 @@ pub fn api(size: Size) -> Result<()> {
     )?;
     let st = venv.join("bin/schemathesis");
 
-    let report = root().join("target/fuzz-report");
+    let name = match backing {
+        Backing::Sqlite => "sqlite",
+        Backing::Postgres => "postgres",
+    };
+    let report = root().join("target/fuzz-report").join(name);
     std::fs::create_dir_all(&report)?;
-    let data = root().join("target/fuzz-data");
+    let data = root().join("target/fuzz-data").join(name);
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let gateway = root().join("target/debug/orgo-gateway");
-    let key = new_key(&gateway, &data, "fuzz", "pro")?;
+    let mut served_env = vec![
+        ("ORGO_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "ORGO_AGENT_BIN",
+            root().join("target/debug/orgo-agent").display().to_string(),
+        ),
+        ("RUST_LOG", "warn".to_string()),
+    ];
+    if let Some(url) = database {
+        served_env.push(("ORGO_DATABASE_URL", url));
+        served_env.push(("ORGO_RUNTIME", "docker".to_string()));
+    }
+    let key = new_key(&gateway, &data, &served_env, "fuzz", "pro")?;
+    // Dropped after the gateway: Docker desktops outlive it.
+    let _containers = (backing == Backing::Postgres)
+        .then(|| Containers(std::fs::canonicalize(&data).unwrap_or(data.clone())));
     let _served = Served(
         Command::new(&gateway)
             .arg("serve")
             .env("ORGO_DATA_DIR", &data)
-            .env("ORGO_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ORGO_AGENT_BIN", root().join("target/debug/orgo-agent"))
-            .env("RUST_LOG", "warn")
+            .envs(served_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(report.join("gateway.log"))?)
             .spawn()
@@ -198,7 +308,10 @@ pub fn api(size: Size) -> Result<()> {
     }
     println!("fuzz-api: the gateway answered {served} requests, {server_errors} of them 5xx");
     if server_errors > 0 {
-        bail!("the gateway answered {server_errors} requests with 5xx (log in target/fuzz-report)");
+        bail!(
+            "the gateway answered {server_errors} requests with 5xx (log in {})",
+            report.display()
+        );
     }
     if !status.success() {
         let junit = std::fs::read_to_string(report.join("junit.xml")).unwrap_or_default();
@@ -206,9 +319,10 @@ pub fn api(size: Size) -> Result<()> {
         if !verdict.tool_only() {
             bail!(
                 "schemathesis found {} failed checks and {} API errors (report and the gateway's \
-                 log in target/fuzz-report)",
+                 log in {})",
                 verdict.failures,
-                verdict.api_errors
+                verdict.api_errors,
+                report.display()
             );
         }
         // The tool broke inside itself (a Python traceback in Hypothesis or schemathesis), with
@@ -222,9 +336,10 @@ pub fn api(size: Size) -> Result<()> {
             .join(" ");
         eprintln!(
             "fuzz-api: WARNING: schemathesis itself crashed {} times (a tool error, not an API \
-             failure: no check failed, no 5xx); see target/fuzz-report/junit.xml. To reproduce \
+             failure: no check failed, no 5xx); see the junit.xml in {}. To reproduce \
              against a gateway served like this one:\n  {reproduce}",
-            verdict.tool_errors
+            verdict.tool_errors,
+            report.display()
         );
     }
     let _ = std::fs::remove_dir_all(Path::new(&data));

@@ -9,7 +9,8 @@
 //!   local and Docker desktops), against the reference stack, side by side.
 //! - `cargo xtask bench view` — the live view in a real browser.
 //! - `cargo xtask load …` and `cargo xtask soak --minutes N` — load and leak checks.
-//! - `cargo xtask fuzz-api [--long]` — schemathesis against the served OpenAPI document.
+//! - `cargo xtask fuzz-api [--long] [--postgres]` — schemathesis against the served OpenAPI
+//!   document, on SQLite and local desktops or on PostgreSQL and Docker desktops.
 //! - `cargo xtask fuzz-parsers [--seconds N]` — the cargo-fuzz targets in `fuzz/`.
 
 use std::path::Path;
@@ -46,9 +47,11 @@ commands:
   soak --minutes N
                 create/act/delete desktops in a loop, checking nothing leaks (also
                 ORGO_SOAK_RUNTIME=docker); a 20 s soak is part of the tests
-  fuzz-api [--long]
+  fuzz-api [--long] [--postgres]
                 schemathesis (every check) against a served gateway's OpenAPI document; the
-                short run is part of ci, --long generates over 5,000 requests
+                short run is part of ci (once as is, once with --postgres), --long generates
+                over 5,000 requests; --postgres serves the gateway on a throw-away PostgreSQL
+                (Debian's pg_virtualenv) with Docker desktops
   fuzz-parsers [--seconds N]
                 the cargo-fuzz targets in fuzz/ (key combos, typing plans, request bodies,
                 output capping), N seconds each (20, as in ci), nightly toolchain";
@@ -67,8 +70,7 @@ fn main() {
         ["bench", "view"] => bench_view(),
         ["load", rest @ ..] => load(rest),
         ["soak", "--minutes", n] => soak(n),
-        ["fuzz-api"] => fuzz::api(fuzz::SHORT),
-        ["fuzz-api", "--long"] => fuzz::api(fuzz::LONG),
+        ["fuzz-api", flags @ ..] => fuzz::api_command(flags),
         ["fuzz-parsers"] => fuzz::parsers(fuzz::PARSERS_SHORT),
         ["fuzz-parsers", "--seconds", n] => n
             .parse()
@@ -102,7 +104,8 @@ fn ci() -> Result<()> {
     // The Docker runtime's tests need the desktop image; a second build is skipped.
     image("minimal")?;
     test_workspace()?;
-    fuzz::api(fuzz::SHORT)?;
+    fuzz::api(fuzz::SHORT, fuzz::Backing::Sqlite)?;
+    fuzz::api(fuzz::SHORT, fuzz::Backing::Postgres)?;
     fuzz::parsers(fuzz::PARSERS_SHORT)
 }
 
@@ -152,10 +155,19 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
 }
 
 /// A new API key for `account` on `plan`, made with `gateway keys create` on that data dir.
-pub fn new_key(gateway: &Path, data: &Path, account: &str, plan: &str) -> Result<String> {
+/// A new key for `account` on `plan`, made by the gateway's CLI on that data dir with `env`
+/// (a database URL, say) beside it.
+pub fn new_key(
+    gateway: &Path,
+    data: &Path,
+    env: &[(&str, String)],
+    account: &str,
+    plan: &str,
+) -> Result<String> {
     let out = Command::new(gateway)
         .args(["keys", "create", "--account", account, "--plan", plan])
         .env("ORGO_DATA_DIR", data)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .context("cannot run orgo-gateway keys create")?;
     if !out.status.success() {
@@ -188,7 +200,7 @@ fn up() -> Result<()> {
     let key = match std::fs::read_to_string(&key_file) {
         Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
         _ => {
-            let key = new_key(&gateway, &data, "dev", "free")?;
+            let key = new_key(&gateway, &data, &[], "dev", "free")?;
             std::fs::write(&key_file, &key)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;

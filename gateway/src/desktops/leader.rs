@@ -1,6 +1,6 @@
-//! The singletons — reconciliation with the runtime and removal of orphans when a replica
-//! begins to lead, idle auto-stop, dropping old kept screenshots — run on one replica at a
-//! time, under the `singletons` lease. Its epoch fences their writes: a leader deposed while
+//! The singletons — reconciliation with the runtime and removal of orphans (when a replica
+//! begins to lead, then every so often), idle auto-stop, dropping old kept screenshots — run on
+//! one replica at a time, under the `singletons` lease. Its epoch fences their writes: a leader deposed while
 //! paused (its lease expired and taken) has its late writes refused.
 
 use std::sync::Arc;
@@ -19,6 +19,8 @@ const LEASE: &str = "singletons";
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// The longest between two rounds (renewals), well inside [`LEASE_TTL`].
 const MOST_BETWEEN_ROUNDS: Duration = Duration::from_secs(5);
+/// How often the leader reconciles again, in rounds (besides when it begins to lead).
+const RECONCILE_EVERY_ROUNDS: u64 = 60;
 /// How often the leader drops expired kept screenshots, in rounds.
 const FORGET_EVERY_ROUNDS: u64 = 720;
 
@@ -59,6 +61,8 @@ impl Desktops {
             tracing::info!(replica = %self.replica, epoch = lease.epoch, "leading the singletons");
             self.reconcile(&lease).await?;
             self.set_leading(lease.epoch);
+        } else if round.is_multiple_of(RECONCILE_EVERY_ROUNDS) {
+            self.reconcile(&lease).await?;
         }
         self.stop_idle(&lease).await?;
         if round.is_multiple_of(FORGET_EVERY_ROUNDS) {

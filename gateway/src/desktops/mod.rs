@@ -145,6 +145,12 @@ impl Desktops {
 
     /// The agent of a running computer, or why there is none; the call counts as activity.
     pub async fn agent(&self, computer: &Computer) -> Result<Agent, DesktopError> {
+        if computer.status == Status::Error {
+            return Err(DesktopError::NotRunning(format!(
+                "computer {:?} stopped unexpectedly or failed to start; start it again with POST /api/computers/{}/start",
+                computer.name, computer.id
+            )));
+        }
         if computer.status != Status::Running {
             return Err(DesktopError::NotRunning(format!(
                 "computer {:?} is {}; start it with POST /api/computers/{}/start",

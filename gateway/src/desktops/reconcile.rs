@@ -1,5 +1,6 @@
-//! Reconciliation (a singleton, when a replica begins to lead): the store made to agree with
-//! what the runtime holds, and what the runtime holds for no desktop removed.
+//! Reconciliation (a singleton: when a replica begins to lead, then every so often): the
+//! store made to agree with what the runtime holds, and what the runtime holds for no desktop
+//! removed.
 
 use std::collections::{HashMap, HashSet};
 
