@@ -300,13 +300,20 @@ struct Threads {
 fn threads(pid: u32) -> Option<Threads> {
     let mut all = Threads { asleep: true, ran: 0 };
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = task.ok()?.path();
-        let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+        // A thread that ended while the others were read is simply not counted.
+        let Ok(path) = task.map(|t| t.path()) else {
+            continue;
+        };
+        let (Ok(stat), Ok(sched)) = (
+            std::fs::read_to_string(path.join("stat")),
+            std::fs::read_to_string(path.join("schedstat")),
+        ) else {
+            continue;
+        };
         // The state follows the command name, which is in parentheses and may hold anything.
         let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
         all.asleep &= matches!(state, Some('S' | 'I' | 'Z' | 'X'));
         // run time (ns), wait time, timeslices: any scheduling moves the first and the last.
-        let sched = std::fs::read_to_string(path.join("schedstat")).ok()?;
         all.ran = sched
             .split_whitespace()
             .filter_map(|f| f.parse::<u64>().ok())

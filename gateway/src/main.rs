@@ -128,6 +128,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     axum::serve(listener, orgo_gateway::app(state.clone()))
         .with_graceful_shutdown(shutdown())
         .await?;
+    state.desktops.resign().await;
     tracing::info!("stopping desktops");
     state
         .desktops

@@ -44,6 +44,9 @@ impl Desktops {
     /// One round: takes or renews the lease; a replica that begins to lead reconciles first;
     /// the leader then stops idle desktops. Answers the lease while this replica leads.
     pub async fn lead(&self, round: u64) -> Result<Option<Lease>, DesktopError> {
+        if self.resigned.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let taken = self.store.take_lease(LEASE, &self.replica, LEASE_TTL).await;
         let lease = match taken {
             Ok(Some(lease)) => lease,
@@ -72,6 +75,19 @@ impl Desktops {
             }
         }
         Ok(Some(lease))
+    }
+
+    /// At a clean shutdown: lets the singletons' lease go, so another replica takes over at
+    /// its next round instead of after the lease expires.
+    pub async fn resign(&self) {
+        self.resigned.store(true, Ordering::Relaxed);
+        if self.leading.swap(0, Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.metrics.set_leading(0);
+        if let Err(e) = self.store.release_lease(LEASE, &self.replica).await {
+            tracing::warn!(error = %e, "cannot let the singletons' lease go; it expires");
+        }
     }
 
     fn set_leading(&self, epoch: i64) {

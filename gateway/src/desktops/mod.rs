@@ -17,7 +17,7 @@ mod turn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::time::{Duration, Instant};
 
 use orgo_proto::connect::Agent;
@@ -69,6 +69,8 @@ pub struct Desktops {
     replica: String,
     /// The epoch of the singletons' lease while this replica leads, else 0.
     leading: AtomicI64,
+    /// Set at a clean shutdown: this replica no longer takes the singletons' lease.
+    resigned: AtomicBool,
     /// Each running desktop's agent channel, with the target it was made for: a desktop
     /// started again (by any replica) gets a new channel when its target changed.
     agents: Mutex<HashMap<String, (String, Agent)>>,
@@ -114,6 +116,7 @@ impl Desktops {
             metrics,
             replica,
             leading: AtomicI64::new(0),
+            resigned: AtomicBool::new(false),
             agents: Mutex::new(HashMap::new()),
             touched: std::sync::Mutex::new(HashMap::new()),
         }
