@@ -36,6 +36,37 @@ fn default_rate() -> u32 {
 pub enum RuntimeKind {
     Local,
     Docker,
+    Kubernetes,
+}
+
+/// The Kubernetes runtime's cluster (`[kubernetes]` in the config file).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kubernetes {
+    /// A kubeconfig file; in-cluster configuration, `$KUBECONFIG` or `~/.kube/config` when
+    /// unset.
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the desktops' Pods, claims and Secrets.
+    pub namespace: String,
+    /// Names this installation on every object it makes (the same for every replica).
+    pub installation: String,
+    /// The storage class of desktops' homes; the cluster's default when unset.
+    pub storage_class: Option<String>,
+    /// Addresses (CIDRs) of gateways outside the cluster, let through to the agents' port by
+    /// the desktops' NetworkPolicy (gateway Pods always are).
+    pub gateway_cidrs: Vec<String>,
+}
+
+impl Default for Kubernetes {
+    fn default() -> Self {
+        Kubernetes {
+            kubeconfig: None,
+            namespace: "orgo-desktops".into(),
+            installation: "orgo".into(),
+            storage_class: None,
+            gateway_cidrs: Vec::new(),
+        }
+    }
 }
 
 /// How local desktops are contained.
@@ -92,6 +123,7 @@ pub struct Config {
     /// PostgreSQL shared by several gateways (`postgres://user:password@host:port/db`); the
     /// embedded SQLite file in the data dir when unset.
     pub database_url: Option<String>,
+    pub kubernetes: Kubernetes,
 }
 
 impl Default for Config {
@@ -124,6 +156,7 @@ impl Default for Config {
             viewer_link_seconds: 3600,
             agent_deadline_seconds: 55,
             database_url: None,
+            kubernetes: Kubernetes::default(),
             docker_transport: DockerTransport::Unix,
             local_sandbox: LocalSandbox::Strict,
             disk_size_gb: 10,
@@ -161,7 +194,10 @@ impl Config {
             self.runtime = match v.as_str() {
                 "local" => RuntimeKind::Local,
                 "docker" => RuntimeKind::Docker,
-                other => anyhow::bail!("ORGO_RUNTIME={other:?} must be \"local\" or \"docker\""),
+                "kubernetes" => RuntimeKind::Kubernetes,
+                other => {
+                    anyhow::bail!("ORGO_RUNTIME={other:?} must be \"local\", \"docker\" or \"kubernetes\"")
+                }
             };
         }
         if let Some(v) = var("ORGO_DOCKER_TRANSPORT") {
@@ -341,5 +377,19 @@ mod tests {
         assert_eq!(ok.local_sandbox, LocalSandbox::Strict);
         let open: Config = toml::from_str("local_sandbox = \"none\"").unwrap();
         assert_eq!(open.local_sandbox, LocalSandbox::None);
+        let k: Config = toml::from_str(
+            "runtime = \"kubernetes\"\n[kubernetes]\nnamespace = \"desk\"\nstorage_class = \"fast\"",
+        )
+        .unwrap();
+        assert_eq!(k.runtime, RuntimeKind::Kubernetes);
+        assert_eq!(
+            (
+                k.kubernetes.namespace.as_str(),
+                k.kubernetes.installation.as_str()
+            ),
+            ("desk", "orgo")
+        );
+        let err = toml::from_str::<Config>("[kubernetes]\nnamspace = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("namspace"), "{err}");
     }
 }

@@ -40,6 +40,10 @@ pub enum ApiError {
     NotReady(String),
     #[error("the desktop did not answer in time")]
     AgentTimeout(String),
+    /// Something the request needs is missing for now; the sentence says what (no room in the
+    /// cluster, an image that cannot be pulled).
+    #[error("{0}")]
+    Unavailable(String),
     /// The store's database cannot be reached; the same call works once it is back.
     #[error("the database is unavailable; try again in a moment")]
     StoreUnavailable(String),
@@ -58,7 +62,9 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Agent(_) => StatusCode::BAD_GATEWAY,
-            ApiError::NotReady(_) | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::StoreUnavailable(_) | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::AgentTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -88,6 +94,7 @@ impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
         match e {
             RuntimeError::Busy(d) => ApiError::NotReady(d),
+            RuntimeError::Unavailable(m) => ApiError::Unavailable(m),
             RuntimeError::Failed(d) => ApiError::Internal(d),
         }
     }
@@ -202,6 +209,10 @@ mod tests {
         check(Invalid("x".into()).into(), StatusCode::BAD_REQUEST);
         check(
             RuntimeError::Busy("home".into()).into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+        check(
+            RuntimeError::Unavailable("no room: 0/2 nodes are available".into()).into(),
             StatusCode::SERVICE_UNAVAILABLE,
         );
         check(

@@ -26,6 +26,7 @@ use crate::config::RuntimeKind;
 use crate::desktops::Desktops;
 use crate::runtime::Runtime;
 use crate::runtime::docker::DockerRuntime;
+use crate::runtime::kubernetes::{self, KubernetesRuntime};
 use crate::runtime::local::LocalRuntime;
 use crate::state::AppState;
 use crate::store::Store;
@@ -48,6 +49,20 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         RuntimeKind::Docker => {
             Arc::new(DockerRuntime::connect(&config.data_dir, &config.image, config.docker_transport).await?)
         }
+        RuntimeKind::Kubernetes => {
+            let k = &config.kubernetes;
+            Arc::new(
+                KubernetesRuntime::connect(kubernetes::Settings {
+                    kubeconfig: k.kubeconfig.clone(),
+                    namespace: k.namespace.clone(),
+                    image: config.image.clone(),
+                    installation: k.installation.clone(),
+                    storage_class: k.storage_class.clone(),
+                    gateway_cidrs: k.gateway_cidrs.clone(),
+                })
+                .await?,
+            )
+        }
     };
     build_state_with(config, runtime).await
 }
@@ -59,6 +74,10 @@ pub async fn build_state_with(config: Config, runtime: Arc<dyn Runtime>) -> anyh
     std::fs::create_dir_all(&config.data_dir)?;
     let config = Arc::new(config);
     let store = store::open(config.database_url.as_deref(), &config.db_path()).await?;
+    if !store.shared() {
+        // This gateway is the store's only user: nothing a previous run held is still held.
+        store.forget_leases().await?;
+    }
     let signer = token::Signer::open(store.as_ref())
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", store.describe()))?;

@@ -152,12 +152,15 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition and its content type, with the count of `computers`
-    /// (the store's, read for this scrape) in each state.
-    pub fn render(&self, computers: &[Computer]) -> (&'static str, String) {
+    /// (the store's, read for this scrape) in each state; without that family when the store
+    /// could not be read (zeros would read as every desktop gone).
+    pub fn render(&self, computers: Option<&[Computer]>) -> (&'static str, String) {
         let mut out = String::new();
         // Writing to a String cannot fail; the encoders only pass on the writer's errors.
         let _ = prometheus_text::encode(&mut out, &self.registry);
-        let _ = prometheus_text::encode(&mut out, &desktops_by_state(computers));
+        if let Some(computers) = computers {
+            let _ = prometheus_text::encode(&mut out, &desktops_by_state(computers));
+        }
         (prometheus_text::CONTENT_TYPE, out)
     }
 }
@@ -216,7 +219,7 @@ mod tests {
         metrics.record(route, "POST", 409, Duration::from_millis(3));
         metrics.record(route, "POST", 409, Duration::from_millis(3));
         metrics.record(route, "POST", 200, Duration::from_millis(3));
-        let (_, text) = metrics.render(&[]);
+        let (_, text) = metrics.render(Some(&[]));
         assert!(
             text.contains("# TYPE orgo_http_requests_total counter\n"),
             "{text}"
@@ -245,7 +248,7 @@ mod tests {
         metrics.record(route, "GET", 200, Duration::from_micros(400));
         metrics.record(route, "GET", 200, Duration::from_millis(20));
         metrics.record(route, "GET", 200, Duration::from_secs(60));
-        let (_, text) = metrics.render(&[]);
+        let (_, text) = metrics.render(Some(&[]));
         assert!(
             text.contains("# TYPE orgo_http_request_duration_seconds histogram\n"),
             "{text}"
@@ -291,7 +294,7 @@ mod tests {
         metrics.record_action("click", "ok", Duration::from_millis(2));
         metrics.record_action("click", "ok", Duration::from_millis(200));
         metrics.record_action("type", "unavailable", Duration::from_secs(10));
-        let (_, text) = metrics.render(&[]);
+        let (_, text) = metrics.render(Some(&[]));
         assert!(
             text.contains("# TYPE orgo_action_duration_seconds histogram\n"),
             "{text}"
@@ -327,9 +330,9 @@ mod tests {
             created_at: 0,
             last_active: 0,
             agent: None,
-            stops: 1,
+            generation: 1,
         };
-        let (_, text) = metrics.render(&[stopped]);
+        let (_, text) = metrics.render(Some(&[stopped]));
         assert!(text.contains("# TYPE orgo_desktops gauge\n"), "{text}");
         let mut states = lines(&text, "orgo_desktops{");
         states.sort();
@@ -343,5 +346,7 @@ mod tests {
                 "orgo_desktops{state=\"stopping\"} 0",
             ]
         );
+        let (_, unread) = metrics.render(None);
+        assert!(!unread.contains("orgo_desktops"), "{unread}");
     }
 }

@@ -402,7 +402,7 @@ async fn every_route_validates_before_touching_a_desktop() {
             created_at: 0,
             last_active: 0,
             agent: None,
-            stops: 0,
+            generation: 0,
         })
         .await
         .unwrap();

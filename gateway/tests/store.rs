@@ -37,7 +37,7 @@ fn computer(id: &str, account: &str, project: &str, name: &str) -> Computer {
         created_at: 100,
         last_active: 100,
         agent: None,
-        stops: 0,
+        generation: 0,
     }
 }
 
@@ -121,19 +121,24 @@ async fn records(a: &dyn Store, b: &dyn Store) {
         (running.status, running.agent.as_deref(), running.last_active),
         (Status::Running, Some("unix:/run/agent.sock"), 500)
     );
+    assert_eq!(running.generation, 1, "a start is a new generation");
     assert!(
-        !a.mark_lost("c1", 1, "unix:/run/agent.sock").await.unwrap(),
+        !a.mark_lost("c1", 0, "unix:/run/agent.sock").await.unwrap(),
         "another run's"
     );
-    assert!(!a.mark_lost("c1", 0, "tcp:x y").await.unwrap(), "another agent's");
+    assert!(!a.mark_lost("c1", 1, "tcp:x y").await.unwrap(), "another agent's");
     b.begin_stop("c1").await.unwrap();
     let stopping = a.computer(&alice.id, "c1").await.unwrap().unwrap();
     assert_eq!(
-        (stopping.status, stopping.agent, stopping.stops),
-        (Status::Stopping, None, 1)
+        (stopping.status, stopping.agent, stopping.generation),
+        (Status::Stopping, None, 2)
     );
     b.set_running("c1", "tcp:127.0.0.1:9 t").await.unwrap();
-    assert!(a.mark_lost("c1", 1, "tcp:127.0.0.1:9 t").await.unwrap());
+    assert!(
+        !a.mark_lost("c1", 2, "tcp:127.0.0.1:9 t").await.unwrap(),
+        "the same agent's address, a later run"
+    );
+    assert!(a.mark_lost("c1", 3, "tcp:127.0.0.1:9 t").await.unwrap());
     assert_eq!(
         b.computer(&alice.id, "c1").await.unwrap().unwrap().status,
         Status::Error
@@ -156,14 +161,23 @@ async fn leases(a: &dyn Store, b: &dyn Store) {
     );
     let renewed = a.take_lease("singletons", "A", long).await.unwrap().unwrap();
     assert_eq!(renewed.epoch, first.epoch, "a renewal keeps the epoch");
+    assert!(b.renew_lease(&renewed, long).await.unwrap(), "renewed while held");
     // A lease that expires (A paused, say) passes to B in the next epoch.
     a.take_lease("singletons", "A", Duration::from_millis(200))
         .await
         .unwrap()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !a.renew_lease(&first, long).await.unwrap(),
+        "an expired lease is not taken back by renewing"
+    );
     let taken = b.take_lease("singletons", "B", long).await.unwrap().unwrap();
     assert_eq!(taken.epoch, first.epoch + 1);
+    assert!(
+        !a.renew_lease(&first, long).await.unwrap(),
+        "nor once another holds it"
+    );
 
     a.ensure_account("fenced", "free", "acct-f").await.unwrap();
     a.insert_project(&Project {

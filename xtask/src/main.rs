@@ -27,7 +27,7 @@ mod tidy;
 
 use bench::{bench_agent, bench_gateway, bench_view, load, soak};
 use image::image;
-use system::{BROWSER_PACKAGES, ensure_packages, ensure_system_packages, root, run};
+use system::{BROWSER_PACKAGES, ensure_packages, ensure_system_packages, output, root, run};
 
 pub const USAGE: &str = "usage: cargo xtask <command>
 
@@ -96,6 +96,22 @@ fn ci() -> Result<()> {
     run(
         "cargo",
         &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
+    )?;
+    // The fuzz workspace is built last; a lock file the gateway's new dependencies made stale
+    // should fail now, not after the rest has run.
+    output(
+        "cargo",
+        &[
+            "metadata",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--locked",
+            "--format-version",
+            "1",
+        ],
+    )
+    .context(
+        "fuzz/Cargo.lock is stale: run `cargo metadata --manifest-path fuzz/Cargo.toml` and commit it",
     )?;
     run(
         "cargo",

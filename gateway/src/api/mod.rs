@@ -116,8 +116,8 @@ pub fn openapi_document(width: u32, height: u32) -> String {
 /// `GET /metrics`: the Prometheus exposition.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     // A scrape while the database is away still answers, without the desktops' states.
-    let computers = state.store.all_computers().await.unwrap_or_default();
-    let (content_type, text) = state.metrics.render(&computers);
+    let computers = state.store.all_computers().await.ok();
+    let (content_type, text) = state.metrics.render(computers.as_deref());
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::computers::{cpu, ram};
 use super::wire::{self, CreateProject};
 use crate::auth::Caller;
+use crate::desktops::DesktopError;
 use crate::error::ApiError;
 use crate::json::parse_body;
 use crate::state::AppState;
@@ -113,7 +114,11 @@ pub async fn delete(
 ) -> Answer {
     let project = find(&state, &account, &id).await?;
     for computer in state.store.computers_of_project(&account.id, &project.id).await? {
-        state.desktops.delete(&computer).await?;
+        match state.desktops.delete(&computer).await {
+            // Deleted meanwhile (through another call or replica): nothing left to do.
+            Err(DesktopError::NotFound(_)) => {}
+            other => other?,
+        }
     }
     state.store.delete_project(&account.id, &project.id).await?;
     Ok(Json(json!({ "success": true, "id": project.id })))

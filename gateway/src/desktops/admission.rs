@@ -86,7 +86,7 @@ impl Desktops {
             created_at: now(),
             last_active: now(),
             agent: None,
-            stops: 0,
+            generation: 0,
         };
         let _turn = self.wait_turn(&turn::of_computer(&computer.id)).await?;
         loop {

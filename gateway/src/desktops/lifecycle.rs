@@ -52,6 +52,7 @@ impl Desktops {
                     .insert(computer.id.clone(), (recorded.clone(), client));
                 computer.status = Status::Running;
                 computer.agent = Some(recorded);
+                computer.generation += 1;
                 Ok(())
             }
             Err(e) => {
@@ -112,7 +113,7 @@ impl Desktops {
         self.store.set_status(&computer.id, Status::Stopped).await?;
         computer.status = Status::Stopped;
         computer.agent = None;
-        computer.stops += 1;
+        computer.generation += 1;
         Ok(())
     }
 

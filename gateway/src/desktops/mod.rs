@@ -173,7 +173,9 @@ impl Desktops {
             // Its processes are gone: it crashed or was killed. Recorded only if no change
             // began since this request read it.
             self.agents.lock().await.remove(&computer.id);
-            self.store.mark_lost(&computer.id, computer.stops, target).await?;
+            self.store
+                .mark_lost(&computer.id, computer.generation, target)
+                .await?;
             return Err(lost());
         }
         let cached = self.agents.lock().await.get(&computer.id).cloned();
@@ -215,7 +217,7 @@ impl Desktops {
                         computer.name
                     )));
                 };
-                if now.stops != computer.stops || now.status != Status::Running {
+                if now.generation != computer.generation || now.status != Status::Running {
                     return Err(DesktopError::NotRunning(format!(
                         "computer {:?} was stopped or restarted while this call ran; call again once it runs",
                         computer.name
@@ -225,7 +227,11 @@ impl Desktops {
                     // Gone by itself (killed, or stopped by its runtime for going over a
                     // limit), not by a lifecycle change.
                     self.store
-                        .mark_lost(&computer.id, now.stops, now.agent.as_deref().unwrap_or_default())
+                        .mark_lost(
+                            &computer.id,
+                            now.generation,
+                            now.agent.as_deref().unwrap_or_default(),
+                        )
                         .await?;
                     return Err(DesktopError::NotRunning(format!(
                         "computer {:?} stopped while this call ran; start it again with POST /api/computers/{}/start",

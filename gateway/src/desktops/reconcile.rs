@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{DesktopError, Desktops, agent, turn};
+use crate::runtime::agent_answers;
 use crate::store::{Lease, Status};
 
 impl Desktops {
@@ -13,7 +14,7 @@ impl Desktops {
     /// that is not there and none is lost from it; removes what belongs to no desktop. A
     /// desktop in another change's turn is left to that change.
     pub(super) async fn reconcile(&self, lease: &Lease) -> Result<(), DesktopError> {
-        let found = self.runtime.found().await;
+        let found = self.runtime.found().await?;
         // Read after listing: a desktop is recorded before its runtime makes anything, so
         // whatever was listed and is not in the store now is an orphan.
         let computers = self.store.all_computers().await?;
@@ -46,6 +47,14 @@ impl Desktops {
             };
             match target {
                 Some(target) if fresh.status != Status::Running || fresh.agent.as_ref() != Some(target) => {
+                    // Listed before the store was read: it may have been stopped since.
+                    let answers = match agent::parse_target(target) {
+                        Some(address) => agent_answers(&address).await,
+                        None => false,
+                    };
+                    if !answers || !self.runtime.is_alive(&fresh.id).await {
+                        continue;
+                    }
                     tracing::info!(computer = %fresh.name, "adopted a running desktop");
                     self.store.set_running(&fresh.id, target).await?;
                 }

@@ -285,12 +285,23 @@ impl DockerRuntime {
 
     /// The host pid of a running container's init, or None when it is not running.
     async fn running_pid(&self, name: &str) -> Option<u32> {
-        let info = self.docker.inspect_container(name, None).await.ok()?;
-        let state = info.state?;
-        match (state.running, state.pid) {
-            (Some(true), Some(pid)) if pid > 0 => Some(pid as u32),
+        self.container_pid(name).await.ok().flatten()
+    }
+
+    /// The host pid of a running container's init; None when it is not running or not there,
+    /// an error when the engine did not say.
+    async fn container_pid(&self, name: &str) -> Result<Option<u32>, RuntimeError> {
+        let info = match self.docker.inspect_container(name, None).await {
+            Ok(info) => info,
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(engine(e)),
+        };
+        Ok(match info.state.map(|s| (s.running, s.pid)) {
+            Some((Some(true), Some(pid))) if pid > 0 => Some(pid as u32),
             _ => None,
-        }
+        })
     }
 }
 
@@ -430,28 +441,30 @@ impl Runtime for DockerRuntime {
         }
         // Unknown here (started by another replica, or before this gateway started) or gone
         // since (perhaps restarted by another replica): the engine knows.
-        match self.running_pid(&container_name(id)).await {
-            Some(pid) => {
+        match self.container_pid(&container_name(id)).await {
+            Ok(Some(pid)) => {
                 self.pids.lock().await.insert(id.to_string(), pid);
                 true
             }
-            None => {
+            Ok(None) => {
                 self.pids.lock().await.remove(id);
                 false
+            }
+            // The engine did not answer (busy, restarting): not a sign the desktop is gone.
+            Err(e) => {
+                tracing::debug!(desktop = id, error = %e, "cannot ask the engine whether a desktop runs");
+                true
             }
         }
     }
 
-    async fn found(&self) -> Vec<Found> {
+    async fn found(&self) -> Result<Vec<Found>, RuntimeError> {
         let options = ListContainersOptions {
             all: true,
             filters: HashMap::from([("label".to_string(), vec![LABEL.to_string()])]),
             ..Default::default()
         };
-        let Ok(containers) = self.docker.list_containers(Some(options)).await else {
-            tracing::warn!("cannot list desktop containers");
-            return Vec::new();
-        };
+        let containers = self.docker.list_containers(Some(options)).await.map_err(engine)?;
         let mut found = Vec::new();
         for c in containers {
             let labels = c.labels.clone().unwrap_or_default();
@@ -480,7 +493,7 @@ impl Runtime for DockerRuntime {
                 agent,
             });
         }
-        found
+        Ok(found)
     }
 }
 

@@ -354,9 +354,9 @@ impl Runtime for LocalRuntime {
 
     /// Local desktops end with the gateway that started them (bubblewrap dies with its parent),
     /// so there is never one to take over.
-    async fn found(&self) -> Vec<Found> {
+    async fn found(&self) -> Result<Vec<Found>, RuntimeError> {
         // Desktops are this process's children: none outlives a previous gateway.
-        Vec::new()
+        Ok(Vec::new())
     }
 
     fn outlives_gateway(&self) -> bool {

@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod home;
+pub mod kubernetes;
 pub mod local;
 mod programs;
 pub mod sandbox;
@@ -17,6 +18,10 @@ pub enum RuntimeError {
     /// let go): trying again shortly works.
     #[error("{0}")]
     Busy(String),
+    /// The desktop cannot start now for a reason its user can act on or wait out (no room in
+    /// the cluster, an image that cannot be pulled); the sentence says which.
+    #[error("{0}")]
+    Unavailable(String),
     /// The desktop could not be made, started, stopped or removed.
     #[error("{0}")]
     Failed(String),
@@ -51,19 +56,28 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
     /// Stops the desktop if needed and deletes its files.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
-    /// Whether the desktop's processes are still there.
+    /// Whether the desktop's processes are still there: false only when the runtime is sure
+    /// they are gone (a runtime that cannot tell now answers true).
     async fn is_alive(&self, id: &str) -> bool;
     /// Every desktop of this installation the runtime holds, running or not, for
-    /// reconciliation (the caller removes those that belong to no desktop).
-    async fn found(&self) -> Vec<Found>;
+    /// reconciliation (the caller removes those that belong to no desktop); an error when the
+    /// runtime could not say (nothing may be judged gone then).
+    async fn found(&self) -> Result<Vec<Found>, RuntimeError>;
     /// Whether desktops keep running when the gateway exits (and so need no stopping then).
     fn outlives_gateway(&self) -> bool;
 }
 
-/// Whether an agent answers there.
+/// How long an agent has to answer a health check: one that accepts connections but never
+/// answers (frozen, paused) must not hold up a start or a reconciliation.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether an agent answers there within [`HEALTH_TIMEOUT`].
 pub async fn agent_answers(target: &Target) -> bool {
-    match orgo_proto::connect::connect(target).await {
-        Ok(mut agent) => agent.health(orgo_proto::v1::HealthRequest {}).await.is_ok(),
-        Err(_) => false,
-    }
+    let check = async {
+        match orgo_proto::connect::connect(target).await {
+            Ok(mut agent) => agent.health(orgo_proto::v1::HealthRequest {}).await.is_ok(),
+            Err(_) => false,
+        }
+    };
+    tokio::time::timeout(HEALTH_TIMEOUT, check).await.unwrap_or(false)
 }

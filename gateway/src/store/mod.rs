@@ -98,9 +98,10 @@ pub struct Computer {
     /// Where the agent of the running desktop listens, as the runtime said (see
     /// `desktops::agent` for the form); none while it is not running.
     pub agent: Option<String>,
-    /// How many times the desktop has been stopped: a call that fails while this changes was
-    /// cut short by a stop or restart.
-    pub stops: i64,
+    /// Grows by one at every start and every stop: a call that fails while it changes was cut
+    /// short by a stop or restart, and a run found dead is only recorded so if it is still the
+    /// run that was read.
+    pub generation: i64,
 }
 
 pub struct KeyRow {
@@ -176,13 +177,13 @@ pub trait Store: Send + Sync {
     /// Every computer, for reconciliation and idle checks.
     async fn all_computers(&self) -> Result<Vec<Computer>, StoreError>;
     async fn set_status(&self, id: &str, status: Status) -> Result<(), StoreError>;
-    /// Records a running desktop and where its agent listens.
+    /// Records a running desktop and where its agent listens, a new generation.
     async fn set_running(&self, id: &str, agent: &str) -> Result<(), StoreError>;
-    /// Records that a stop begins: status `stopping`, no agent, one more stop.
+    /// Records that a stop begins: status `stopping`, no agent, a new generation.
     async fn begin_stop(&self, id: &str) -> Result<(), StoreError>;
     /// Records that a running desktop's processes are gone (status `error`, no agent), only if
-    /// it is still the run that was read (`stops`, `agent`); answers whether it was.
-    async fn mark_lost(&self, id: &str, stops: i64, agent: &str) -> Result<bool, StoreError>;
+    /// it is still the run that was read (`generation`, `agent`); answers whether it was.
+    async fn mark_lost(&self, id: &str, generation: i64, agent: &str) -> Result<bool, StoreError>;
     /// Sets the status only while `lease` is still held in its epoch; answers whether it was
     /// (a deposed leader's late write is refused).
     async fn set_status_fenced(&self, id: &str, status: Status, lease: &Lease) -> Result<bool, StoreError>;
@@ -193,8 +194,15 @@ pub trait Store: Send + Sync {
     /// Takes or renews the lease `name` for `holder` for `ttl`: answers it when `holder`
     /// holds it now (it was free, expired, or already its), None when another holds it.
     async fn take_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+    /// Extends a lease still held in its epoch; answers whether it was (a lease that expired
+    /// is never taken back this way: it may have been someone else's meanwhile).
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError>;
     /// Lets the lease go at once if `holder` holds it (its epoch stays, for fencing).
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Drops every lease. Only for a store one gateway alone uses, at its start: the turns a
+    /// crashed predecessor held would otherwise hold until they expire.
+    async fn forget_leases(&self) -> Result<(), StoreError>;
 
     /// The secret `name`: made from `fresh` by whichever replica asks first, the same bytes for
     /// every replica after.

@@ -43,7 +43,7 @@ const MIGRATIONS: &[&str] = &["
         created_at BIGINT NOT NULL,
         last_active BIGINT NOT NULL,
         agent TEXT,
-        stops BIGINT NOT NULL DEFAULT 0,
+        generation BIGINT NOT NULL DEFAULT 0,
         UNIQUE (account_id, name)
     );
     CREATE TABLE leases (
@@ -69,6 +69,17 @@ const MIGRATIONS: &[&str] = &["
 /// The advisory lock migrations run under (any constant every replica agrees on).
 const MIGRATION_LOCK: i64 = 0x6f72_676f;
 
+/// SQLSTATEs that pass by themselves besides classes 08 (connection) and 57 (operator
+/// intervention: shutdown, start-up, a cancelled statement): too many connections (replicas
+/// reconnecting together), a read-only transaction (a failover under way), serialization
+/// failure and deadlock.
+const TRANSIENT: &[&str] = &["53300", "25006", "40001", "40P01"];
+const FOREIGN_KEY_VIOLATION: &str = "23503";
+/// The longest one statement may take, here and on the server, before the database counts as
+/// unavailable (a network path that silently drops packets would otherwise hold a request
+/// for minutes).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Unix milliseconds by the database's clock.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -83,13 +94,16 @@ impl From<tokio_postgres::Error> for StoreError {
         // starting: all pass once the database is back.
         // Without a code, an I/O error under it means the connection failed.
         use std::error::Error;
+        let code = e.code().map(|c| c.code());
         let transient = e.is_closed()
-            || e.code().map_or_else(
+            || code.map_or_else(
                 || e.source().is_some_and(|s| s.is::<std::io::Error>()),
-                |c| c.code().starts_with("08") || c.code().starts_with("57P"),
+                |c| c.starts_with("08") || c.starts_with("57") || TRANSIENT.contains(&c),
             );
         if transient {
             StoreError::Unavailable(e.to_string())
+        } else if code == Some(FOREIGN_KEY_VIOLATION) {
+            StoreError::Conflict("what this refers to was deleted meanwhile".into())
         } else {
             StoreError::Database(e.as_db_error().map_or_else(|| e.to_string(), |d| d.to_string()))
         }
@@ -134,21 +148,28 @@ fn computer_row(r: &Row) -> Computer {
         created_at: r.get(7),
         last_active: r.get(8),
         agent: r.get(9),
-        stops: r.get(10),
+        generation: r.get(10),
     }
 }
 
 const COMPUTER_COLUMNS: &str =
-    "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, stops";
+    "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation";
 
 impl Postgres {
     /// Connects (one round trip proves the database answers) and runs the migrations it
     /// lacks. Errors name the URL with its password masked.
     pub async fn open(url: &str) -> anyhow::Result<Postgres> {
         let masked = mask_url(url);
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("database_url {masked} is not a PostgreSQL URL: {e}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .options(format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis()));
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -199,9 +220,12 @@ impl Postgres {
     }
 
     async fn query(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.query(&statement, args).await?)
+        within(async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query(&statement, args).await?)
+        })
+        .await
     }
 
     async fn query_opt(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError> {
@@ -209,9 +233,12 @@ impl Postgres {
     }
 
     async fn execute(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.execute(&statement, args).await?)
+        within(async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.execute(&statement, args).await?)
+        })
+        .await
     }
 
     async fn computers(
@@ -222,6 +249,15 @@ impl Postgres {
         let sql = format!("SELECT {COMPUTER_COLUMNS} FROM computers {filter} ORDER BY created_at, name");
         Ok(self.query(&sql, args).await?.iter().map(computer_row).collect())
     }
+}
+
+/// A round trip to the database, given up (as unavailable) after [`STATEMENT_TIMEOUT`] and a
+/// little, in case the server never hears of it.
+async fn within<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    let limit = STATEMENT_TIMEOUT + Duration::from_secs(2);
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no answer within {limit:?}"))))
 }
 
 #[tonic::async_trait]
@@ -380,7 +416,7 @@ impl Store for Postgres {
                     &m.created_at,
                     &m.last_active,
                     &m.agent,
-                    &m.stops,
+                    &m.generation,
                 ],
             )
             .await?;
@@ -426,7 +462,7 @@ impl Store for Postgres {
 
     async fn set_running(&self, id: &str, agent: &str) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'running', agent = $2 WHERE id = $1",
+            "UPDATE computers SET status = 'running', agent = $2, generation = generation + 1 WHERE id = $1",
             &[&id, &agent],
         )
         .await
@@ -435,18 +471,18 @@ impl Store for Postgres {
 
     async fn begin_stop(&self, id: &str) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'stopping', agent = NULL, stops = stops + 1 WHERE id = $1",
+            "UPDATE computers SET status = 'stopping', agent = NULL, generation = generation + 1 WHERE id = $1",
             &[&id],
         )
         .await
         .map(drop)
     }
 
-    async fn mark_lost(&self, id: &str, stops: i64, agent: &str) -> Result<bool, StoreError> {
+    async fn mark_lost(&self, id: &str, generation: i64, agent: &str) -> Result<bool, StoreError> {
         self.execute(
             "UPDATE computers SET status = 'error', agent = NULL
-             WHERE id = $1 AND status = 'running' AND stops = $2 AND coalesce(agent, '') = $3",
-            &[&id, &stops, &agent],
+             WHERE id = $1 AND status = 'running' AND generation = $2 AND coalesce(agent, '') = $3",
+            &[&id, &generation, &agent],
         )
         .await
         .map(|n| n > 0)
@@ -501,6 +537,24 @@ impl Store for Postgres {
         }))
     }
 
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE leases SET expires_at = {NOW_MS} + $4
+             WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > {NOW_MS}"
+        );
+        self.execute(
+            &sql,
+            &[
+                &lease.name,
+                &lease.holder,
+                &lease.epoch,
+                &(ttl.as_millis() as i64),
+            ],
+        )
+        .await
+        .map(|n| n > 0)
+    }
+
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.execute(
             "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2",
@@ -508,6 +562,10 @@ impl Store for Postgres {
         )
         .await
         .map(drop)
+    }
+
+    async fn forget_leases(&self) -> Result<(), StoreError> {
+        self.execute("DELETE FROM leases", &[]).await.map(drop)
     }
 
     async fn secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {

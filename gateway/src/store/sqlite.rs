@@ -12,7 +12,12 @@ use super::{Account, Computer, Kept, KeyRow, Lease, Project, Status, Store, Stor
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
+        match e.sqlite_error() {
+            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                StoreError::Conflict("what this refers to was deleted meanwhile".into())
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
     }
 }
 
@@ -53,7 +58,7 @@ const MIGRATIONS: &[&str] = &[
 ",
     "
     ALTER TABLE computers ADD COLUMN agent TEXT;
-    ALTER TABLE computers ADD COLUMN stops INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE computers ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE leases (
         name TEXT PRIMARY KEY,
         holder TEXT NOT NULL,
@@ -100,7 +105,7 @@ fn computer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Computer> {
         created_at: r.get(7)?,
         last_active: r.get(8)?,
         agent: r.get(9)?,
-        stops: r.get(10)?,
+        generation: r.get(10)?,
     })
 }
 
@@ -114,7 +119,7 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
 }
 
 const COMPUTER_COLUMNS: &str =
-    "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, stops";
+    "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation";
 
 /// Unix milliseconds now: lease expiry is kept finer than activity.
 fn now_ms() -> i64 {
@@ -322,7 +327,7 @@ impl Store for Sqlite {
                 m.created_at,
                 m.last_active,
                 m.agent,
-                m.stops
+                m.generation
             ],
         )?;
         if inserted == 0 {
@@ -370,7 +375,7 @@ impl Store for Sqlite {
 
     async fn set_running(&self, id: &str, agent: &str) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'running', agent = ?2 WHERE id = ?1",
+            "UPDATE computers SET status = 'running', agent = ?2, generation = generation + 1 WHERE id = ?1",
             params![id, agent],
         )
         .map(drop)
@@ -378,17 +383,17 @@ impl Store for Sqlite {
 
     async fn begin_stop(&self, id: &str) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'stopping', agent = NULL, stops = stops + 1 WHERE id = ?1",
+            "UPDATE computers SET status = 'stopping', agent = NULL, generation = generation + 1 WHERE id = ?1",
             [id],
         )
         .map(drop)
     }
 
-    async fn mark_lost(&self, id: &str, stops: i64, agent: &str) -> Result<bool, StoreError> {
+    async fn mark_lost(&self, id: &str, generation: i64, agent: &str) -> Result<bool, StoreError> {
         self.execute(
             "UPDATE computers SET status = 'error', agent = NULL
-             WHERE id = ?1 AND status = 'running' AND stops = ?2 AND coalesce(agent, '') = ?3",
-            params![id, stops, agent],
+             WHERE id = ?1 AND status = 'running' AND generation = ?2 AND coalesce(agent, '') = ?3",
+            params![id, generation, agent],
         )
         .map(|n| n > 0)
     }
@@ -447,12 +452,26 @@ impl Store for Sqlite {
         })
     }
 
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now_ms();
+        self.execute(
+            "UPDATE leases SET expires_at = ?4 + ?5
+             WHERE name = ?1 AND holder = ?2 AND epoch = ?3 AND expires_at > ?4",
+            params![lease.name, lease.holder, lease.epoch, now, ttl.as_millis() as i64],
+        )
+        .map(|n| n > 0)
+    }
+
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.execute(
             "UPDATE leases SET expires_at = 0 WHERE name = ?1 AND holder = ?2",
             [name, holder],
         )
         .map(drop)
+    }
+
+    async fn forget_leases(&self) -> Result<(), StoreError> {
+        self.execute("DELETE FROM leases", []).map(drop)
     }
 
     async fn secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {

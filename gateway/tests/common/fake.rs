@@ -344,8 +344,8 @@ impl Runtime for FakeRuntime {
         self.is_running(id)
     }
 
-    async fn found(&self) -> Vec<Found> {
-        Vec::new()
+    async fn found(&self) -> Result<Vec<Found>, RuntimeError> {
+        Ok(Vec::new())
     }
 
     fn outlives_gateway(&self) -> bool {

@@ -1,0 +1,381 @@
+//! The Kubernetes runtime: each desktop a Pod from the desktop image (its agent on TCP behind a
+//! per-desktop token from a Secret), its home a PersistentVolumeClaim, in one namespace, over
+//! kube-rs. Objects are applied server-side under one field manager; Pod phases and IPs come
+//! from a watch (a kube-runtime reflector), not polling. Stop deletes the Pod and keeps the
+//! claim and the Secret (so `/home/user` survives; the rest of the Pod's filesystem does not);
+//! start makes the Pod again; remove deletes all three. Pods outlive the gateway and are found
+//! by every replica through their labels.
+
+pub mod objects;
+mod state;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use orgo_proto::connect::Target;
+use serde_json::json;
+
+use super::{DesktopSpec, Found, Runtime, RuntimeError, agent_answers};
+use objects::{AGENT_PORT, DESKTOP_LABEL, Desktop};
+use state::PodState;
+
+/// The one field manager of everything this runtime applies.
+const FIELD_MANAGER: &str = "orgo-gateway";
+/// How long a desktop has to become ready (the image may first have to reach its node).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a deleted Pod has to be gone (its grace period is 5 s).
+const GONE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the runtime needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A kubeconfig file; in-cluster configuration (or `$KUBECONFIG`, `~/.kube/config`) when None.
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: String,
+    pub image: String,
+    /// Names this installation on every object (every replica the same).
+    pub installation: String,
+    pub storage_class: Option<String>,
+    /// Addresses of gateways outside the cluster, let through to the agents' port.
+    pub gateway_cidrs: Vec<String>,
+}
+
+pub struct KubernetesRuntime {
+    settings: Settings,
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    claims: Api<PersistentVolumeClaim>,
+    /// This installation's desktop Pods, as the watch last saw them.
+    watched: reflector::Store<Pod>,
+}
+
+/// A kube-rs error as this runtime's: the API server out of reach is worth retrying.
+fn kube_error(e: kube::Error) -> RuntimeError {
+    match e {
+        kube::Error::Api(status) => RuntimeError::Failed(format!("kubernetes: {}", status.message)),
+        other => RuntimeError::Busy(format!("the cluster's API server is unreachable: {other}")),
+    }
+}
+
+/// Whether a kube-rs error is the API server's 404.
+fn is_missing(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 404)
+}
+
+impl KubernetesRuntime {
+    /// Connects, checks that this gateway may do everything the runtime does (naming the verb
+    /// and resource it may not), applies the installation's NetworkPolicy and starts watching
+    /// its Pods.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let config = match &settings.kubeconfig {
+            Some(path) => {
+                let file = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(file, &Default::default())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| anyhow::anyhow!("no Kubernetes configuration found: {e}"))?,
+        };
+        let client = kube::Client::try_from(config)?;
+        let ns = settings.namespace.as_str();
+        check_access(&client, ns).await?;
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+        let policy = objects::network_policy(&settings.installation, &settings.gateway_cidrs);
+        let name = policy["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        policies
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&policy),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot apply the desktops' NetworkPolicy: {e}"))?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let (watched, writer) = reflector::store();
+        let selector = objects::installation_selector(&settings.installation);
+        let stream = watcher(pods.clone(), watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+        tokio::time::timeout(Duration::from_secs(30), watched.wait_until_ready())
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer from the cluster's API server watching Pods in {ns}"))?
+            .map_err(|e| anyhow::anyhow!("watching Pods in {ns}: {e}"))?;
+        Ok(KubernetesRuntime {
+            pods,
+            secrets: Api::namespaced(client.clone(), ns),
+            claims: Api::namespaced(client, ns),
+            watched,
+            settings,
+        })
+    }
+
+    fn desktop<'a>(&'a self, spec: &'a DesktopSpec) -> Desktop<'a> {
+        Desktop {
+            spec,
+            image: &self.settings.image,
+            installation: &self.settings.installation,
+            home_gb: spec.disk_gb,
+            storage_class: self.settings.storage_class.as_deref(),
+        }
+    }
+
+    async fn apply<K>(&self, api: &Api<K>, name: &str, object: &serde_json::Value) -> Result<(), RuntimeError>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + kube::Resource,
+    {
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map(drop)
+        .map_err(kube_error)
+    }
+
+    /// The desktop's agent token: its Secret's, made once with a new random token.
+    async fn token(&self, desktop: &Desktop<'_>) -> Result<String, RuntimeError> {
+        use rand::Rng;
+        let name = objects::secret_name(&desktop.spec.id);
+        if let Some(token) = self.read_token(&name).await? {
+            return Ok(token);
+        }
+        let fresh = hex::encode(rand::rng().random::<[u8; 32]>());
+        let secret: Secret = serde_json::from_value(desktop.secret(&fresh))
+            .map_err(|e| RuntimeError::Failed(format!("the desktop's Secret: {e}")))?;
+        match self.secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(fresh),
+            // Made meanwhile (by another replica): that one holds.
+            Err(kube::Error::Api(s)) if s.code == 409 => self
+                .read_token(&name)
+                .await?
+                .ok_or_else(|| RuntimeError::Failed("the desktop's Secret has no token".into())),
+            Err(e) => Err(kube_error(e)),
+        }
+    }
+
+    async fn read_token(&self, name: &str) -> Result<Option<String>, RuntimeError> {
+        let Some(secret) = self.secrets.get_opt(name).await.map_err(kube_error)? else {
+            return Ok(None);
+        };
+        let token = secret
+            .data
+            .and_then(|d| d.get("token").cloned())
+            .and_then(|b| String::from_utf8(b.0).ok());
+        Ok(token)
+    }
+
+    /// Deletes a desktop's Pod and waits until it is gone (its processes ended).
+    async fn delete_pod(&self, id: &str) -> Result<(), RuntimeError> {
+        let name = objects::pod_name(id);
+        let uid = match self.pods.get_opt(&name).await.map_err(kube_error)? {
+            Some(pod) => pod.metadata.uid.unwrap_or_default(),
+            None => return Ok(()),
+        };
+        match self.pods.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(kube_error(e)),
+        }
+        let gone = await_condition(self.pods.clone(), &name, conditions::is_deleted(&uid));
+        match tokio::time::timeout(GONE_TIMEOUT, gone).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(RuntimeError::Busy(format!("waiting for Pod {name} to go: {e}"))),
+            Err(_) => Err(RuntimeError::Busy(format!(
+                "Pod {name} was not gone {} s after its deletion",
+                GONE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// The watched state of a desktop's Pod.
+    fn watched_state(&self, id: &str) -> Option<PodState> {
+        let pod = self.watched.get(&ObjectRef::new(&objects::pod_name(id)))?;
+        Some(state::of(&pod))
+    }
+}
+
+/// Refuses to start, naming the verb and resource, unless this gateway may do all it does.
+async fn check_access(client: &kube::Client, namespace: &str) -> anyhow::Result<()> {
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let needs: &[(&str, &[&str])] = &[
+        ("pods", &["get", "list", "watch", "create", "patch", "delete"]),
+        ("secrets", &["get", "create", "delete"]),
+        ("persistentvolumeclaims", &["get", "list", "patch", "delete"]),
+        ("networkpolicies", &["get", "patch"]),
+    ];
+    for (resource, verbs) in needs {
+        let group = if *resource == "networkpolicies" {
+            "networking.k8s.io"
+        } else {
+            ""
+        };
+        for verb in *verbs {
+            let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": { "resourceAttributes": {
+                    "namespace": namespace, "verb": verb, "group": group, "resource": resource,
+                }},
+            }))?;
+            let answer = reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the cluster's API server: {e}"))?;
+            if !answer.status.is_some_and(|s| s.allowed) {
+                anyhow::bail!(
+                    "this gateway may not {verb} {resource} in namespace {namespace}: grant it (see deploy/kubernetes/)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Runtime for KubernetesRuntime {
+    async fn start(&self, spec: &DesktopSpec) -> Result<Target, RuntimeError> {
+        let desktop = self.desktop(spec);
+        let token = self.token(&desktop).await?;
+        let name = objects::pod_name(&spec.id);
+        if let Some(PodState::Ready { ip }) = self.watched_state(&spec.id) {
+            let target = Target::Tcp {
+                addr: format!("{ip}:{AGENT_PORT}"),
+                token: token.clone(),
+            };
+            if agent_answers(&target).await {
+                return Ok(target);
+            }
+        }
+        // A Pod left from a run that ended (or one that does not answer) is made afresh.
+        self.delete_pod(&spec.id).await?;
+        self.apply(&self.claims, &objects::claim_name(&spec.id), &desktop.claim())
+            .await?;
+        self.apply(&self.pods, &name, &desktop.pod()).await?;
+        let settled = await_condition(self.pods.clone(), &name, |pod: Option<&Pod>| {
+            pod.is_some_and(|p| state::of(p).is_settled())
+        });
+        let outcome = match tokio::time::timeout(READY_TIMEOUT, settled).await {
+            Ok(Ok(Some(pod))) => state::of(&pod),
+            Ok(Ok(None)) => PodState::Ended("the Pod was deleted while it started".into()),
+            Ok(Err(e)) => return Err(RuntimeError::Busy(format!("watching Pod {name}: {e}"))),
+            Err(_) => PodState::Ended(format!("not ready within {} s", READY_TIMEOUT.as_secs())),
+        };
+        let failed = match outcome {
+            PodState::Ready { ip } => {
+                let target = Target::Tcp {
+                    addr: format!("{ip}:{AGENT_PORT}"),
+                    token,
+                };
+                if agent_answers(&target).await {
+                    return Ok(target);
+                }
+                RuntimeError::Failed(format!("the agent of Pod {name} does not answer"))
+            }
+            PodState::Unschedulable(why) => {
+                RuntimeError::Unavailable(format!("the cluster has no room for this desktop now: {why}"))
+            }
+            PodState::ImageMissing(why) => RuntimeError::Unavailable(format!(
+                "the desktop image {} cannot be pulled: {why}",
+                self.settings.image
+            )),
+            PodState::Ended(why) | PodState::Pending(why) => {
+                RuntimeError::Failed(format!("Pod {name} did not start: {why}"))
+            }
+        };
+        // Nothing of a failed start stays scheduled.
+        if let Err(e) = self.delete_pod(&spec.id).await {
+            tracing::warn!(pod = %name, error = %e, "cannot delete a Pod that failed to start");
+        }
+        Err(failed)
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        self.delete_pod(id).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.delete_pod(id).await?;
+        for result in [
+            self.claims
+                .delete(&objects::claim_name(id), &DeleteParams::default())
+                .await
+                .map(drop),
+            self.secrets
+                .delete(&objects::secret_name(id), &DeleteParams::default())
+                .await
+                .map(drop),
+        ] {
+            match result {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(kube_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn outlives_gateway(&self) -> bool {
+        true
+    }
+
+    async fn is_alive(&self, id: &str) -> bool {
+        matches!(
+            self.watched_state(id),
+            Some(PodState::Ready { .. } | PodState::Pending(_))
+        )
+    }
+
+    async fn found(&self) -> Result<Vec<Found>, RuntimeError> {
+        let selector = objects::installation_selector(&self.settings.installation);
+        // A stopped desktop has a claim and a Secret but no Pod: all count.
+        let mut ids = BTreeSet::new();
+        let params = ListParams::default().labels(&selector);
+        let claims = self.claims.list(&params).await.map_err(kube_error)?;
+        ids.extend(claims.items.into_iter().filter_map(|c| desktop_id(&c.metadata)));
+        ids.extend(
+            self.watched
+                .state()
+                .iter()
+                .filter_map(|p| desktop_id(&p.metadata)),
+        );
+        let mut found = Vec::new();
+        for id in ids {
+            let mut agent = None;
+            if let Some(PodState::Ready { ip }) = self.watched_state(&id)
+                && let Ok(Some(token)) = self.read_token(&objects::secret_name(&id)).await
+            {
+                let target = Target::Tcp {
+                    addr: format!("{ip}:{AGENT_PORT}"),
+                    token,
+                };
+                if agent_answers(&target).await {
+                    agent = Some(target);
+                }
+            }
+            found.push(Found { id, agent });
+        }
+        Ok(found)
+    }
+}
+
+fn desktop_id(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+    meta.labels.as_ref()?.get(DESKTOP_LABEL).cloned()
+}
