@@ -430,6 +430,46 @@ async fn bombs_stay_inside_their_docker_desktop() {
     assert_eq!(neighbour["output"], "fine\n");
 }
 
+/// A desktop with more CPUs than the engine has (which the engine would refuse) gets a 503
+/// saying so, and nothing is left of it running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_bigger_than_the_machine_is_refused_with_a_reason() {
+    let gw = Gateway::with("docker-too-big", |c| {
+        c.runtime = orgo_gateway::config::RuntimeKind::Docker;
+        c.plans.get_mut("free").unwrap().max_cpu = 256;
+    })
+    .await;
+    let key = gw.key("big").await;
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let (status, v) = gw
+        .send(
+            "POST",
+            "/api/projects",
+            Some(&key),
+            Some(json!({"config": {"ram": 1, "cpu": cpus + 1}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains(&format!("has {cpus} CPUs")), "{error}");
+    let (status, v) = gw
+        .send(
+            "POST",
+            "/api/projects",
+            Some(&key),
+            Some(json!({"config": {"ram": 1, "cpu": 1}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "the refused one holds no capacity: {v}");
+    gw.ok(
+        "DELETE",
+        &format!("/api/projects/{}", v["id"].as_str().unwrap()),
+        &key,
+        None,
+    )
+    .await;
+}
+
 /// Engines that cannot share the host's filesystem: the agent on TCP, published on loopback
 /// only, behind a per-desktop token that is in no environment; everything else as over a socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

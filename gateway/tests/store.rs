@@ -93,6 +93,13 @@ async fn records(a: &dyn Store, b: &dyn Store) {
     assert_eq!(b.project(&alice.id, "work").await.unwrap(), Some(project.clone()));
     assert_eq!(b.project(&alice.id, "p1").await.unwrap(), Some(project.clone()));
     assert_eq!(b.project(&bob.id, "p1").await.unwrap(), None, "another account's");
+    assert_eq!(
+        b.project(&alice.id, "wo\0rk").await.unwrap(),
+        None,
+        "a NUL finds nothing"
+    );
+    assert_eq!(b.computer(&alice.id, "\0").await.unwrap(), None);
+    assert_eq!(b.live_key("k\0").await.unwrap(), None);
     assert_eq!(a.projects(&bob.id).await.unwrap().len(), 1);
 
     let c = computer("c1", &alice.id, "p1", "desk");

@@ -59,6 +59,8 @@ pub struct DockerRuntime {
     owner: String,
     /// Host pid of each running desktop's init, to tell cheaply whether it is still there.
     pids: Mutex<HashMap<String, u32>>,
+    /// The engine's CPUs: a desktop may not ask for more (the engine refuses it).
+    cpus: Option<i64>,
 }
 
 fn engine(e: bollard::errors::Error) -> RuntimeError {
@@ -153,6 +155,7 @@ impl DockerRuntime {
             anyhow::anyhow!("the desktop image {image} is missing; build it with `cargo xtask image minimal`")
         })?;
         let network = ensure_network(&docker).await?;
+        let cpus = docker.info().await.ok().and_then(|i| i.ncpu);
         let data_dir = std::fs::canonicalize(data_dir)?;
         let owner = data_dir.display().to_string();
         Ok(DockerRuntime {
@@ -163,6 +166,7 @@ impl DockerRuntime {
             owner,
             data_dir,
             pids: Mutex::new(HashMap::new()),
+            cpus,
         })
     }
 
@@ -308,6 +312,12 @@ impl DockerRuntime {
 #[tonic::async_trait]
 impl Runtime for DockerRuntime {
     async fn start(&self, spec: &DesktopSpec) -> Result<Target, RuntimeError> {
+        if let Some(cpus) = self.cpus.filter(|&n| spec.cpu > n as f64) {
+            return Err(RuntimeError::Unavailable(format!(
+                "this machine's Docker engine has {cpus} CPUs: a desktop of {} cannot start on it; ask for at most {cpus}",
+                spec.cpu
+            )));
+        }
         let run = self.run_dir(&spec.id);
         std::fs::create_dir_all(&run).map_err(|e| RuntimeError::Failed(format!("desktop dir: {e}")))?;
         std::os::unix::fs::chown(&run, Some(DESKTOP_UID), Some(DESKTOP_UID))

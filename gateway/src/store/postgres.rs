@@ -251,6 +251,12 @@ impl Postgres {
     }
 }
 
+/// Whether text can be looked up at all: PostgreSQL's text holds no NUL, and a lookup by a
+/// name that holds one finds nothing (as it does in SQLite) instead of failing.
+fn storable(text: &str) -> bool {
+    !text.contains('\0')
+}
+
 /// A round trip to the database, given up (as unavailable) after [`STATEMENT_TIMEOUT`] and a
 /// little, in case the server never hears of it.
 async fn within<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
@@ -275,6 +281,9 @@ impl Store for Postgres {
     }
 
     async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        if !storable(name) {
+            return Ok(None);
+        }
         let row = self
             .query_opt("SELECT id, name, plan FROM accounts WHERE name = $1", &[&name])
             .await?;
@@ -282,6 +291,9 @@ impl Store for Postgres {
     }
 
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        if !storable(id) {
+            return Ok(None);
+        }
         let row = self
             .query_opt("SELECT id, name, plan FROM accounts WHERE id = $1", &[&id])
             .await?;
@@ -312,6 +324,9 @@ impl Store for Postgres {
     }
 
     async fn live_key(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        if !storable(id) {
+            return Ok(None);
+        }
         let row = self
             .query_opt(
                 "SELECT key_hash, account_id FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
@@ -378,6 +393,9 @@ impl Store for Postgres {
     }
 
     async fn project(&self, account: &str, id_or_name: &str) -> Result<Option<Project>, StoreError> {
+        if !storable(id_or_name) {
+            return Ok(None);
+        }
         let row = self
             .query_opt(
                 "SELECT id, account_id, name, created_at FROM projects
@@ -430,6 +448,9 @@ impl Store for Postgres {
     }
 
     async fn computer(&self, account: &str, id_or_name: &str) -> Result<Option<Computer>, StoreError> {
+        if !storable(id_or_name) {
+            return Ok(None);
+        }
         let sql = format!(
             "SELECT {COMPUTER_COLUMNS} FROM computers WHERE account_id = $1 AND (id = $2 OR name = $2)
              ORDER BY id = $2 DESC LIMIT 1"
@@ -592,6 +613,9 @@ impl Store for Postgres {
     }
 
     async fn screenshot(&self, account: &str, id: &str) -> Result<Option<Kept>, StoreError> {
+        if !storable(id) {
+            return Ok(None);
+        }
         let row = self
             .query_opt(
                 "SELECT format, bytes FROM screenshots WHERE account_id = $1 AND id = $2",
