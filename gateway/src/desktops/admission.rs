@@ -72,7 +72,9 @@ impl Desktops {
         cpu: f64,
     ) -> Result<Computer, DesktopError> {
         let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
-        self.admit(account, ram_gb, cpu, None).await?;
+        if let Err(e) = self.admit(account, ram_gb, cpu, None).await {
+            return admission.then(Err(e)).await;
+        }
         let mut computer = Computer {
             id: new_id(),
             account_id: account.id.clone(),
@@ -88,17 +90,21 @@ impl Desktops {
             agent: None,
             generation: 0,
         };
-        let _turn = self.wait_turn(&turn::of_computer(&computer.id)).await?;
-        loop {
+        let turn = self.wait_turn(&turn::of_computer(&computer.id)).await?;
+        let inserted = loop {
             match self.store.insert_computer(&computer).await {
                 Err(StoreError::Conflict(_)) if name.is_none() => {
                     computer.name = format!("computer-{}", random_suffix())
                 }
-                other => break other?,
+                other => break other,
             }
+        };
+        admission.end().await;
+        if let Err(e) = inserted {
+            return turn.then(Err(e.into())).await;
         }
-        drop(admission);
-        self.boot(&mut computer).await?;
+        let booted = self.boot(&mut computer).await;
+        turn.then(booted).await?;
         Ok(computer)
     }
 

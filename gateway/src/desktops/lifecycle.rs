@@ -69,40 +69,47 @@ impl Desktops {
     }
 
     pub async fn start(&self, account: &Account, computer: &mut Computer) -> Result<(), DesktopError> {
-        let _turn = self.turn(computer).await?;
-        self.start_in_turn(account, computer).await
+        let turn = self.turn(computer).await?;
+        turn.then(self.start_in_turn(account, computer).await).await
     }
 
     pub async fn stop(&self, computer: &mut Computer) -> Result<(), DesktopError> {
-        let _turn = self.turn(computer).await?;
-        self.stop_in_turn(computer).await
+        let turn = self.turn(computer).await?;
+        turn.then(self.stop_in_turn(computer).await).await
     }
 
     pub async fn restart(&self, account: &Account, computer: &mut Computer) -> Result<(), DesktopError> {
-        let _turn = self.turn(computer).await?;
-        self.stop_in_turn(computer).await?;
-        self.start_in_turn(account, computer).await
+        let turn = self.turn(computer).await?;
+        let restarted = async {
+            self.stop_in_turn(computer).await?;
+            self.start_in_turn(account, computer).await
+        };
+        turn.then(restarted.await).await
     }
 
     pub async fn delete(&self, computer: &Computer) -> Result<(), DesktopError> {
         let mut computer = computer.clone();
-        let _turn = self.turn(&mut computer).await?;
-        self.agents.lock().await.remove(&computer.id);
-        self.runtime.remove(&computer.id).await?;
-        self.store.delete_computer(&computer.id).await?;
-        Ok(())
+        let turn = self.turn(&mut computer).await?;
+        let deleted = async {
+            self.agents.lock().await.remove(&computer.id);
+            self.runtime.remove(&computer.id).await?;
+            self.store.delete_computer(&computer.id).await?;
+            Ok(())
+        };
+        turn.then(deleted.await).await
     }
 
     async fn start_in_turn(&self, account: &Account, computer: &mut Computer) -> Result<(), DesktopError> {
         if computer.status == Status::Running && self.runtime.is_alive(&computer.id).await {
             return Ok(());
         }
-        {
-            let _admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
+        let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
+        let admitted = async {
             self.admit(account, computer.ram_gb, computer.cpu, Some(&computer.id))
                 .await?;
-            self.store.set_status(&computer.id, Status::Creating).await?;
-        }
+            Ok::<_, DesktopError>(self.store.set_status(&computer.id, Status::Creating).await?)
+        };
+        admission.then(admitted.await).await?;
         self.boot(computer).await
     }
 

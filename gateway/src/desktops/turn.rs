@@ -52,8 +52,27 @@ impl Drop for Release {
 
 /// A held turn; dropping it lets the turn go.
 pub(super) struct Turn {
-    _release: Release,
+    release: Release,
     renew: JoinHandle<()>,
+}
+
+impl Turn {
+    /// Lets the turn go now, and waits until it is let go, so the next change (often the same
+    /// client's next call) finds it free instead of waiting for a release in the background.
+    pub(super) async fn end(mut self) {
+        self.renew.abort();
+        let r = &mut self.release;
+        if let Err(e) = r.store.release_lease(&r.name, &r.holder).await {
+            tracing::debug!(turn = %r.name, error = %e, "cannot let a turn go; it expires");
+        }
+        r.armed = false;
+    }
+
+    /// Ends the turn, then answers `result` (what was done in it).
+    pub(super) async fn then<T>(self, result: T) -> T {
+        self.end().await;
+        result
+    }
 }
 
 impl Drop for Turn {
@@ -83,10 +102,7 @@ impl Desktops {
             }
         };
         let renew = tokio::spawn(renew(self.store.clone(), lease));
-        Ok(Some(Turn {
-            _release: release,
-            renew,
-        }))
+        Ok(Some(Turn { release, renew }))
     }
 
     /// Waits for the turn `name` (asking less often the longer it waits), at most
