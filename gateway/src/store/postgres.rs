@@ -101,7 +101,13 @@ impl From<tokio_postgres::Error> for StoreError {
                 |c| c.starts_with("08") || c.starts_with("57") || TRANSIENT.contains(&c),
             );
         if transient {
-            StoreError::Unavailable(e.to_string())
+            // tokio-postgres' own sentence is terse ("error connecting to server"): the cause
+            // (refused, timed out, a name that does not resolve) is its source.
+            let detail = match e.source() {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            };
+            StoreError::Unavailable(detail)
         } else if code == Some(FOREIGN_KEY_VIOLATION) {
             StoreError::Conflict("what this refers to was deleted meanwhile".into())
         } else {
