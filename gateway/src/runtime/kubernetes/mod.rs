@@ -131,7 +131,6 @@ impl KubernetesRuntime {
             spec,
             image: &self.settings.image,
             installation: &self.settings.installation,
-            home_gb: spec.disk_gb,
             storage_class: self.settings.storage_class.as_deref(),
         }
     }

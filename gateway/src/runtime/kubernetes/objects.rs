@@ -37,8 +37,6 @@ pub struct Desktop<'a> {
     pub image: &'a str,
     /// Names this gateway installation (every replica the same), on every object.
     pub installation: &'a str,
-    /// The size of its home, in GiB.
-    pub home_gb: u32,
     /// The home's storage class; the cluster's default when None.
     pub storage_class: Option<&'a str>,
 }
@@ -88,7 +86,7 @@ impl Desktop<'_> {
     pub fn claim(&self) -> Value {
         let mut spec = json!({
             "accessModes": ["ReadWriteOnce"],
-            "resources": { "requests": { "storage": format!("{}Gi", self.home_gb) } },
+            "resources": { "requests": { "storage": format!("{}Gi", self.spec.disk_gb) } },
         });
         if let Some(class) = self.storage_class {
             spec["storageClassName"] = json!(class);
@@ -240,7 +238,6 @@ mod tests {
             spec,
             image: "orgo/desktop-minimal:0.1.0",
             installation: "prod",
-            home_gb: 10,
             storage_class,
         }
     }
