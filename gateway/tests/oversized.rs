@@ -62,6 +62,12 @@ fn curl(url: &str, key: &str, body: &Path, expect: bool) -> String {
 }
 
 fn oversized_bodies_get_a_readable_413(runtime: &str) {
+    // One runtime at a time: a Docker container started while a local desktop is being set up
+    // beside it has failed now and then with "stat /sbin/docker-init: permission denied" from
+    // runc (about 1 run in 4 of this pair, never with Docker alone). Not yet understood; see
+    // RELIABILITY.md, "Not yet done".
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = common::scratch(&format!("oversized-{runtime}"));
     let port = common::free_port();
     let mut env = common::gateway_env(&dir, port);
