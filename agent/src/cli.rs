@@ -54,6 +54,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 2000)]
     pub keymap_restore_ms: u64,
 
+    /// Start a fresh `python3` for every Python run instead of forking it from the warm
+    /// interpreter (see `warm`): slower, for programs that must not share its preloaded modules.
+    #[arg(long, env = "ORGO_COLD_PYTHON")]
+    pub cold_python: bool,
+
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,

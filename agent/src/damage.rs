@@ -1,7 +1,9 @@
-//! Change notification for the live view: an XDamage object on the root window, on an X
-//! connection of its own whose socket the runtime's reactor watches (through a duplicate of the
-//! descriptor, which x11rb keeps non-blocking). A still screen costs no capture, no encode and
-//! no wake-up; a change wakes the watcher at once.
+//! Change notification with XDamage objects on the root window. For the live view
+//! ([`DamageWatch`]): on an X connection of its own whose socket the runtime's reactor watches
+//! (through a duplicate of the descriptor, which x11rb keeps non-blocking); a still screen costs
+//! no capture, no encode and no wake-up, and a change wakes the watcher at once. For
+//! screenshots ([`Changes`]): on the capturer's own blocking connection, asked before each
+//! capture, so a still screen's screenshot is the last one again.
 
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
@@ -15,6 +17,52 @@ use x11rb::protocol::xfixes::ConnectionExt as _;
 
 use crate::error::{AgentError, Result};
 use crate::x11::XConn;
+
+/// Whether anything was drawn on the screen since the last capture, tracked on the capturer's
+/// connection.
+pub struct Changes {
+    damage: damage::Damage,
+}
+
+impl Changes {
+    /// Starts tracking on `x` (the capturer's connection); None when the server lacks XDamage
+    /// (then every screenshot is captured afresh).
+    pub fn track(x: &XConn) -> Option<Changes> {
+        let start = || -> Result<Changes> {
+            x.conn.xfixes_query_version(5, 0)?.reply()?;
+            x.conn.damage_query_version(1, 1)?.reply()?;
+            let damage = x.conn.generate_id()?;
+            x.conn.damage_create(damage, x.root, ReportLevel::NON_EMPTY)?;
+            x.sync()?;
+            Ok(Changes { damage })
+        };
+        start()
+            .inspect_err(|e| tracing::warn!(error = %e, "XDamage unavailable: every screenshot is captured"))
+            .ok()
+    }
+
+    /// Whether anything was drawn since the last [`Changes::rearm`]. The round trip first
+    /// makes every notification of drawing the server did before this call arrive, so a
+    /// change finished before a screenshot was asked for is always seen. Any event counts:
+    /// the damage's notifications are the only events this connection asks for, and an error
+    /// is read as a change, to be safe.
+    pub fn changed(&self, x: &XConn) -> Result<bool> {
+        x.sync()?;
+        let mut changed = false;
+        while x.conn.poll_for_event()?.is_some() {
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Forgets the damage so far, so the next drawing reports again. Sent right before a
+    /// capture: the server handles requests in order, so drawing after it is either in the
+    /// capture or reported for the next one.
+    pub fn rearm(&self, x: &XConn) -> Result<()> {
+        x.conn.damage_subtract(self.damage, x11rb::NONE, x11rb::NONE)?;
+        Ok(())
+    }
+}
 
 pub struct DamageWatch {
     /// The X connection's socket as the reactor sees it; never read directly.

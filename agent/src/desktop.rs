@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use crate::capture::{Capturer, Rect};
+use crate::damage::Changes;
 use crate::encode::{Encoded, Encoder, Format};
 use crate::error::{AgentError, Result};
 use crate::exec::{Outcome, Runner, Spec, Stream};
@@ -19,18 +20,68 @@ use crate::x11::Reconnecting;
 pub struct Screen {
     capturer: Capturer,
     encoder: Encoder,
+    /// Drawing since the last screenshot (None without XDamage).
+    changes: Option<Changes>,
+    /// The last screenshot and what it was asked with: answered again, without capturing or
+    /// encoding, while nothing was drawn since.
+    last: Option<(ShotOptions, Encoded)>,
 }
 
 impl Screen {
     fn connect(display: &str) -> Result<Self> {
+        let capturer = Capturer::connect(display)?;
         Ok(Screen {
-            capturer: Capturer::connect(display)?,
+            changes: Changes::track(&capturer.x),
+            capturer,
             encoder: Encoder::new()?,
+            last: None,
+        })
+    }
+
+    /// A screenshot as `opts` asks: the last one again when it was asked the same way and
+    /// nothing was drawn since, else captured and encoded (and kept for next time).
+    fn shot(&mut self, opts: ShotOptions) -> Result<Shot> {
+        let region = match opts.region {
+            Some(r) => self.capturer.check_region(r)?,
+            None => self.capturer.full_screen(),
+        };
+        let x = &self.capturer.x;
+        let changed = match &self.changes {
+            Some(changes) => changes.changed(x)?,
+            None => true,
+        };
+        if !changed
+            && let Some((asked, image)) = &self.last
+            && *asked == opts
+        {
+            return Ok(Shot {
+                image: image.clone(),
+                capture: Duration::ZERO,
+                encode: Duration::ZERO,
+            });
+        }
+        if let Some(changes) = &self.changes {
+            changes.rearm(x)?;
+        }
+        // Kept only once this capture is done: an error leaves no stale answer behind.
+        self.last = None;
+        let t0 = Instant::now();
+        let frame = self.capturer.capture(region)?;
+        let t1 = Instant::now();
+        let image = self
+            .encoder
+            .encode(&frame, opts.format, opts.max_width, opts.max_height)?;
+        let encode = t1.elapsed();
+        self.last = self.changes.is_some().then(|| (opts, image.clone()));
+        Ok(Shot {
+            image,
+            capture: t1 - t0,
+            encode,
         })
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShotOptions {
     pub format: Format,
     pub max_width: usize,
@@ -144,24 +195,7 @@ impl Desktop {
     }
 
     pub async fn screenshot(&self, opts: ShotOptions) -> Result<Shot> {
-        self.screen(move |s| {
-            let region = match opts.region {
-                Some(r) => s.capturer.check_region(r)?,
-                None => s.capturer.full_screen(),
-            };
-            let t0 = Instant::now();
-            let frame = s.capturer.capture(region)?;
-            let t1 = Instant::now();
-            let image = s
-                .encoder
-                .encode(&frame, opts.format, opts.max_width, opts.max_height)?;
-            Ok(Shot {
-                image,
-                capture: t1 - t0,
-                encode: t1.elapsed(),
-            })
-        })
-        .await
+        self.screen(move |s| s.shot(opts)).await
     }
 
     /// The whole screen as a frame of the live view, stamped with its capture time.

@@ -16,6 +16,7 @@ pub enum Format {
 }
 
 /// An encoded image and its size in pixels.
+#[derive(Clone)]
 pub struct Encoded {
     pub bytes: Vec<u8>,
     pub width: usize,

@@ -11,6 +11,7 @@
 //! no longer in any run's tree and are not touched.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -23,6 +24,7 @@ use crate::error::{AgentError, Result};
 pub use crate::output::Stream;
 use crate::output::{self, Chunks, Drains};
 use crate::reaper::{self, Children};
+use crate::warm::{self, Pipes, WarmPython};
 
 pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
 /// Longest source accepted; past this the kernel refuses the argument anyway.
@@ -100,25 +102,67 @@ pub struct Runner {
     pub drains: Drains,
     pub display: String,
     pub home: PathBuf,
+    /// Forks Python runs from a warm interpreter when it can ([`crate::warm`]).
+    pub python: WarmPython,
+}
+
+/// A run's interpreter: a child of the agent, or a child the warm Python forked.
+enum Process {
+    /// The registration keeps the reaper off the child until it is waited for.
+    Cold {
+        child: tokio::process::Child,
+        _registered: reaper::Owned,
+    },
+    Warm(warm::Run),
+}
+
+impl Process {
+    fn pid(&self) -> Option<i32> {
+        match self {
+            Process::Cold { child, .. } => child.id().map(|p| p as i32),
+            Process::Warm(run) => Some(run.pid),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Process::Cold { child, .. } => child.wait().await,
+            Process::Warm(run) => run.wait().await,
+        }
+    }
 }
 
 impl Runner {
-    fn command(&self, spec: &Spec) -> tokio::process::Command {
+    /// The warm Python's settings: what a cold Python run starts with.
+    pub fn warm_setting(&self) -> warm::Setting {
+        warm::Setting {
+            interpreter: on_path("python3"),
+            display: self.display.clone(),
+            home: self.home.clone(),
+            children: self.children.clone(),
+        }
+    }
+
+    fn cwd<'a>(&'a self, spec: &'a Spec) -> &'a std::path::Path {
+        spec.cwd.as_deref().unwrap_or(&self.home)
+    }
+
+    fn command(&self, spec: &Spec, stdout: OwnedFd, stderr: OwnedFd) -> tokio::process::Command {
         let (program, flag) = match spec.interpreter {
             Interpreter::Bash => ("bash", "-c"),
             Interpreter::Python => ("python3", "-c"),
         };
-        let mut cmd = tokio::process::Command::new(program);
+        let mut cmd = tokio::process::Command::new(on_path(program));
         cmd.arg(flag)
             .arg(&spec.source)
-            .current_dir(spec.cwd.as_ref().unwrap_or(&self.home))
+            .current_dir(self.cwd(spec))
             .env("DISPLAY", &self.display)
             .env("HOME", &self.home)
             .env("PYTHONUNBUFFERED", "1")
             .envs(&spec.env)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
             .process_group(0)
             .kill_on_drop(false);
         subreaper_on_exec(&mut cmd);
@@ -126,30 +170,52 @@ impl Runner {
     }
 
     /// Runs to the end. With `live`, output chunks go there as they are read (still capped)
-    /// and the outcome carries no output of its own.
+    /// and the outcome carries no output of its own; when its receiver goes away (the client
+    /// of a streamed run cancelled it), the run is ended as a timed-out one is, as closing a
+    /// terminal ends what runs in it.
     ///
     /// The call's output is what the pipes carried until the interpreter exited, plus what
     /// was in them at that moment; see [`crate::output`] for what happens to the rest.
     pub async fn run(&self, spec: Spec, live: Option<Chunks>) -> Result<Outcome> {
-        // A task of its own: a caller that goes away (a cancelled call) leaves the run to end
-        // as it would, timeout enforced and pipes read, rather than closing them under it.
+        // A task of its own: a caller of a run without `live` that goes away (a cancelled
+        // call) leaves the run to end as it would, timeout enforced and pipes read, rather
+        // than closing them under it.
         let runner = self.clone();
         tokio::spawn(async move { runner.run_to_end(spec, live).await })
             .await
             .map_err(|e| AgentError::Process(std::io::Error::other(e)))?
     }
 
+    /// Starts the run's interpreter: forked from the warm Python when it can, else spawned.
+    async fn start(&self, spec: &Spec) -> Result<(Process, [(pipe::Receiver, Stream); 2])> {
+        let pipes = Pipes::new()?;
+        let pipes = match spec.interpreter {
+            Interpreter::Python if !warm::changes_startup(&spec.env) => match self.python.fork(pipes).await {
+                Ok((mut run, readers)) => {
+                    if let Err(e) = run.begin(&spec.source, self.cwd(spec), &spec.env).await {
+                        self.kill(&mut Process::Warm(run)).await;
+                        return Err(e.into());
+                    }
+                    return Ok((Process::Warm(run), readers));
+                }
+                Err(pipes) => pipes,
+            },
+            _ => pipes,
+        };
+        let mut cmd = self.command(spec, pipes.stdout, pipes.stderr);
+        let (child, registered) = self.children.spawn(&mut cmd)?;
+        // The command holds the write ends until dropped: the readers' EOF waits for that.
+        drop(cmd);
+        let process = Process::Cold {
+            child,
+            _registered: registered,
+        };
+        Ok((process, pipes.readers))
+    }
+
     async fn run_to_end(self, spec: Spec, live: Option<Chunks>) -> Result<Outcome> {
         let started = Instant::now();
-        let mut cmd = self.command(&spec);
-        let (mut child, _owned) = self.children.spawn(&mut cmd)?;
-        let pipes = match output_pipes(&mut child) {
-            Ok(pipes) => pipes,
-            Err(e) => {
-                self.kill(&mut child).await;
-                return Err(e.into());
-            }
-        };
+        let (mut child, pipes) = self.start(&spec).await?;
 
         let (exited_tx, exited_rx) = watch::channel(false);
         let (tx, mut rx) = mpsc::channel(16);
@@ -173,9 +239,17 @@ impl Runner {
         let deadline = tokio::time::Instant::now() + spec.timeout;
         let status = loop {
             tokio::select! {
-                status = child.wait() => break Some(status?),
+                status = child.wait() => match status {
+                    Ok(status) => break Some(status),
+                    // The warm Python ended under the run: what it started must not outlive it.
+                    Err(e) => {
+                        self.kill(&mut child).await;
+                        return Err(e.into());
+                    }
+                },
                 Some(chunk) = rx.recv() => deliver(&mut out, live.as_ref(), chunk).await,
                 _ = tokio::time::sleep_until(deadline) => break None,
+                () = receiver_gone(live.as_ref()) => break None,
             }
         };
         let status = match status {
@@ -201,9 +275,9 @@ impl Runner {
 
     /// Ends a timed-out run: the interpreter and every process it started
     /// ([`reaper::kill_tree`]), and answers the interpreter's status.
-    async fn kill(&self, child: &mut tokio::process::Child) -> ExitStatus {
-        if let Some(pid) = child.id() {
-            let _ = tokio::task::spawn_blocking(move || reaper::kill_tree(pid as i32)).await;
+    async fn kill(&self, child: &mut Process) -> ExitStatus {
+        if let Some(pid) = child.pid() {
+            let _ = tokio::task::spawn_blocking(move || reaper::kill_tree(pid)).await;
         }
         let status = child
             .wait()
@@ -216,21 +290,15 @@ impl Runner {
     }
 }
 
-/// The child's stdout and stderr as pipes the readers can also read without the reactor.
-fn output_pipes(child: &mut tokio::process::Child) -> std::io::Result<[(pipe::Receiver, Stream); 2]> {
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(std::io::Error::other("the output pipes are missing"));
-    };
-    Ok([
-        (
-            pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?,
-            Stream::Stdout,
-        ),
-        (
-            pipe::Receiver::from_owned_fd(stderr.into_owned_fd()?)?,
-            Stream::Stderr,
-        ),
-    ])
+/// `program` as found on the agent's own `PATH` (so a run's `env` may set `PATH` without
+/// hiding its interpreter); the bare name when it is not found.
+fn on_path(program: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| program.into())
 }
 
 /// Makes the interpreter a child subreaper (the attribute is kept across execve), so the
@@ -244,11 +312,19 @@ fn subreaper_on_exec(cmd: &mut tokio::process::Command) {
     }
 }
 
+/// Resolves when the live stream's receiver is gone; never without a live stream.
+async fn receiver_gone(live: Option<&Chunks>) {
+    match live {
+        Some(live) => live.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Hands a chunk to the live stream, or keeps it in the outcome when there is none.
 async fn deliver(out: &mut Outcome, live: Option<&Chunks>, chunk: (Stream, Vec<u8>)) {
     match (live, chunk.0) {
         (Some(live), _) => {
-            // A reader that went away only stops the stream; the run still ends normally.
+            // A reader that went away is seen by `receiver_gone`, which ends the run.
             let _ = live.send(chunk).await;
         }
         (None, Stream::Stdout) => out.stdout.extend_from_slice(&chunk.1),

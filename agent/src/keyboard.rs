@@ -1,6 +1,6 @@
 //! The keyboard: key combos and Unicode text through XTest on the input connection.
 //! Characters the keyboard has are typed with their own keys and Shift level; the rest borrow
-//! spare keycodes ([`Lease`]). Each batch rebinds them in one request with the server grabbed,
+//! spare keycodes, both Shift levels of each ([`Lease`]). Each batch rebinds them in one request with the server grabbed,
 //! the mapping read fresh under the grab, so the rows written back are the server's own apart
 //! from the borrowed ones; a keycode is rebound only once no client may still translate its
 //! last press ([`InFlight`]); after the presses the borrowed keycodes are read back, so a keymap
@@ -15,7 +15,7 @@ use x11rb::protocol::xproto::{ConnectionExt as _, KEY_PRESS_EVENT, KEY_RELEASE_E
 
 use crate::error::{AgentError, Result};
 use crate::inflight::InFlight;
-use crate::keymap::{Batch, Keymap, Lease};
+use crate::keymap::{Batch, Keymap, Lease, Levels, Stroke};
 use crate::keys::{self, Keysym, TextKey};
 use crate::x11::XConn;
 
@@ -92,21 +92,21 @@ impl Keyboard {
     /// Plans the next batch of `syms` and binds its borrowed keycodes; answers the batch and
     /// how many keysyms it covers. Waits while every spare it would rebind may still be
     /// translated by the focused client.
-    fn next_batch(&mut self, x: &XConn, syms: &[Keysym]) -> Result<(Batch, usize)> {
+    fn next_batch(&mut self, x: &XConn, syms: &[Keysym], levels: Levels) -> Result<(Batch, usize)> {
         loop {
             let free = self.inflight.free(x)?;
             // Planned on the cached mapping first: most batches rebind nothing.
             let mut trial = self.lease.clone();
-            let (batch, n) = trial.next_batch(self.keymap(x)?, syms, |kc| free.allows(kc))?;
+            let (batch, n) = trial.next_batch(self.keymap(x)?, syms, levels, |kc| free.allows(kc))?;
             if n > 0 && batch.remaps.is_empty() {
                 self.lease = trial;
                 return Ok((batch, n));
             }
             if n > 0 {
                 let (batch, n) = self.change_keymap(x, |kb, map| {
-                    let (batch, n) = kb.lease.next_batch(map, syms, |kc| free.allows(kc))?;
-                    for &(kc, sym) in &batch.remaps {
-                        map.set_row(kc, sym);
+                    let (batch, n) = kb.lease.next_batch(map, syms, levels, |kc| free.allows(kc))?;
+                    for &(kc, row) in &batch.remaps {
+                        map.set_row(kc, row);
                     }
                     let rows = batch.remaps.iter().map(|r| r.0).collect();
                     Ok(((batch, n), rows))
@@ -148,7 +148,7 @@ impl Keyboard {
     }
 
     fn note_pressed(&mut self, x: &XConn, batch: &Batch) -> Result<()> {
-        let borrowed: Vec<u8> = self.borrowed_strokes(batch).map(|(_, kc)| kc).collect();
+        let borrowed: Vec<u8> = self.borrowed_strokes(batch).map(|(_, s)| s.keycode).collect();
         if !borrowed.is_empty() {
             let client = self.inflight.focused(x)?;
             self.inflight.note_pressed(client, borrowed.into_iter());
@@ -157,13 +157,13 @@ impl Keyboard {
         Ok(())
     }
 
-    fn borrowed_strokes<'a>(&'a self, batch: &'a Batch) -> impl Iterator<Item = (usize, u8)> + 'a {
+    fn borrowed_strokes<'a>(&'a self, batch: &'a Batch) -> impl Iterator<Item = (usize, Stroke)> + 'a {
         batch
             .strokes
             .iter()
+            .copied()
             .enumerate()
-            .filter(|(_, s)| self.lease.holder_of(s.keycode).is_some())
-            .map(|(i, s)| (i, s.keycode))
+            .filter(|(_, s)| self.lease.is_borrowed(s.keycode))
     }
 
     /// After the presses (and the round trip that ends every input call): the borrowed
@@ -171,8 +171,9 @@ impl Keyboard {
     /// does not was emptied by a keymap another program loaded during the call, and its presses
     /// may have been translated with that keymap; answers the indices of those strokes.
     fn lost(&mut self, x: &XConn, batch: &Batch, syms: &[Keysym]) -> Result<Vec<usize>> {
-        let used: Vec<(usize, u8)> = self.borrowed_strokes(batch).collect();
-        let (Some(lo), Some(hi)) = (used.iter().map(|u| u.1).min(), used.iter().map(|u| u.1).max()) else {
+        let used: Vec<(usize, Stroke)> = self.borrowed_strokes(batch).collect();
+        let keycodes = || used.iter().map(|u| u.1.keycode);
+        let (Some(lo), Some(hi)) = (keycodes().min(), keycodes().max()) else {
             return x.sync().map(|()| Vec::new());
         };
         let reply = x.conn.get_keyboard_mapping(lo, hi - lo + 1)?.reply()?;
@@ -183,7 +184,7 @@ impl Keyboard {
         };
         let lost: Vec<usize> = used
             .into_iter()
-            .filter(|&(i, kc)| now.level(kc, false) != syms[i])
+            .filter(|&(i, s)| now.level(s.keycode, s.shift) != syms[i])
             .map(|(i, _)| i)
             .collect();
         if !lost.is_empty() {
@@ -208,7 +209,7 @@ impl Keyboard {
             .collect();
         let mut done = 0;
         while done < syms.len() {
-            let (batch, n) = self.next_batch(x, &syms[done..])?;
+            let (batch, n) = self.next_batch(x, &syms[done..], Levels::Both)?;
             self.press(x, &batch, delay)?;
             let lost = self.lost(x, &batch, &syms[done..done + n])?;
             if !lost.is_empty() {
@@ -224,7 +225,7 @@ impl Keyboard {
     /// that bound them.
     fn combo(&mut self, x: &XConn, combo: &str) -> Result<(Vec<u8>, Batch, Vec<Keysym>)> {
         let syms = keys::parse_combo(combo)?.keysyms;
-        let (batch, n) = self.next_batch(x, &syms)?;
+        let (batch, n) = self.next_batch(x, &syms, Levels::First)?;
         if n != syms.len() {
             return Err(AgentError::Unsupported(format!(
                 "{combo:?} has more keys the keyboard lacks than can be bound at once"
@@ -301,7 +302,7 @@ impl Keyboard {
             kb.lease.reconcile(map);
             let borrowed = kb.lease.borrowed();
             for &kc in &borrowed {
-                map.set_row(kc, 0);
+                map.set_row(kc, [0; 2]);
             }
             kb.lease.clear();
             Ok(((), borrowed))

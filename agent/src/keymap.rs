@@ -1,10 +1,13 @@
 //! Planning keystrokes against the X keyboard mapping. Pure logic over a snapshot of the core
 //! keymap: which keycode (and Shift level) produces a keysym, and which spare keycodes get
-//! borrowed for keysyms the keyboard lacks. The [`Lease`] remembers what is borrowed so that
-//! successive calls reuse remapped keycodes, rotate through all spares, and restore once; it is
-//! checked against the server's mapping whenever it plans, so a keymap another program loaded
-//! drops the bindings it emptied. Whether a borrowed keycode may be rebound yet (no client may
-//! still translate its last press) is the caller's to say: see `inflight`.
+//! borrowed for keysyms the keyboard lacks — two per spare, one on each Shift level, so a batch
+//! holds twice as many characters as there are spares. The [`Lease`] remembers what is
+//! borrowed so that successive calls reuse remapped keycodes, rotate through all spares, and
+//! restore once; it is checked against the server's mapping whenever it plans, so a keymap
+//! another program loaded drops the bindings it emptied. Whether a borrowed keycode may be
+//! rebound yet (no client may still translate its last press) is the caller's to say: see
+//! `inflight`; filling the empty second level of a borrowed keycode changes nothing a queued
+//! unshifted press translates to, so it needs no such wait.
 
 use std::collections::HashMap;
 
@@ -28,10 +31,11 @@ pub struct Stroke {
     pub shift: bool,
 }
 
-/// Keycodes to rebind, then strokes to send with those bindings in force.
+/// Keycodes to rebind (the first group's two levels of each), then strokes to send with those
+/// bindings in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
-    pub remaps: Vec<(u8, Keysym)>,
+    pub remaps: Vec<(u8, [Keysym; 2])>,
     pub strokes: Vec<Stroke>,
 }
 
@@ -87,16 +91,26 @@ impl Keymap {
             .collect()
     }
 
-    /// Rebinds a row to one keysym on both Shift levels of the first group, so a held Shift
-    /// or Caps Lock cannot change it; the other groups stay empty, or the server's XKB would
-    /// grow extra groups on every key.
-    pub fn set_row(&mut self, keycode: u8, sym: Keysym) {
+    /// Rebinds a row to `levels` (unshifted, shifted) in the first group; the other groups stay
+    /// empty, or the server's XKB would grow extra groups on every key. A mapping of one keysym
+    /// per keycode keeps the first level only.
+    pub fn set_row(&mut self, keycode: u8, levels: [Keysym; 2]) {
         let start = (keycode - self.min_keycode) as usize * self.per;
         let row = &mut self.syms[start..start + self.per];
         row.fill(NO_SYMBOL);
-        let levels = self.per.min(2);
-        row[..levels].fill(sym);
+        for (slot, sym) in row.iter_mut().zip(levels) {
+            *slot = sym;
+        }
     }
+}
+
+/// Which Shift levels of borrowed keycodes a batch may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Levels {
+    /// Both: text, where a Shift held around a character changes nothing the client reads.
+    Both,
+    /// The first only: key combos, whose modifiers the client reads.
+    First,
 }
 
 /// How many spare keycodes the agent never borrows, so other programs in the desktop can.
@@ -105,9 +119,10 @@ const LEFT_FREE: usize = 2;
 /// The borrowed keycodes of one agent, kept between calls until restored.
 #[derive(Debug, Default, Clone)]
 pub struct Lease {
-    /// Keycodes that may be borrowed: bound to nothing, or to a keysym this lease bound.
+    /// Keycodes that may be borrowed: bound to nothing, or to keysyms this lease bound.
     spares: Vec<u8>,
-    bound: HashMap<Keysym, u8>,
+    /// Where each borrowed keysym is: a spare keycode and its level.
+    bound: HashMap<Keysym, Stroke>,
     /// When each spare was last used (bound or pressed), to rotate through them oldest first.
     used: HashMap<u8, u64>,
     tick: u64,
@@ -120,15 +135,35 @@ impl Lease {
 
     /// The keycodes currently borrowed; restoring binds them back to nothing.
     pub fn borrowed(&self) -> Vec<u8> {
-        self.bound.values().copied().collect()
+        let mut keycodes: Vec<u8> = self.bound.values().map(|s| s.keycode).collect();
+        keycodes.sort_unstable();
+        keycodes.dedup();
+        keycodes
     }
 
-    /// The keysym the lease bound to a keycode, if it borrowed it.
-    pub fn holder_of(&self, keycode: u8) -> Option<Keysym> {
-        self.bound
-            .iter()
-            .find(|(_, kc)| **kc == keycode)
-            .map(|(sym, _)| *sym)
+    /// Whether the lease borrowed a keycode.
+    pub fn is_borrowed(&self, keycode: u8) -> bool {
+        self.bound.values().any(|s| s.keycode == keycode)
+    }
+
+    /// The keysym the lease bound to a keycode's level, if any.
+    fn bound_at(&self, slot: Stroke) -> Option<Keysym> {
+        self.bound.iter().find(|(_, s)| **s == slot).map(|(sym, _)| *sym)
+    }
+
+    /// A borrowed keycode's row as the lease wants it: a level bound alone is on both, so a
+    /// held Shift cannot change it.
+    fn row_of(&self, keycode: u8) -> [Keysym; 2] {
+        let first = self.bound_at(Stroke {
+            keycode,
+            shift: false,
+        });
+        let second = self.bound_at(Stroke { keycode, shift: true });
+        match (first, second) {
+            (Some(a), Some(b)) => [a, b],
+            (Some(a), None) | (None, Some(a)) => [a, a],
+            (None, None) => [NO_SYMBOL; 2],
+        }
     }
 
     pub fn clear(&mut self) {
@@ -141,9 +176,9 @@ impl Lease {
     pub fn reconcile(&mut self, keymap: &Keymap) {
         let rows: Vec<u8> = keymap.keycodes().collect();
         self.bound
-            .retain(|&sym, &mut kc| rows.contains(&kc) && keymap.level(kc, false) == sym);
+            .retain(|&sym, s| rows.contains(&s.keycode) && keymap.level(s.keycode, s.shift) == sym);
         let mut spares = keymap.spare_keycodes();
-        spares.extend(self.bound.values().copied());
+        spares.extend(self.bound.values().map(|s| s.keycode));
         spares.sort_unstable();
         spares.dedup();
         // The highest of them stay unbound for the desktop's other programs (xdotool and
@@ -160,26 +195,65 @@ impl Lease {
         self.used.insert(keycode, self.tick);
     }
 
+    /// A borrowed keycode whose second level is free to take without a wait: its first level
+    /// is bound by the lease and the second by nothing, and the server's row holds nothing
+    /// foreign there (or the batch rebinds the whole row anyway).
+    fn free_second_level(&self, keymap: &Keymap, remapped: &[u8], levels: Levels) -> Option<u8> {
+        if keymap.per < 2 || levels == Levels::First {
+            return None;
+        }
+        let ours = |kc: u8| {
+            let first = self.bound_at(Stroke {
+                keycode: kc,
+                shift: false,
+            });
+            let second = keymap.row(kc)[1];
+            first.is_some() && (remapped.contains(&kc) || second == NO_SYMBOL || Some(second) == first)
+        };
+        let open = |kc: &u8| {
+            self.bound_at(Stroke {
+                keycode: *kc,
+                shift: true,
+            })
+            .is_none()
+                && ours(*kc)
+        };
+        // This batch's own rows first: they cost no extra rebinding.
+        remapped
+            .iter()
+            .copied()
+            .find(|kc| open(kc))
+            .or_else(|| self.spares.iter().copied().find(|kc| open(kc)))
+    }
+
     /// Plans the longest start of `syms` that one keymap change serves, against `keymap` as the
     /// server has it; answers the batch and how many keysyms it covers. Keysyms on the
-    /// keyboard use their own keycode; the rest reuse their borrowed keycode or borrow the
-    /// spare used longest ago among those `may_rebind` allows and the batch does not press.
-    /// Covering none means no spare may be rebound yet.
+    /// keyboard use their own keycode; the rest reuse their borrowed slot, take the free
+    /// second level of a borrowed keycode (with [`Levels::Both`]), or borrow the spare used
+    /// longest ago among those `may_rebind` allows and the batch does not press. Covering none
+    /// means no spare may be rebound yet.
     pub fn next_batch(
         &mut self,
         keymap: &Keymap,
         syms: &[Keysym],
+        levels: Levels,
         may_rebind: impl Fn(u8) -> bool,
     ) -> Result<(Batch, usize)> {
         self.reconcile(keymap);
-        let mut batch = Batch::default();
+        let mut strokes = Vec::new();
+        let mut remapped: Vec<u8> = Vec::new();
         let mut pressed: Vec<u8> = Vec::new();
+        let mut covered = syms.len();
         for (i, &sym) in syms.iter().enumerate() {
-            let stroke = if let Some(&keycode) = self.bound.get(&sym) {
-                Stroke {
-                    keycode,
-                    shift: false,
-                }
+            // A combo's client reads Shift: it takes a keycode whose two levels are this keysym
+            // alone, never one sharing its row with text's second character.
+            let alone = |s: &&Stroke| !s.shift && self.bound_at(Stroke { shift: true, ..**s }).is_none();
+            let borrowed = self
+                .bound
+                .get(&sym)
+                .filter(|s| levels == Levels::Both || alone(s));
+            let stroke = if let Some(&slot) = borrowed {
+                slot
             } else if let Some(stroke) = keymap.find(sym).filter(|s| !self.spares.contains(&s.keycode)) {
                 stroke
             } else {
@@ -188,32 +262,39 @@ impl Lease {
                         "the keyboard has no spare keycode to type this character".into(),
                     ));
                 }
-                let pick = self
-                    .spares
-                    .iter()
-                    .copied()
-                    .filter(|kc| !pressed.contains(kc) && may_rebind(*kc))
-                    .min_by_key(|kc| self.used.get(kc).copied().unwrap_or(0));
-                let Some(keycode) = pick else {
-                    return Ok((batch, i));
+                let slot = if let Some(keycode) = self.free_second_level(keymap, &remapped, levels) {
+                    Stroke { keycode, shift: true }
+                } else {
+                    let pick = self
+                        .spares
+                        .iter()
+                        .copied()
+                        .filter(|kc| !pressed.contains(kc) && may_rebind(*kc))
+                        .min_by_key(|kc| self.used.get(kc).copied().unwrap_or(0));
+                    let Some(keycode) = pick else {
+                        covered = i;
+                        break;
+                    };
+                    self.bound.retain(|_, s| s.keycode != keycode);
+                    Stroke {
+                        keycode,
+                        shift: false,
+                    }
                 };
-                if let Some(old) = self.holder_of(keycode) {
-                    self.bound.remove(&old);
+                self.bound.insert(sym, slot);
+                if !remapped.contains(&slot.keycode) {
+                    remapped.push(slot.keycode);
                 }
-                self.bound.insert(sym, keycode);
-                batch.remaps.push((keycode, sym));
-                Stroke {
-                    keycode,
-                    shift: false,
-                }
+                slot
             };
             if self.spares.contains(&stroke.keycode) {
                 pressed.push(stroke.keycode);
                 self.touch(stroke.keycode);
             }
-            batch.strokes.push(stroke);
+            strokes.push(stroke);
         }
-        Ok((batch, syms.len()))
+        let remaps = remapped.into_iter().map(|kc| (kc, self.row_of(kc))).collect();
+        Ok((Batch { remaps, strokes }, covered))
     }
 }
 
@@ -273,7 +354,7 @@ mod tests {
             assert_eq!(map.find('a' as u32), None);
             assert!(
                 Lease::default()
-                    .next_batch(&map, &['a' as u32], |_| true)
+                    .next_batch(&map, &['a' as u32], Levels::Both, |_| true)
                     .is_err()
             );
         }
@@ -312,19 +393,31 @@ mod tests {
         let mut batches = Vec::new();
         let mut done = 0;
         while done < syms.len() {
-            let (batch, n) = lease.next_batch(map, &syms[done..], &may_rebind).unwrap();
+            let (batch, n) = lease
+                .next_batch(map, &syms[done..], Levels::Both, &may_rebind)
+                .unwrap();
             assert!(n > 0, "no progress at {done}");
-            for &(kc, sym) in &batch.remaps {
-                map.set_row(kc, sym);
+            for &(kc, row) in &batch.remaps {
+                map.set_row(kc, row);
             }
+            let typed: Vec<Keysym> = batch
+                .strokes
+                .iter()
+                .map(|s| map.level(s.keycode, s.shift))
+                .collect();
+            assert_eq!(typed, syms[done..done + n], "as X translates the strokes");
             done += n;
             batches.push(batch);
         }
         batches
     }
 
+    fn stroke(keycode: u8, shift: bool) -> Stroke {
+        Stroke { keycode, shift }
+    }
+
     #[test]
-    fn missing_keysyms_borrow_spares_in_one_batch() {
+    fn missing_keysyms_borrow_both_levels_of_a_spare_in_one_batch() {
         let mut map = keymap();
         let mut lease = Lease::default();
         let batches = type_all(
@@ -334,9 +427,37 @@ mod tests {
             |_| true,
         );
         assert_eq!(batches.len(), 1);
-        assert_eq!(batches[0].remaps, vec![(13, 0xe9), (14, 0x0101_f600)]);
-        let codes: Vec<u8> = batches[0].strokes.iter().map(|s| s.keycode).collect();
-        assert_eq!(codes, vec![13, 10, 14, 13]);
+        assert_eq!(batches[0].remaps, vec![(13, [0xe9, 0x0101_f600])]);
+        assert_eq!(
+            batches[0].strokes,
+            vec![
+                stroke(13, false),
+                stroke(10, false),
+                stroke(13, true),
+                stroke(13, false)
+            ]
+        );
+    }
+
+    /// A keysym borrowed alone is on both levels, so a held Shift cannot change it.
+    #[test]
+    fn a_keysym_alone_on_a_spare_fills_both_levels() {
+        let mut map = keymap();
+        let mut lease = Lease::default();
+        let batches = type_all(&mut lease, &mut map, &[0x3b1], |_| true);
+        assert_eq!(batches[0].remaps, vec![(13, [0x3b1, 0x3b1])]);
+        assert_eq!(map.level(13, true), 0x3b1);
+        let one_level = Keymap {
+            min_keycode: 8,
+            per: 1,
+            syms: vec!['a' as u32, 0, 0],
+        };
+        let mut lease = Lease::default();
+        let (batch, n) = lease
+            .next_batch(&one_level, &[0x3b1, 0x3b2], Levels::Both, |_| true)
+            .unwrap();
+        assert_eq!(n, 2);
+        assert!(batch.strokes.iter().all(|s| !s.shift), "no second level to use");
     }
 
     /// With enough spares, the two highest are never borrowed, however many keysyms a text
@@ -351,6 +472,7 @@ mod tests {
         let mut lease = Lease::default();
         let syms: Vec<Keysym> = (0..40).map(|i| 0x0100_0400 + i).collect();
         let batches = type_all(&mut lease, &mut map, &syms, |_| true);
+        assert_eq!(batches[0].strokes.len(), 12, "six spares, two levels each");
         let used: std::collections::BTreeSet<u8> = batches
             .iter()
             .flat_map(|b| b.strokes.iter().map(|s| s.keycode))
@@ -359,7 +481,7 @@ mod tests {
         assert_eq!(map.spare_keycodes(), vec![16, 17]);
 
         let mut lease = Lease::default();
-        let batches = type_all(&mut lease, &mut keymap(), &syms[..3], |_| true);
+        let batches = type_all(&mut lease, &mut keymap(), &syms[..6], |_| true);
         assert_eq!(
             batches[0].remaps.len(),
             3,
@@ -368,63 +490,61 @@ mod tests {
     }
 
     #[test]
-    fn later_calls_reuse_bindings_and_rotate() {
+    fn later_calls_reuse_bindings_fill_second_levels_and_rotate() {
         let mut map = keymap();
         let mut lease = Lease::default();
         type_all(&mut lease, &mut map, &[0xe9], |_| true);
         let again = type_all(&mut lease, &mut map, &[0xe9, 0xea], |_| true);
         assert_eq!(
             again[0].remaps,
-            vec![(14, 0xea)],
-            "é stays bound, ê takes the next spare"
+            vec![(13, [0xe9, 0xea])],
+            "é stays, ê takes its keycode's second level"
         );
-        let third = type_all(&mut lease, &mut map, &[0xeb], |_| true);
-        assert_eq!(third[0].remaps, vec![(15, 0xeb)]);
-        let fourth = type_all(&mut lease, &mut map, &[0xec], |_| true);
+        let third = type_all(&mut lease, &mut map, &[0xeb, 0xec, 0xed, 0xee], |_| true);
+        assert_eq!(third[0].remaps, vec![(14, [0xeb, 0xec]), (15, [0xed, 0xee])]);
+        let fourth = type_all(&mut lease, &mut map, &[0xef], |_| true);
         assert_eq!(
             fourth[0].remaps,
-            vec![(13, 0xec)],
-            "the binding used longest ago is recycled"
+            vec![(13, [0xef, 0xef])],
+            "the keycode used longest ago is recycled, both its levels"
         );
+        assert!(!lease.bound.contains_key(&0xea));
     }
 
     #[test]
-    fn more_distinct_keysyms_than_spares_split_into_batches() {
+    fn more_distinct_keysyms_than_slots_split_into_batches() {
         let mut map = keymap();
         let mut lease = Lease::default();
-        let syms = [0x100, 0x101, 0x102, 0x103, 0x100];
+        let syms: Vec<Keysym> = (0x100..0x108).chain([0x100]).collect();
         let batches = type_all(&mut lease, &mut map, &syms, |_| true);
         assert_eq!(batches.len(), 2);
-        let mut replay = keymap();
-        let mut typed = Vec::new();
-        for batch in &batches {
-            for &(kc, sym) in &batch.remaps {
-                replay.set_row(kc, sym);
-            }
-            typed.extend(batch.strokes.iter().map(|s| replay.level(s.keycode, s.shift)));
-        }
-        assert_eq!(typed, syms);
+        assert_eq!(batches[0].strokes.len(), 6, "three spares, two levels each");
     }
 
     #[test]
-    fn a_spare_is_rebound_only_when_allowed() {
+    fn a_spare_is_rebound_only_when_allowed_but_a_free_level_is_taken_at_once() {
         let mut map = keymap();
         let mut lease = Lease::default();
         type_all(&mut lease, &mut map, &[0x100, 0x101, 0x102], |_| true);
-        let (batch, n) = lease.next_batch(&map, &[0x103], |_| false).unwrap();
+        let (batch, n) = lease.next_batch(&map, &[0x103], Levels::Both, |_| false).unwrap();
+        assert_eq!(n, 1, "14's second level was free");
+        assert_eq!(batch.remaps, vec![(14, [0x102, 0x103])]);
+        map.set_row(14, [0x102, 0x103]);
+        type_all(&mut lease, &mut map, &[0x104, 0x105], |_| true);
+        let (batch, n) = lease.next_batch(&map, &[0x106], Levels::Both, |_| false).unwrap();
         assert_eq!(
             (n, batch),
             (0, Batch::default()),
-            "every spare may still be translated"
+            "every slot taken and every spare may still be translated"
         );
         let (batch, n) = lease
-            .next_batch(&map, &[0x100, 0x103, 0x104], |kc| kc == 14)
+            .next_batch(&map, &[0x100, 0x106, 0x107, 0x108], Levels::Both, |kc| kc == 14)
             .unwrap();
         assert_eq!(
-            n, 2,
+            n, 3,
             "one spare may be rebound: the batch ends where a second is needed"
         );
-        assert_eq!(batch.remaps, vec![(14, 0x103)]);
+        assert_eq!(batch.remaps, vec![(14, [0x106, 0x107])]);
     }
 
     #[test]
@@ -435,17 +555,47 @@ mod tests {
         assert_eq!(lease.borrowed(), vec![13]);
         // Another program loads a keymap: the spares are empty again and 14 is now a real key.
         let mut reloaded = keymap();
-        reloaded.set_row(14, 'b' as u32);
+        reloaded.set_row(14, ['b' as u32, 'B' as u32]);
         let (batch, n) = lease
-            .next_batch(&reloaded, &[0xfc, 'b' as u32, 0xe9], |_| true)
+            .next_batch(&reloaded, &[0xfc, 'b' as u32, 0xe9], Levels::Both, |_| true)
             .unwrap();
         assert_eq!(n, 3);
         assert_eq!(
             batch.remaps,
-            vec![(15, 0xfc), (13, 0xe9)],
+            vec![(15, [0xfc, 0xe9])],
             "ü is bound again; 14 is not spare"
         );
         assert_eq!(batch.strokes[1].keycode, 14);
+    }
+
+    /// Key combos keep to first levels (their client reads Shift as a modifier): a keysym text
+    /// put on a second level is bound again on a first one.
+    #[test]
+    fn combos_use_first_levels_only() {
+        let mut map = keymap();
+        let mut lease = Lease::default();
+        type_all(&mut lease, &mut map, &[0xffca, 0xffd5], |_| true);
+        assert_eq!(lease.bound[&0xffd5], stroke(13, true));
+        let (batch, n) = lease
+            .next_batch(&map, &[0xffd5, 0xffca], Levels::First, |_| true)
+            .unwrap();
+        assert_eq!(n, 2);
+        assert!(batch.strokes.iter().all(|s| !s.shift), "{batch:?}");
+        assert!(
+            batch.remaps.iter().all(|(kc, _)| *kc != 13),
+            "F13 shares its row with F24: it is bound again alone {batch:?}"
+        );
+    }
+
+    /// A second level another program wrote on a keycode the lease holds is not overwritten.
+    #[test]
+    fn a_foreign_second_level_is_left_alone() {
+        let mut map = keymap();
+        let mut lease = Lease::default();
+        type_all(&mut lease, &mut map, &[0xfc], |_| true);
+        map.set_row(13, [0xfc, 0xe0]);
+        let (batch, _) = lease.next_batch(&map, &[0xe9], Levels::Both, |_| true).unwrap();
+        assert_eq!(batch.remaps, vec![(14, [0xe9, 0xe9])]);
     }
 
     #[test]
@@ -455,7 +605,9 @@ mod tests {
             per: 1,
             syms: vec!['a' as u32],
         };
-        let err = Lease::default().next_batch(&map, &[0xe9], |_| true).unwrap_err();
+        let err = Lease::default()
+            .next_batch(&map, &[0xe9], Levels::Both, |_| true)
+            .unwrap_err();
         assert!(err.to_string().contains("spare keycode"));
     }
 }

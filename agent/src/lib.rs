@@ -27,6 +27,7 @@ pub mod reaper;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod warm;
 pub mod x11;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use crate::input::InputTiming;
 use crate::output::Drains;
 use crate::reaper::Children;
 use crate::session::SessionSpec;
+use crate::warm::WarmPython;
 
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -96,7 +98,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         drains: Drains::default(),
         display: display.clone(),
         home,
+        python: WarmPython::default(),
     };
+    if !cli.cold_python {
+        runner
+            .python
+            .supervise(runner.warm_setting(), ready.clone(), stop_rx.clone());
+    }
     let config = DesktopConfig {
         timing: InputTiming {
             double_click: cli.double_click(),

@@ -337,12 +337,27 @@ impl Agent for AgentService {
             let forward = {
                 let out_tx = out_tx.clone();
                 async move {
-                    while let Some((stream, bytes)) = chunk_rx.recv().await {
+                    // Until the client goes away: then `chunk_rx` is dropped, and the run,
+                    // seeing its output's receiver gone, is ended.
+                    loop {
+                        let (stream, bytes) = tokio::select! {
+                            chunk = chunk_rx.recv() => match chunk {
+                                Some(chunk) => chunk,
+                                None => break,
+                            },
+                            () = out_tx.closed() => break,
+                        };
                         let event = match stream {
                             Stream::Stdout => pb::exec_event::Event::Stdout(bytes),
                             Stream::Stderr => pb::exec_event::Event::Stderr(bytes),
                         };
-                        let _ = out_tx.send(Ok(pb::ExecEvent { event: Some(event) })).await;
+                        if out_tx
+                            .send(Ok(pb::ExecEvent { event: Some(event) }))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
                     }
                 }
             };

@@ -400,3 +400,145 @@ async fn sigterm_stops_the_agent_and_its_desktop() {
     let left: Vec<_> = desktop.into_iter().filter(|&pid| running(pid)).collect();
     assert!(left.is_empty(), "Xvfb or openbox left running: {left:?}");
 }
+
+/// The parent of a Python run's interpreter: the warm Python's server, or the agent itself.
+async fn python_parent(agent: &mut Agent) -> u32 {
+    let r = agent.python("import os; print(os.getppid())", 0).await;
+    stdout(&r).trim().parse().unwrap()
+}
+
+/// Waits until Python runs fork from the warm interpreter; answers its pid.
+async fn warm_python(agent: &mut Agent) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let parent = python_parent(agent).await;
+        if parent != agent.pid() {
+            return parent;
+        }
+        assert!(Instant::now() < deadline, "the warm Python never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What `python3 -c` gives, the same whether the run is forked warm or started cold: exit codes,
+/// tracebacks naming only the program, `SystemExit`, `__main__`, argv, stdin, its own process
+/// group, cwd and env; a timeout ending everything the run started.
+async fn python_runs_as_python3_c(agent: &mut Agent) {
+    let r = agent.python("1/0", 0).await;
+    let stderr = String::from_utf8_lossy(&r.stderr).into_owned();
+    assert_eq!(r.exit_code, Some(1));
+    assert_eq!(
+        stderr,
+        "Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\nZeroDivisionError: division by zero\n"
+    );
+    let r = agent.python("def", 0).await;
+    assert_eq!(r.exit_code, Some(1));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).ends_with("SyntaxError: invalid syntax\n"),
+        "{r:?}"
+    );
+    assert_eq!(
+        agent.python("import sys; sys.exit(3)", 0).await.exit_code,
+        Some(3)
+    );
+    // The end waits for non-daemon threads and runs atexit callbacks, in that order.
+    let program = "import atexit, threading, time\natexit.register(print, 'atexit')\n\
+        threading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start()\nprint('main')";
+    let r = agent.python(program, 0).await;
+    assert_eq!(
+        (stdout(&r), r.exit_code),
+        ("main\nthread\natexit\n".into(), Some(0))
+    );
+    // A file left open is flushed and closed at the end, as the interpreter's shutdown does.
+    let r = agent
+        .python("f = open('left-open', 'w')\nf.write('kept')", 0)
+        .await;
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(
+        stdout(&agent.python("print(open('left-open').read())", 0).await),
+        "kept\n"
+    );
+    let r = agent.python("raise SystemExit('bad thing')", 0).await;
+    assert_eq!(
+        (r.exit_code, String::from_utf8_lossy(&r.stderr).into_owned()),
+        (Some(1), "bad thing\n".into())
+    );
+    let program = "import os, sys\nprint(__name__, sys.argv, repr(sys.stdin.read()), os.getpgid(0) == os.getpid(), \
+        sys.path[0] == '', os.getcwd(), os.environ['ORGO_RUN'], os.environ['DISPLAY'] == DISPLAY, \
+        open('/proc/self/comm').read().strip(), __import__('time').strftime('%z'))";
+    let r = agent
+        .client
+        .exec(pb::ExecRequest {
+            interpreter: pb::Interpreter::Python.into(),
+            source: program.replace("== DISPLAY", &format!("== {:?}", agent.display)),
+            cwd: "/tmp".into(),
+            env: [("ORGO_RUN", "yes"), ("TZ", "XYZ-3")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stdout(&r),
+        "__main__ ['-c'] '' True True /tmp yes True python3 +0300\n",
+        "{r:?}"
+    );
+    let program = "import subprocess, time\nsubprocess.Popen(['setsid', 'sleep', '300.31'])\ntime.sleep(100)";
+    let r = agent.python(program, 1500).await;
+    assert!(r.timed_out, "{r:?}");
+    assert_eq!(alive_with("300.31"), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn python_runs_as_python3_c_warm_and_cold() {
+    let mut warm = Agent::start("none").await;
+    warm_python(&mut warm).await;
+    python_runs_as_python3_c(&mut warm).await;
+    let mut cold = Agent::start_with("none", &["--cold-python"]).await;
+    assert_eq!(
+        python_parent(&mut cold).await,
+        cold.pid(),
+        "--cold-python forks nothing"
+    );
+    python_runs_as_python3_c(&mut cold).await;
+}
+
+/// Each run forks from the same pristine interpreter: a variable, a monkeypatch, a module or an
+/// environment variable one run makes is absent from the next, and random numbers differ.
+#[tokio::test]
+async fn warm_python_runs_carry_nothing_from_one_to_the_next() {
+    let mut agent = Agent::start("none").await;
+    warm_python(&mut agent).await;
+    let dirty = "import json, os, sys, builtins\nx = 41\njson.dumps = lambda *a, **k: 'patched'\n\
+        sys.modules['mine'] = sys\nos.environ['LEAK'] = '1'\nbuiltins.print = None";
+    assert_eq!(agent.python(dirty, 0).await.exit_code, Some(0));
+    let check = "import json, os, sys, random\nprint(json.dumps(1), 'x' in globals(), 'mine' in sys.modules, \
+        os.environ.get('LEAK'), random.random())";
+    let first = stdout(&agent.python(check, 0).await);
+    let second = stdout(&agent.python(check, 0).await);
+    assert!(first.starts_with("1 False False None 0."), "{first}");
+    assert_ne!(first, second, "random numbers repeat across runs");
+}
+
+/// A fork server that dies is started again; meanwhile runs are cold, and none fails or runs
+/// twice.
+#[tokio::test]
+async fn a_dead_warm_python_is_started_again_and_runs_go_on_meanwhile() {
+    let mut agent = Agent::start("none").await;
+    let server = warm_python(&mut agent).await;
+    let comm = std::fs::read_to_string(format!("/proc/{server}/comm")).unwrap();
+    assert_eq!(comm, "orgo-python\n", "the server is told apart from runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for i in 0..5 {
+        let r = agent.python(&format!("print({i})"), 0).await;
+        assert_eq!(stdout(&r), format!("{i}\n"), "{r:?}");
+    }
+    let again = warm_python(&mut agent).await;
+    assert_ne!(again, server);
+}

@@ -429,22 +429,12 @@ async fn every_key_name_presses_the_right_keysym_and_modifiers() {
     );
 }
 
-/// Every class of character a user types, on one line and over several.
-const CORPUS: &[&str] = &[
-    "Hello, world! 0123456789 ~`!@#$%^&*()_+-=[]{}|;':\",./<>?\\",
-    "Crème brûlée, naïve façade, Ångström, Øresund, ß, ¿Qué?",
-    "Ελληνικά: αβγδε ΑΒΓΔΕ — Кириллица: привет МИР",
-    "中文输入测试，日本語のテキスト、한국어 텍스트",
-    "emoji 😀🚀👍🏽 and symbols ∑∫√∞≠≤≥ €£¥ ™©® →←↑↓",
-    "two\nlines\tand a tab",
-];
-
 #[tokio::test]
 async fn unicode_text_arrives_intact_every_time() {
     let mut agent = Agent::start("openbox").await;
     let w = TestWindow::open(&agent.display, 0, 0, 300, 300, RED, BLUE);
     for round in 0..20 {
-        for line in CORPUS {
+        for line in common::CORPUS {
             let sent = agent
                 .client
                 .type_text(pb::TypeTextRequest {
@@ -596,4 +586,66 @@ async fn watch_screen_sends_a_frame_when_the_screen_changes() {
         }
         assert!(shown, "the second window shows in each stream");
     }
+}
+
+/// A still screen's screenshot is the last one again, with no capture or encode (XDamage says
+/// nothing was drawn), and never stale: one pixel changed between two screenshots, thousands
+/// of times, is always seen.
+#[tokio::test]
+async fn screenshots_of_a_still_screen_are_reused_and_never_stale() {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ChangeGCAux, ConnectionExt as _, CreateGCAux, Rectangle};
+
+    let mut agent = Agent::start("none").await;
+    let (conn, screen) = x11rb::connect(Some(&agent.display)).unwrap();
+    let root = conn.setup().roots[screen].root;
+    let gc = conn.generate_id().unwrap();
+    conn.create_gc(gc, root, &CreateGCAux::new().foreground(0))
+        .unwrap();
+    let asked = pb::ScreenshotRequest {
+        format: pb::ImageFormat::Png.into(),
+        region: Some(pb::Region {
+            x: 0,
+            y: 0,
+            width: 64,
+            height: 64,
+        }),
+        ..Default::default()
+    };
+    // A fixed-seed LCG: the same spots and colours every run.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) as u32
+    };
+    let mut reused = 0;
+    for round in 0..3000 {
+        let (x, y, rgb) = (next() % 64, next() % 64, next() & 0xff_ffff);
+        conn.change_gc(gc, &ChangeGCAux::new().foreground(rgb)).unwrap();
+        let pixel = Rectangle {
+            x: x as i16,
+            y: y as i16,
+            width: 1,
+            height: 1,
+        };
+        conn.poly_fill_rectangle(root, gc, &[pixel]).unwrap();
+        // Drawn: the server has handled it when the round trip returns.
+        conn.get_input_focus().unwrap().reply().unwrap();
+        let shot = agent.client.screenshot(asked).await.unwrap().into_inner();
+        let want = [(rgb >> 16) as u8, (rgb >> 8) as u8, rgb as u8];
+        assert_eq!(
+            rgb_at(&shot.image, x as usize, y as usize),
+            want,
+            "round {round}: ({x}, {y})"
+        );
+        let again = agent.client.screenshot(asked).await.unwrap().into_inner();
+        assert_eq!(again.image, shot.image, "round {round}: nothing changed");
+        if again.capture_micros == 0 && again.encode_micros == 0 {
+            reused += 1;
+        }
+    }
+    // Nothing else draws on this screen: each second screenshot is the first one again.
+    assert_eq!(reused, 3000, "still screenshots were captured again");
 }

@@ -133,6 +133,39 @@ async fn many_distinct_characters_arrive_exact_in_tk() {
     many_distinct_characters_arrive_exact(Typist::tk).await;
 }
 
+/// Every script's line (about 100 characters no keyboard key gives: three keymap batches) 50
+/// times in a row, then 100 distinct ideographs in one call, each read back whole.
+async fn the_corpus_arrives_exact_every_time(typist: fn(&str, &std::path::Path) -> Typist) {
+    let (_turn, mut agent) = desktop().await;
+    let client = typist(&agent.display, &agent.dir);
+    client.wait_ready(&mut agent.client).await;
+    let text: String = common::CORPUS.iter().map(|l| format!("{l}\n")).collect();
+    let lines = text.matches('\n').count();
+    for round in 0..50 {
+        client.clear();
+        type_text(&mut agent, &text).await.unwrap();
+        assert_typed(&client.lines(lines), &text, &format!("round {round}"));
+    }
+    client.clear();
+    let ideographs = ideographs(9000, 100) + "\n";
+    type_text(&mut agent, &ideographs).await.unwrap();
+    assert_typed(
+        &client.lines(1),
+        &ideographs,
+        "100 distinct ideographs in one call",
+    );
+}
+
+#[tokio::test]
+async fn the_corpus_arrives_exact_every_time_in_xterm() {
+    the_corpus_arrives_exact_every_time(Typist::xterm).await;
+}
+
+#[tokio::test]
+async fn the_corpus_arrives_exact_every_time_in_tk() {
+    the_corpus_arrives_exact_every_time(Typist::tk).await;
+}
+
 /// Field report: 20 calls of 60 distinct characters each, back to back; the next call rebound
 /// keycodes before the client had translated the last call's presses.
 #[tokio::test]

@@ -1,6 +1,8 @@
-//! `cargo xtask bench gateway` (and `bench docker`): the REST API over real HTTP on real desktops
-//! of each runtime named in `ORGO_BENCH_RUNTIMES` (`local`, or `local,docker`), next to the
-//! reference stack (xdotool, `scrot -q 100` + base64, a spawned `python3 -c`) on an Xvfb of its own
+//! `cargo xtask bench gateway` (and `bench docker`, `bench kubernetes`): the REST API over real
+//! HTTP on real desktops of each runtime named in `ORGO_BENCH_RUNTIMES` (`local`, `local,docker`
+//! or `kubernetes`: the test cluster of `cargo xtask k8s up`, desktops of half a core and 1 GB
+//! since its two nodes share two cores; 2 cores and 2 GB elsewhere), next to the
+//! reference stack (xdotool, `scrot -q 100` + base64, a spawned `/usr/bin/python3 -c`) on an Xvfb of its own
 //! in the same run; desktop create → ready and stop → start; idle memory of a desktop; and
 //! actions per second with 8 desktops and 32 concurrent clients.
 
@@ -121,10 +123,51 @@ fn idle_mb(runtime: &str, id: &str) -> Option<f64> {
     Some(number.parse::<f64>().ok()? * scale)
 }
 
+/// The desktops a runtime's bench boots (the test cluster's nodes share two cores): a size
+/// no warm pool keeps, so each create boots.
+fn desktop_size(runtime: &str) -> Value {
+    if runtime == "kubernetes" {
+        json!({"ram": 1, "cpu": 0.5})
+    } else {
+        json!({"ram": 2, "cpu": 1})
+    }
+}
+
+/// The size the bench's warm pool keeps (`ORGO_POOL=1`: the SDK's).
+const POOLED: (u32, u32) = (2, 2);
+
+/// Creates of the pooled size, each once the pool has one ready again (then deleted).
+fn pooled_creates(api: &Api, n: usize) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while api.served.health()["pool"][0]["ready"].as_u64() != Some(1) {
+                assert!(Instant::now() < deadline, "the warm pool never refilled");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let t = Instant::now();
+            let p = api.ok(
+                "POST",
+                "/projects",
+                Some(json!({ "config": { "ram": POOLED.0, "cpu": POOLED.1 } })),
+            );
+            let took = t.elapsed();
+            api.ok(
+                "DELETE",
+                &format!("/projects/{}", p["id"].as_str().unwrap()),
+                None,
+            );
+            took
+        })
+        .collect()
+}
+
 /// One runtime's figures.
 struct Measured {
     runtime: String,
     create: (f64, f64),
+    /// Creates handed a desktop from the warm pool, where the runtime has one.
+    pooled: Option<(f64, f64)>,
     restart: (f64, f64),
     idle_mb: Option<f64>,
     actions: Vec<(f64, f64)>,
@@ -189,7 +232,7 @@ fn reference_commands(shot: &std::path::Path) -> Vec<Box<dyn Fn(usize) -> String
         Box::new(|_| "xdotool key ctrl+shift+i".into()),
         Box::new(|_| format!("xdotool type -- '{TYPED}'")),
         Box::new(|_| "bash -c 'echo hi'".into()),
-        Box::new(|_| "python3 -c \"print('hi')\"".into()),
+        Box::new(|_| "/usr/bin/python3 -c \"print('hi')\"".into()),
     ]
 }
 
@@ -199,17 +242,40 @@ fn measure(runtime: &str, n: usize) -> Measured {
     let port = common::free_port();
     let mut env = common::gateway_env(&dir, port);
     env.push(("ORGO_RUNTIME", runtime.to_string()));
-    let key = common::new_key(&env, "bench", "pro");
-    let api = Arc::new(Api {
-        served: common::Served::start(&env, port),
-        key,
+    // One desktop of the SDK's size kept warm (the test cluster has no room for one).
+    let pooling = runtime != "kubernetes";
+    if pooling {
+        env.push(("ORGO_POOL", "1".to_string()));
+    }
+    // The test cluster's namespace of a Kubernetes run, deleted at the end.
+    let mut cluster = None;
+    let api = Arc::new(if runtime == "kubernetes" {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(common::k8s::client());
+        let ns = rt.block_on(common::k8s::scratch_namespace(&client, "bench"));
+        let config = common::k8s::write_config(&dir, &ns, "");
+        cluster = Some((rt, client, ns));
+        Api {
+            key: common::k8s::new_key_with(&env, &config, "pro"),
+            served: common::Served::start_with(&env, port, &["--config", config.to_str().unwrap()]),
+        }
+    } else {
+        Api {
+            key: common::new_key(&env, "bench", "pro"),
+            served: common::Served::start(&env, port),
+        }
     });
+    let size = desktop_size(runtime);
+    let pooled = pooling.then(|| median_p90(pooled_creates(&api, 5)));
 
     let (mut create, mut restart) = (vec![], vec![]);
     let mut projects = vec![];
     for _ in 0..5 {
         let t = Instant::now();
-        let p = api.ok("POST", "/projects", Some(json!({"config": {"ram": 2, "cpu": 2}})));
+        let p = api.ok("POST", "/projects", Some(json!({ "config": size })));
         create.push(t.elapsed());
         let id = p["id"].as_str().unwrap().to_string();
         api.ok("POST", &format!("/projects/{id}/stop"), None);
@@ -235,7 +301,7 @@ fn measure(runtime: &str, n: usize) -> Measured {
         .iter()
         .map(|(_, action)| median_p90((0..n).map(|i| action(&api, &c, i)).collect()))
         .collect();
-    let throughput = throughput(&api, name);
+    let throughput = throughput(&api, name, &size);
     // Docker desktops outlive their gateway: remove them all first.
     let listed = api.ok("GET", "/projects", None);
     for p in listed["projects"].as_array().unwrap() {
@@ -246,10 +312,14 @@ fn measure(runtime: &str, n: usize) -> Measured {
         );
     }
     drop(api);
+    if let Some((rt, client, ns)) = cluster {
+        rt.block_on(common::k8s::delete_namespace(&client, &ns));
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Measured {
         runtime: runtime.to_string(),
         create: median_p90(create),
+        pooled,
         restart: median_p90(restart),
         idle_mb,
         actions,
@@ -258,10 +328,10 @@ fn measure(runtime: &str, n: usize) -> Measured {
 }
 
 /// 8 desktops, 32 clients, mixed actions for a fixed time: a line of figures.
-fn throughput(api: &Arc<Api>, first: String) -> String {
+fn throughput(api: &Arc<Api>, first: String, size: &Value) -> String {
     let mut names = vec![first];
     while names.len() < 8 {
-        let p = api.ok("POST", "/projects", Some(json!({"config": {"ram": 2, "cpu": 2}})));
+        let p = api.ok("POST", "/projects", Some(json!({ "config": size })));
         names.push(p["name"].as_str().unwrap().to_string());
     }
     common::load::run(
@@ -327,7 +397,10 @@ fn main() {
     for m in &measured {
         let ((c50, c90), (s50, s90)) = (m.create, m.restart);
         println!("{}:", m.runtime);
-        println!("  create → ready     p50 {c50:.0} ms, p90 {c90:.0} ms");
+        println!("  create → ready     p50 {c50:.0} ms, p90 {c90:.0} ms (booted)");
+        if let Some((p50, p90)) = m.pooled {
+            println!("  create → ready     p50 {p50:.1} ms, p90 {p90:.1} ms (from the warm pool)");
+        }
         println!("  stop → start       p50 {s50:.0} ms, p90 {s90:.0} ms");
         match m.idle_mb {
             Some(mb) => println!("  idle desktop       {mb:.0} MB (agent, Xvfb, openbox)"),

@@ -1,6 +1,6 @@
 //! API keys: `orgo_<id>_<secret>`, shown once, stored as a SHA-256 hash, looked up by id and
-//! compared in constant time; the axum extractor that turns `Authorization: Bearer` into the
-//! caller's account.
+//! compared in constant time; per-key request rates; the axum extractor that turns
+//! `Authorization: Bearer` into the caller's account (gRPC reads the same from metadata).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -31,8 +31,8 @@ fn key_id(key: &str) -> Option<&str> {
     (id.len() == 12 && !secret.is_empty() && key.len() <= 128).then_some(id)
 }
 
-/// The account behind a presented key, or why not.
-pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Account, ApiError> {
+/// The credential of an `Authorization: Bearer <credential>` header (or gRPC metadata).
+pub fn bearer(header: Option<&str>) -> Result<&str, ApiError> {
     let header =
         header.ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <api key>".into()))?;
     let (scheme, key) = header.split_once(' ').unwrap_or((header, ""));
@@ -41,7 +41,30 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Acco
             "Authorization must be \"Bearer <api key>\"".into(),
         ));
     }
-    let key = key.trim();
+    Ok(key.trim())
+}
+
+/// Whether a presented credential is shaped as an API key (rather than a token).
+pub fn is_api_key(credential: &str) -> bool {
+    credential.starts_with(PREFIX)
+}
+
+/// Takes one request from `bucket`'s rate, the plan of `account`'s: 429 when used up.
+pub fn take_rate(state: &AppState, bucket: &str, account: &Account) -> Result<(), ApiError> {
+    let rate = state
+        .config
+        .plan(&account.plan)
+        .map_or(1, |p| p.requests_per_second);
+    state.limiter.take(bucket, rate).map_err(ApiError::RateLimited)
+}
+
+/// The account behind a presented key, or why not.
+pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Account, ApiError> {
+    authenticate_key(state, bearer(header)?).await
+}
+
+/// The account behind an API key, its request rate taken, or why not.
+pub async fn authenticate_key(state: &AppState, key: &str) -> Result<Account, ApiError> {
     let invalid = || ApiError::Unauthorized("invalid or revoked API key".into());
     let id = key_id(key).ok_or_else(invalid)?;
     let (stored, account_id) = state.store.live_key(id).await?.ok_or_else(invalid)?;
@@ -50,11 +73,7 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Acco
         return Err(invalid());
     }
     let account = state.store.account(&account_id).await?.ok_or_else(invalid)?;
-    let rate = state
-        .config
-        .plan(&account.plan)
-        .map_or(1, |p| p.requests_per_second);
-    state.limiter.take(id, rate).map_err(ApiError::RateLimited)?;
+    take_rate(state, id, &account)?;
     Ok(account)
 }
 

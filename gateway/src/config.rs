@@ -81,6 +81,30 @@ pub enum LocalSandbox {
     None,
 }
 
+/// Started, unassigned desktops of one size kept ready to hand out on create (`[[pool]]`).
+/// Pools are per size: a create of another size starts a desktop of its own.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSize {
+    pub ram_gb: u32,
+    pub cpu: f64,
+    /// How many to keep ready; 0 keeps none.
+    pub count: u32,
+}
+
+/// The size `POST /computers` gives when none is asked for (within the free plan).
+pub const DEFAULT_RAM_GB: u32 = 4;
+pub const DEFAULT_CPU: f64 = 1.0;
+
+/// The size the orgo SDK's `Computer()` asks for, which the default pool keeps ready.
+fn sdk_pool(count: u32) -> Vec<PoolSize> {
+    vec![PoolSize {
+        ram_gb: 2,
+        cpu: 2.0,
+        count,
+    }]
+}
+
 /// How the gateway reaches the agents of Docker desktops.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -124,6 +148,9 @@ pub struct Config {
     /// embedded SQLite file in the data dir when unset.
     pub database_url: Option<String>,
     pub kubernetes: Kubernetes,
+    /// Warm pools, one per size (`ORGO_POOL`: `none`, or how many of the SDK's size, 2 GB and
+    /// 2 CPUs).
+    pub pool: Vec<PoolSize>,
 }
 
 impl Default for Config {
@@ -161,6 +188,7 @@ impl Default for Config {
             local_sandbox: LocalSandbox::Strict,
             disk_size_gb: 10,
             image: format!("orgo/desktop-minimal:{}", env!("CARGO_PKG_VERSION")),
+            pool: sdk_pool(1),
         }
     }
 }
@@ -231,6 +259,15 @@ impl Config {
         if let Some(v) = var("ORGO_AGENT_BIN") {
             self.agent_bin = Some(PathBuf::from(v));
         }
+        if let Some(v) = var("ORGO_POOL") {
+            let count = match v.as_str() {
+                "none" => 0,
+                n => n.parse().map_err(|_| {
+                    anyhow::anyhow!("ORGO_POOL={v:?} must be \"none\" or how many desktops of 2 GB and 2 CPUs to keep ready")
+                })?,
+            };
+            self.pool = sdk_pool(count);
+        }
         Ok(())
     }
 
@@ -278,6 +315,28 @@ impl Config {
             }
             if plan.requests_per_second == 0 {
                 anyhow::bail!("plan {name:?} must allow at least 1 request per second");
+            }
+        }
+        for (i, size) in self.pool.iter().enumerate() {
+            let cpu_ok = size.cpu == 0.5 || (size.cpu.fract() == 0.0 && (1.0..=64.0).contains(&size.cpu));
+            if !(1..=64).contains(&size.ram_gb) || !cpu_ok || size.count > 64 {
+                anyhow::bail!(
+                    "pool {i}: ram_gb must be 1 to 64, cpu 0.5 or a whole number from 1 to 64, count at most 64 \
+                     (not {} GB, {} CPU, {})",
+                    size.ram_gb,
+                    size.cpu,
+                    size.count
+                );
+            }
+            if self.pool[..i]
+                .iter()
+                .any(|p| p.ram_gb == size.ram_gb && p.cpu == size.cpu)
+            {
+                anyhow::bail!(
+                    "pool {i}: a pool of {} GB and {} CPU is configured twice",
+                    size.ram_gb,
+                    size.cpu
+                );
             }
         }
         if !(320..=7680).contains(&self.screen_width) || !(240..=4320).contains(&self.screen_height) {

@@ -145,20 +145,28 @@ fn retry_after_secs(wait: std::time::Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
+impl ApiError {
+    /// The sentence the client reads, over REST or gRPC alike; the detail behind a generic
+    /// sentence (the 5xx answers) is logged here, once.
+    pub fn sentence(&self) -> String {
+        match self {
             ApiError::Agent(d)
             | ApiError::NotReady(d)
             | ApiError::AgentTimeout(d)
             | ApiError::StoreUnavailable(d)
             | ApiError::Internal(d) => {
-                tracing::warn!(%status, detail = %d, "request failed");
+                tracing::warn!(status = %self.status(), detail = %d, "request failed");
                 self.to_string()
             }
             other => other.to_string(),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.sentence();
         let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
         let retry_after = match self {
             ApiError::RateLimited(wait) => Some(retry_after_secs(wait)),

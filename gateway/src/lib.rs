@@ -1,4 +1,4 @@
-//! `orgo-gateway`: the public Orgo REST API. It authenticates API keys, keeps accounts, projects
+//! `orgo-gateway`: the public Orgo REST API, and gRPC beside it on the same port. It authenticates API keys, keeps accounts, projects
 //! and computers in a store (SQLite, or PostgreSQL shared by replicas), enforces plans, starts desktops through a runtime (bubblewrap
 //! processes by default) and forwards every desktop action to that desktop's `orgo-agent` over
 //! gRPC. It owns no X11 or process code of the desktops themselves.
@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod desktops;
 pub mod error;
+pub mod grpc;
 pub mod json;
 pub mod live;
 pub mod metrics;
@@ -31,9 +32,10 @@ use crate::runtime::local::LocalRuntime;
 use crate::state::AppState;
 use crate::store::Store;
 
-/// The router over a state: what `serve` runs and what tests drive in-process.
+/// The router over a state: REST and, beside it on the same port, gRPC (told apart by
+/// content type); what `serve` runs and what tests drive in-process.
 pub fn app(state: AppState) -> axum::Router {
-    api::router(state)
+    grpc::beside(api::router(state.clone()), grpc::router(state))
 }
 
 /// Builds the state from a validated config: the database, the runtime the config names, the
@@ -97,6 +99,7 @@ pub async fn build_state_with(config: Config, runtime: Arc<dyn Runtime>) -> anyh
         links,
         metrics,
         limiter: Default::default(),
+        health: grpc::health().await,
     })
 }
 
@@ -108,6 +111,12 @@ pub async fn create_key(
     plan: Option<&str>,
 ) -> anyhow::Result<String> {
     let plan = plan.unwrap_or(&config.default_plan);
+    if account.starts_with('_') {
+        anyhow::bail!(
+            "account names starting with '_' are the gateway's own ({} owns the warm pool)",
+            desktops::POOL_ACCOUNT
+        );
+    }
     if config.plan(plan).is_none() {
         anyhow::bail!(
             "unknown plan {plan:?}; configured plans: {:?}",

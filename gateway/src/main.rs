@@ -20,7 +20,7 @@ struct Cli {
 enum Cmd {
     /// Serve the REST API. Environment overrides of the config: ORGO_LISTEN, ORGO_DATA_DIR,
     /// ORGO_RUNTIME, ORGO_PUBLIC_URL, ORGO_AGENT_BIN, ORGO_IMAGE, ORGO_DOCKER_TRANSPORT,
-    /// ORGO_LOCAL_SANDBOX, ORGO_DISK_SIZE_GB, ORGO_DATABASE_URL.
+    /// ORGO_LOCAL_SANDBOX, ORGO_DISK_SIZE_GB, ORGO_DATABASE_URL, ORGO_POOL.
     Serve {
         /// TOML config file; embedded defaults otherwise.
         #[arg(long)]
@@ -124,11 +124,34 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    // Without TCP_NODELAY a large answer's last segment waits for the client's delayed ACK:
+    // 40 ms on every gRPC screenshot (HTTP/2 writes it as several frames).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     tracing::info!(%listen, "orgo-gateway serving");
-    axum::serve(listener, orgo_gateway::app(state.clone()))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let serving =
+        axum::serve(listener, orgo_gateway::app(state.clone())).with_graceful_shutdown(async move {
+            shutdown().await;
+            let _ = stopping.send(true);
+        });
+    // Calls under way get a grace period; streams (a watched screen) and long runs would
+    // otherwise hold the shutdown, and the desktops' stop, for good.
+    let grace = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "calls still under way at shutdown were cut off"),
+    }
     state.desktops.resign().await;
+    if let Err(e) = state.desktops.drain_pool().await {
+        tracing::warn!(error = %e, "cannot delete the warm pool's desktops");
+    }
     tracing::info!("stopping desktops");
     state
         .desktops
@@ -137,6 +160,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("stopping desktops: {e}"))?;
     Ok(())
 }
+
+/// How long calls under way may go on once the gateway was told to stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -331,6 +331,7 @@ mod tests {
             last_active: 0,
             agent: None,
             generation: 1,
+            ended: None,
         };
         let (_, text) = metrics.render(Some(&[stopped]));
         assert!(text.contains("# TYPE orgo_desktops gauge\n"), "{text}");

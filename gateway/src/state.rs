@@ -17,4 +17,6 @@ pub struct AppState {
     pub links: Arc<Links>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<RateLimiter>,
+    /// The gRPC health service's statuses.
+    pub health: tonic_health::server::HealthReporter,
 }

@@ -1,5 +1,6 @@
-//! Viewer tokens, the live view's: short-lived, signed grants to watch (or also drive) one
-//! desktop in the browser, so the API key never reaches a page. A token is `<computer>.<account>.<mode>.<expiry>.<mac>`,
+//! Tokens for one desktop: short-lived, signed grants to watch (or also drive) it in the
+//! browser (viewer tokens, the live view's), so the API key never reaches a page, or to make
+//! its gRPC `orgo.agent.v1.Agent` calls in place of the API key (desktop tokens). A token is `<computer>.<account>.<mode>.<expiry>.<mac>`,
 //! HMAC-SHA256 under a secret kept in the store; nothing is stored per token, and a token
 //! survives a gateway restart until it expires.
 
@@ -14,9 +15,9 @@ use crate::store::{Store, StoreError};
 /// Why a token opens nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("invalid viewer token")]
+    #[error("invalid token")]
     Invalid,
-    #[error("this viewer token has expired; create a new one")]
+    #[error("this token has expired; create a new one")]
     Expired,
 }
 
@@ -27,6 +28,8 @@ pub enum Mode {
     View,
     /// Watch and drive the mouse and keyboard.
     Control,
+    /// Every `orgo.agent.v1.Agent` call over gRPC (runs included); not the live view.
+    Desktop,
 }
 
 impl Mode {
@@ -34,6 +37,7 @@ impl Mode {
         match self {
             Mode::View => "view",
             Mode::Control => "control",
+            Mode::Desktop => "desktop",
         }
     }
 
@@ -41,6 +45,7 @@ impl Mode {
         match s {
             "view" => Some(Mode::View),
             "control" => Some(Mode::Control),
+            "desktop" => Some(Mode::Desktop),
             _ => None,
         }
     }

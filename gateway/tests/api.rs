@@ -403,6 +403,7 @@ async fn every_route_validates_before_touching_a_desktop() {
             last_active: 0,
             agent: None,
             generation: 0,
+            ended: None,
         })
         .await
         .unwrap();
@@ -719,8 +720,14 @@ async fn a_desktop_that_dies_is_marked_and_starts_again() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
     gw.until_noticed_dead(&key, &c).await;
-    assert_eq!(gw.ok("GET", &c, &key, None).await["status"], "error");
-    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    let dead = gw.ok("GET", &c, &key, None).await;
+    assert_eq!(dead["status"], "error");
+    assert_eq!(
+        dead["status_reason"], "its processes were killed (signal 9)",
+        "{dead}"
+    );
+    let started = gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    assert_eq!(started["status_reason"], serde_json::Value::Null, "{started}");
     let out = gw
         .ok(
             "POST",

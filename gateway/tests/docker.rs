@@ -534,3 +534,100 @@ async fn docker_desktops_over_tcp_with_a_token() {
         .await;
     assert!(docker_inspect(&format!("orgo-{id}")).is_none());
 }
+
+/// The pool's running desktops (ids), once there are `want`.
+async fn pooled_on(
+    desktops: &orgo_gateway::desktops::Desktops,
+    store: &dyn orgo_gateway::store::Store,
+    want: usize,
+) -> std::collections::BTreeSet<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let ids = common::pooled_ids(store).await;
+        let ready = desktops
+            .pool_state()
+            .await
+            .unwrap()
+            .first()
+            .map_or(0, |p| p.ready);
+        if ids.len() == want && ready as usize == want {
+            return ids;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never had {want} ready: {ids:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A Docker pool's desktops are running containers that outlive their gateway: a second
+/// gateway on the same data finds them ready and hands one out as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_pool_outlives_its_gateway_and_hands_out_running_containers() {
+    let gw = Gateway::with("docker-pool", |c| {
+        c.runtime = orgo_gateway::config::RuntimeKind::Docker;
+        c.pool = vec![orgo_gateway::config::PoolSize {
+            ram_gb: 2,
+            cpu: 2.0,
+            count: 1,
+        }];
+    })
+    .await;
+    let first = pooled_on(&gw.state.desktops, gw.state.store.as_ref(), 1).await;
+    let pooled = first.first().unwrap().clone();
+    let container = format!("orgo-{pooled}");
+    let started = docker_inspect(&container).unwrap()["State"]["StartedAt"].clone();
+    gw.state.desktops.resign().await;
+
+    let again = orgo_gateway::build_state((*gw.state.config).clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        pooled_on(&again.desktops, again.store.as_ref(), 1).await,
+        first,
+        "adopted, not made again"
+    );
+    let key = orgo_gateway::create_key(again.store.as_ref(), &again.config, "docker-pool", None)
+        .await
+        .unwrap();
+    let resp = orgo_gateway::app(again.clone())
+        .oneshot(
+            Request::post("/api/projects")
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Body::from(json!({"config": {"ram": 2, "cpu": 2}}).to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let project: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(project["desktop"]["id"], pooled.as_str(), "{project}");
+    assert_eq!(
+        docker_inspect(&container).unwrap()["State"]["StartedAt"],
+        started,
+        "handed out as it ran, not restarted"
+    );
+
+    // The pool fills again; then every desktop of the test goes.
+    let refilled = pooled_on(&again.desktops, again.store.as_ref(), 1).await;
+    assert_ne!(refilled, first);
+    again.desktops.resign().await;
+    let owner = again.store.account_by_name("docker-pool").await.unwrap().unwrap();
+    let pool = again
+        .store
+        .account_by_name(orgo_gateway::desktops::POOL_ACCOUNT)
+        .await
+        .unwrap()
+        .unwrap();
+    for account in [owner.id, pool.id] {
+        for computer in again.store.computers_of_account(&account).await.unwrap() {
+            again.desktops.delete(&computer).await.unwrap();
+        }
+    }
+    assert!(docker_inspect(&container).is_none());
+}

@@ -1086,7 +1086,10 @@ async fn a_call_cut_short_by_a_stop_is_a_409() {
     assert_eq!(stopped["status"], "stopped");
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert!(
-        v["error"].as_str().unwrap().contains("stopped or restarted"),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped, restarted or deleted"),
         "{v}"
     );
 }
@@ -1235,7 +1238,12 @@ async fn a_desktop_that_dies_is_marked_and_starts_again() {
     let (_, id, c) = computer(&gw, &key, "ws", "desk").await;
     gw.runtime().kill(&id);
     gw.until_noticed_dead(&key, &c).await;
-    assert_eq!(gw.ok("GET", &c, &key, None).await["status"], "error");
+    let dead = gw.ok("GET", &c, &key, None).await;
+    assert_eq!(
+        (&dead["status"], &dead["status_reason"]),
+        (&json!("error"), &json!("its agent was killed")),
+        "{dead}"
+    );
     let (status, v) = gw
         .send(
             "POST",
@@ -1245,6 +1253,10 @@ async fn a_desktop_that_dies_is_marked_and_starts_again() {
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("(its agent was killed)"),
+        "{v}"
+    );
     assert_eq!(gw.runtime().calls(&id), vec![]);
     gw.ok("POST", &format!("{c}/start"), &key, None).await;
     let v = gw
@@ -1278,6 +1290,10 @@ async fn a_failed_start_is_a_503_and_the_computer_can_start_later() {
     assert_eq!(v["error"], "the desktop is not ready; try again in a moment");
     let flaky = gw.ok("GET", "/api/computers/flaky", &key, None).await;
     assert_eq!(flaky["status"], "error");
+    assert_eq!(
+        flaky["status_reason"], "it was not ready in time; start it again",
+        "the internals stay hidden: {flaky}"
+    );
     // It holds none of the plan's 4 GB.
     let (_, _, _) = computer(&gw, &key, "ws2", "other").await;
     gw.ok("POST", "/api/computers/other/stop", &key, None).await;
@@ -1455,7 +1471,7 @@ async fn concurrent_lifecycle_calls_on_one_desktop_take_turns() {
     gw.ok("GET", &format!("{c}/cursor"), &key, None).await;
 }
 
-/// A call cut short by a stop answers 409 ("was stopped or restarted while this call ran")
+/// A call cut short by a stop answers 409 ("was stopped, restarted or deleted while this call ran")
 /// whatever gRPC error the cut produces. When the agent shuts down (as on a stop's SIGTERM) a
 /// request still queued on its connection fails in the client with hyper's "operation was
 /// canceled", which tonic reports as CANCELLED (it once answered 504). Here the stub ends its
@@ -1480,7 +1496,10 @@ async fn a_call_cancelled_by_a_stop_is_a_409_not_a_504() {
     let ((status, v), _) = tokio::join!(cursor, stop);
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert!(
-        v["error"].as_str().unwrap().contains("stopped or restarted"),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped, restarted or deleted"),
         "{v}"
     );
 }

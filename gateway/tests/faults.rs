@@ -98,13 +98,14 @@ async fn a_killed_x_server_answers_503_until_it_is_back() {
     .await;
 }
 
-/// Processes in the desktop besides its agent, X server and window manager: (all, zombies).
+/// Processes in the desktop besides its agent, warm Python, X server and window manager: (all,
+/// zombies).
 async fn leftovers(gw: &Gateway, key: &str, c: &str) -> (usize, usize) {
     let ps = gw
         .bash(
             key,
             c,
-            "ps -eo stat=,comm= | grep -v -E ' (orgo-agent|Xvfb|openbox|ps|grep|bash|bwrap|sh)$' || true",
+            "ps -eo stat=,comm= | grep -v -E ' (orgo-agent|orgo-python|Xvfb|openbox|ps|grep|bash|bwrap|sh)$' || true",
             None,
         )
         .await;
@@ -126,6 +127,17 @@ async fn a_thousand_timed_out_execs_leave_no_process_behind() {
     .await;
     let key = gw.key("k").await;
     let (_, c) = desktop(&gw, &key).await;
+    // The desktop's own processes include its warm Python once it is up (it reads `python3`
+    // until it has named itself).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let warm = "ps -eo comm= | grep -cx orgo-python || true";
+    while gw.bash(&key, &c, warm, None).await["output"] != "1\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the warm Python never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let before = leftovers(&gw, &key, &c).await;
     let body = json!({"command": "sleep 60 & sleep 60 & (sleep 60; echo) & sleep 60", "timeout": 0.1});
     let bash = format!("{c}/bash");

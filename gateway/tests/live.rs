@@ -263,7 +263,7 @@ async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
     for (token, why) in [
         (expired.as_str(), "expired"),
         (bob_token, "another desktop"),
-        ("orgo_0123456789ab_notaviewertoken", "invalid viewer token"),
+        ("orgo_0123456789ab_notaviewertoken", "invalid token"),
     ] {
         browser
             .client

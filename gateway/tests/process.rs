@@ -1,7 +1,7 @@
 //! `orgo-gateway` as a process: keys from the CLI, a clean SIGTERM that stops its desktops and
 //! records them as stopped, a SIGKILL that takes its local desktops down with it (nothing
-//! orphaned, no stale state), and a second gateway on the same data that starts them again with
-//! their files.
+//! orphaned, no stale state), a second gateway on the same data that starts them again with
+//! their files, and a clean stop that deletes the warm pool's Docker desktops.
 
 mod common;
 
@@ -168,5 +168,46 @@ fn a_killed_gateway_orphans_no_desktop_and_a_new_one_starts_them_again() {
                 .collect()
         });
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A clean stop of a gateway with its store to itself deletes its warm pool's desktops: Docker
+/// ones would otherwise outlive it unowned. The next start makes the pool again.
+#[test]
+fn a_clean_stop_deletes_the_warm_pool_and_the_next_start_makes_it_again() {
+    let dir = common::scratch("process-pool");
+    let port = free_port();
+    let mut env = gateway_env(&dir, port);
+    env.push(("ORGO_RUNTIME", "docker".into()));
+    env.push(("ORGO_POOL", "1".into()));
+    let owned = || {
+        let data = std::fs::canonicalize(&dir).unwrap();
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=orgo.gateway={}", data.display()))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().split_whitespace().count()
+    };
+    let ready = |gw: &Served| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while gw.health()["pool"][0]["ready"] != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pool never filled: {}",
+                gw.health()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let gw = Served::start(&env, port);
+    ready(&gw);
+    assert_eq!(owned(), 1, "the pooled container");
+    assert!(gw.end(SIGTERM).success());
+    assert_eq!(owned(), 0, "a clean stop leaves no container behind");
+    let gw = Served::start(&env, port);
+    ready(&gw);
+    assert!(gw.end(SIGTERM).success());
+    assert_eq!(owned(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

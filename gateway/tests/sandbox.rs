@@ -230,6 +230,51 @@ fn nothing_gets_out_of_a_local_desktop() {
     assert_eq!((out.as_str(), rc), ("secret\n1\n", 0), "the neighbour lives on");
 }
 
+/// Whether `path` is a mount point in this process's mount namespace.
+fn is_mounted(path: &std::path::Path) -> bool {
+    let p = path.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p))
+}
+
+/// slirp4netns' own sandbox makes only its root mount private before it detaches the old root,
+/// so a shared mount whose parent is shared too (systemd's default everywhere; every
+/// kubelet's volumes) was unmounted on the host as well.
+#[test]
+fn starting_a_desktop_leaves_the_hosts_shared_mounts_alone() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only a root gateway runs slirp4netns' own sandbox");
+        return;
+    }
+    let outer = common::scratch("sandbox-shared-mount").join("outer");
+    let inner = outer.join("inner");
+    let mount = |args: &[&str]| {
+        let status = std::process::Command::new("mount").args(args).status().unwrap();
+        assert!(status.success(), "mount {args:?}");
+    };
+    std::fs::create_dir_all(&outer).unwrap();
+    mount(&["-t", "tmpfs", "probe", outer.to_str().unwrap()]);
+    mount(&["--make-shared", outer.to_str().unwrap()]);
+    std::fs::create_dir_all(&inner).unwrap();
+    mount(&["-t", "tmpfs", "probe", inner.to_str().unwrap()]);
+    let (gw, keys, _dir, _) = gateway("sandbox-shared", &[], &["alice"]);
+    let (c, _) = desktop(&gw, &keys[0]);
+    let (out, rc) = bash(&gw, &keys[0], &c, "echo up");
+    let still = is_mounted(&inner);
+    let _ = std::process::Command::new("umount")
+        .arg("-R")
+        .arg(&outer)
+        .status();
+    assert_eq!((out.as_str(), rc), ("up\n", 0));
+    assert!(
+        still,
+        "starting a desktop unmounted the host's shared mount {}",
+        inner.display()
+    );
+}
+
 #[test]
 fn a_local_desktop_still_does_its_work() {
     let (gw, keys, _dir, _) = gateway("sandbox-works", &[], &["alice"]);

@@ -38,6 +38,7 @@ fn computer(id: &str, account: &str, project: &str, name: &str) -> Computer {
         last_active: 100,
         agent: None,
         generation: 0,
+        ended: None,
     }
 }
 
@@ -130,10 +131,15 @@ async fn records(a: &dyn Store, b: &dyn Store) {
     );
     assert_eq!(running.generation, 1, "a start is a new generation");
     assert!(
-        !a.mark_lost("c1", 0, "unix:/run/agent.sock").await.unwrap(),
+        !a.mark_lost("c1", 0, "unix:/run/agent.sock", "gone")
+            .await
+            .unwrap(),
         "another run's"
     );
-    assert!(!a.mark_lost("c1", 1, "tcp:x y").await.unwrap(), "another agent's");
+    assert!(
+        !a.mark_lost("c1", 1, "tcp:x y", "gone").await.unwrap(),
+        "another agent's"
+    );
     b.begin_stop("c1").await.unwrap();
     let stopping = a.computer(&alice.id, "c1").await.unwrap().unwrap();
     assert_eq!(
@@ -142,14 +148,31 @@ async fn records(a: &dyn Store, b: &dyn Store) {
     );
     b.set_running("c1", "tcp:127.0.0.1:9 t").await.unwrap();
     assert!(
-        !a.mark_lost("c1", 2, "tcp:127.0.0.1:9 t").await.unwrap(),
+        !a.mark_lost("c1", 2, "tcp:127.0.0.1:9 t", "gone").await.unwrap(),
         "the same agent's address, a later run"
     );
-    assert!(a.mark_lost("c1", 3, "tcp:127.0.0.1:9 t").await.unwrap());
-    assert_eq!(
-        b.computer(&alice.id, "c1").await.unwrap().unwrap().status,
-        Status::Error
+    assert!(
+        a.mark_lost("c1", 3, "tcp:127.0.0.1:9 t", "OOMKilled: over its memory limit")
+            .await
+            .unwrap()
     );
+    let lost = b.computer(&alice.id, "c1").await.unwrap().unwrap();
+    assert_eq!(
+        (lost.status, lost.agent, lost.ended.as_deref()),
+        (Status::Error, None, Some("OOMKilled: over its memory limit")),
+        "why it ended is kept with it"
+    );
+    // A new start forgets why the last run ended; a failed start records its own why.
+    b.set_running("c1", "tcp:127.0.0.1:9 t").await.unwrap();
+    assert_eq!(a.computer(&alice.id, "c1").await.unwrap().unwrap().ended, None);
+    b.set_failed("c1", "no room").await.unwrap();
+    let failed = a.computer(&alice.id, "c1").await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.agent, failed.ended.as_deref()),
+        (Status::Error, None, Some("no room"))
+    );
+    b.set_status("c1", Status::Stopped).await.unwrap();
+    assert_eq!(a.computer(&alice.id, "c1").await.unwrap().unwrap().ended, None);
     assert_eq!(a.all_computers().await.unwrap().len(), 1);
     a.delete_computer("c1").await.unwrap();
     b.delete_project(&alice.id, "p1").await.unwrap();
@@ -247,9 +270,71 @@ async fn secrets_and_screenshots(a: &dyn Store, b: &dyn Store) {
     assert_eq!(a.screenshot("acct", "00ff").await.unwrap(), None);
 }
 
+/// A pooled desktop is claimed once, only while pooled and running, never under a name its
+/// new account already has; claimed, it is the account's.
+async fn pool_claims(a: &dyn Store, b: &dyn Store) {
+    let pool = a.ensure_account("_pool", "_pool", "acct-pool").await.unwrap();
+    let carol = a.ensure_account("carol", "free", "acct-c").await.unwrap();
+    for (id, account, name) in [("pp", &pool.id, "pool"), ("pc", &carol.id, "mine")] {
+        a.insert_project(&Project {
+            id: id.into(),
+            account_id: account.clone(),
+            name: name.into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    }
+    a.insert_computer(&computer("pooled-1", &pool.id, "pp", "pool-1"))
+        .await
+        .unwrap();
+    a.insert_computer(&computer("taken-name", &carol.id, "pc", "desk"))
+        .await
+        .unwrap();
+    assert!(
+        !b.claim_pooled(&pool.id, "pooled-1", &carol.id, "pc", "new", 7)
+            .await
+            .unwrap(),
+        "not running yet"
+    );
+    a.set_running("pooled-1", "unix:///x").await.unwrap();
+    let clash = b
+        .claim_pooled(&pool.id, "pooled-1", &carol.id, "pc", "desk", 7)
+        .await;
+    assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+    assert!(
+        b.claim_pooled(&pool.id, "pooled-1", &carol.id, "pc", "new", 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.claim_pooled(&pool.id, "pooled-1", &carol.id, "pc", "other", 8)
+            .await
+            .unwrap(),
+        "claimed once"
+    );
+    let claimed = a.computer(&carol.id, "new").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            claimed.id.as_str(),
+            claimed.project_id.as_str(),
+            claimed.created_at,
+            claimed.last_active
+        ),
+        ("pooled-1", "pc", 7, 7)
+    );
+    assert_eq!(
+        claimed.agent.as_deref(),
+        Some("unix:///x"),
+        "handed out as it runs"
+    );
+    assert!(a.computers_of_account(&pool.id).await.unwrap().is_empty());
+}
+
 async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     a.ping().await.unwrap();
     records(a.as_ref(), b.as_ref()).await;
+    pool_claims(a.as_ref(), b.as_ref()).await;
     leases(a.as_ref(), b.as_ref()).await;
     secrets_and_screenshots(a.as_ref(), b.as_ref()).await;
 }

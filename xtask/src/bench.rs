@@ -22,6 +22,13 @@ pub fn bench_gateway(runtimes: &str) -> Result<()> {
     )
 }
 
+/// The gRPC bench: the gateway's gRPC beside its REST API and the agent's own socket.
+pub fn bench_grpc() -> Result<()> {
+    ensure_system_packages()?;
+    run("cargo", &["build", "--release", "-p", "orgo-agent"])?;
+    run("cargo", &["bench", "-p", "orgo-gateway", "--bench", "grpc"])
+}
+
 pub fn bench_view() -> Result<()> {
     ensure_system_packages()?;
     ensure_packages(BROWSER_PACKAGES)?;

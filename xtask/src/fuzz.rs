@@ -212,6 +212,8 @@ pub fn api(size: Size, backing: Backing) -> Result<()> {
         Backing::Postgres => "postgres",
     };
     let report = root().join("target/fuzz-report").join(name);
+    // A report of an earlier run must not be read as this run's.
+    let _ = std::fs::remove_dir_all(&report);
     std::fs::create_dir_all(&report)?;
     let data = root().join("target/fuzz-data").join(name);
     let _ = std::fs::remove_dir_all(&data);
@@ -265,8 +267,8 @@ pub fn api(size: Size, backing: Backing) -> Result<()> {
         config.to_str().context("path")?,
         "run",
         &format!("{base}/openapi.json"),
-        "--checks",
-        "all",
+        // Every check is on by default; `--checks all` would also override the per-operation
+        // switches in schemathesis.toml.
         "--max-examples",
         &examples,
         "--workers",
@@ -314,7 +316,7 @@ pub fn api(size: Size, backing: Backing) -> Result<()> {
         );
     }
     if !status.success() {
-        let junit = std::fs::read_to_string(report.join("junit.xml")).unwrap_or_default();
+        let junit = junit_of(&report);
         let verdict = Verdict::of_junit(&junit);
         if !verdict.tool_only() {
             bail!(
@@ -336,7 +338,7 @@ pub fn api(size: Size, backing: Backing) -> Result<()> {
             .join(" ");
         eprintln!(
             "fuzz-api: WARNING: schemathesis itself crashed {} times (a tool error, not an API \
-             failure: no check failed, no 5xx); see the junit.xml in {}. To reproduce \
+             failure: no check failed, no 5xx); see the JUnit report in {}. To reproduce \
              against a gateway served like this one:\n  {reproduce}",
             verdict.tool_errors,
             report.display()
@@ -344,6 +346,23 @@ pub fn api(size: Size, backing: Backing) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(Path::new(&data));
     Ok(())
+}
+
+/// The JUnit report schemathesis wrote in `dir` (named `junit.xml` or, by newer releases,
+/// `junit-<time>.xml`); empty when there is none.
+fn junit_of(dir: &Path) -> String {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("junit") && n.ends_with(".xml"))
+        })
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
 }
 
 /// What a schemathesis JUnit report holds: failed checks (`<failure>`), errors that concern

@@ -5,13 +5,18 @@
 //! - `cargo xtask ci` — everything CI runs: system packages, fmt, clippy, the image, all tests,
 //!   the short API and parser fuzzing runs.
 //! - `cargo xtask image [minimal|desktop]` — a desktop image built offline, imported to Docker.
-//! - `cargo xtask bench [agent|gateway|docker]` — the agent, and the REST API (on local, or on
-//!   local and Docker desktops), against the reference stack, side by side.
+//! - `cargo xtask image gateway` — the gateway's image, for Kubernetes (`deploy/kubernetes/`).
+//! - `cargo xtask bench [agent|gateway|docker|kubernetes]` — the agent, and the REST API (on
+//!   local, on local and Docker desktops, or on the test cluster's Pods), against the reference
+//!   stack, side by side.
+//! - `cargo xtask bench grpc` — the gateway's gRPC beside its REST API and the agent's socket.
 //! - `cargo xtask bench view` — the live view in a real browser.
 //! - `cargo xtask load …` and `cargo xtask soak --minutes N` — load and leak checks.
 //! - `cargo xtask fuzz-api [--long] [--postgres]` — schemathesis against the served OpenAPI
 //!   document, on SQLite and local desktops or on PostgreSQL and Docker desktops.
 //! - `cargo xtask fuzz-parsers [--seconds N]` — the cargo-fuzz targets in `fuzz/`.
+//! - `cargo xtask k8s up|down|status` — a real two-node Kubernetes cluster on this machine for
+//!   the Kubernetes runtime, built offline from Debian's packages (as root).
 
 use std::path::Path;
 use std::process::Command;
@@ -21,11 +26,12 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod fuzz;
 mod image;
+mod k8s;
 mod system;
 #[cfg(test)]
 mod tidy;
 
-use bench::{bench_agent, bench_gateway, bench_view, load, soak};
+use bench::{bench_agent, bench_gateway, bench_grpc, bench_view, load, soak};
 use image::image;
 use system::{BROWSER_PACKAGES, ensure_packages, ensure_system_packages, output, root, run};
 
@@ -37,9 +43,14 @@ commands:
                 image when missing, all tests, the short API and parser fuzzing runs
   image [minimal|desktop]
                 build a desktop image offline from Debian's packages and import it into Docker
+  image gateway the gateway's image (orgo/gateway:<version>, the release binary, uid 10001) the
+                same way, for deploy/kubernetes/
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3
   bench gateway benchmark the REST API on local desktops against the same reference stack
   bench docker  the same on Docker desktops, beside local ones, in one run
+  bench kubernetes  the same on Pods of the test cluster (cargo xtask k8s up)
+  bench grpc    the gateway's gRPC against its REST API and the agent's own socket on a local
+                desktop (p50/p90, the gateway's added ms), and 64 gRPC streams on 8 desktops
   bench view    the live view in headless Chromium: fps, latency, bytes/s, agent CPU
   load [--clients N] [--desktops M] [--seconds S] [--docker]
                 N clients mixing screenshots, clicks, keys, typing and bash on M desktops:
@@ -54,7 +65,13 @@ commands:
                 (Debian's pg_virtualenv) with Docker desktops
   fuzz-parsers [--seconds N]
                 the cargo-fuzz targets in fuzz/ (key combos, typing plans, request bodies,
-                output capping), N seconds each (20, as in ci), nightly toolchain";
+                output capping), N seconds each (20, as in ci), nightly toolchain
+  k8s up        a two-node Kubernetes 1.20 cluster (etcd, control plane, kubelets on their own
+                Docker engines in network namespaces, `local` volumes), built once from Debian's
+                sources into /var/cache/orgo-k8s; verifies or restarts only what is down; prints
+                the kubeconfig path last (root)
+  k8s down      stop it and clean up after it (keeps the build, credentials and node images)
+  k8s status    one line per process and node, failing unless all are up";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -64,12 +81,15 @@ fn main() {
         ["ci"] => ci(),
         ["image"] | ["image", "minimal"] => image("minimal"),
         ["image", "desktop"] => image("desktop"),
+        ["image", "gateway"] => image::gateway_image(),
         ["bench"] => bench_agent().and_then(|()| bench_gateway("local")),
         ["bench", "agent"] => bench_agent(),
         ["bench", "gateway"] => bench_gateway("local"),
+        ["bench", "grpc"] => bench_grpc(),
         ["bench", "view"] => bench_view(),
         ["load", rest @ ..] => load(rest),
         ["soak", "--minutes", n] => soak(n),
+        ["k8s", rest @ ..] => k8s::command(rest),
         ["fuzz-api", flags @ ..] => fuzz::api_command(flags),
         ["fuzz-parsers"] => fuzz::parsers(fuzz::PARSERS_SHORT),
         ["fuzz-parsers", "--seconds", n] => n
@@ -77,6 +97,7 @@ fn main() {
             .map_err(|_| anyhow::anyhow!("--seconds takes a whole number, not {n:?}"))
             .and_then(fuzz::parsers),
         ["bench", "docker"] => image("minimal").and_then(|()| bench_gateway("local,docker")),
+        ["bench", "kubernetes"] => k8s::command(&["up"]).and_then(|()| bench_gateway("kubernetes")),
         ["help"] | ["--help"] | ["-h"] | [] => {
             println!("{USAGE}");
             Ok(())
@@ -119,6 +140,8 @@ fn ci() -> Result<()> {
     )?;
     // The Docker runtime's tests need the desktop image; a second build is skipped.
     image("minimal")?;
+    // The Kubernetes runtime's tests run on the real cluster of this machine (built once).
+    k8s::command(&["up"])?;
     test_workspace()?;
     fuzz::api(fuzz::SHORT, fuzz::Backing::Sqlite)?;
     fuzz::api(fuzz::SHORT, fuzz::Backing::Postgres)?;

@@ -50,6 +50,12 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` (relative to the workspace root, where
+/// cargo runs) or `target/`.
+pub fn target_dir() -> PathBuf {
+    root().join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
+}
+
 /// Runs a command in the workspace root, failing with its command line if it fails.
 pub fn run(program: &str, args: &[&str]) -> Result<()> {
     run_with(program, args, &[])
@@ -57,11 +63,16 @@ pub fn run(program: &str, args: &[&str]) -> Result<()> {
 
 /// `run` with extra environment variables.
 pub fn run_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    run_in(&root(), program, args, env)
+}
+
+/// `run_with` in another directory, for tools that write where they run (`apt-get source`).
+pub fn run_in(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
         .envs(env.iter().copied())
-        .current_dir(root())
+        .current_dir(dir)
         .status()
         .with_context(|| format!("cannot run {program}"))?;
     if !status.success() {

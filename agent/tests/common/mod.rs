@@ -387,6 +387,16 @@ impl TestWindow {
     }
 }
 
+/// Every class of character a user types, on one line and over several.
+pub const CORPUS: &[&str] = &[
+    "Hello, world! 0123456789 ~`!@#$%^&*()_+-=[]{}|;':\",./<>?\\",
+    "Crème brûlée, naïve façade, Ångström, Øresund, ß, ¿Qué?",
+    "Ελληνικά: αβγδε ΑΒΓΔΕ — Кириллица: привет МИР",
+    "中文输入测试，日本語のテキスト、한국어 텍스트",
+    "emoji 😀🚀👍🏽 and symbols ∑∫√∞≠≤≥ €£¥ ™©® →←↑↓",
+    "two\nlines\tand a tab",
+];
+
 /// A real client that writes what the keyboard types into a file, line by line: an xterm in a
 /// UTF-8 locale running `cat`, or a Tk text widget (`tk_typist.py`). Killed on drop.
 pub struct Typist {

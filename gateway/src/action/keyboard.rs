@@ -2,7 +2,11 @@
 
 use serde::Deserialize;
 
-use super::{Action, Input, MAX_COMBO_BYTES, MAX_TEXT_CHARS, Press, Screen};
+use std::time::Duration;
+
+use super::{
+    Action, Input, MAX_COMBO_BYTES, MAX_REPEAT, MAX_RUN, MAX_TEXT_CHARS, MAX_TYPE_DELAY, Press, Screen,
+};
 use crate::json::{Invalid, parse_body};
 
 /// Checks text to type: 1 to [`MAX_TEXT_CHARS`] characters, and the agent's rule for control
@@ -40,6 +44,28 @@ pub fn combo(key: String) -> Result<String, Invalid> {
     Ok(key)
 }
 
+/// The pause after each typed character: at most [`MAX_TYPE_DELAY`], and all the pauses of
+/// `text` together at most [`MAX_RUN`].
+pub fn type_delay(text: &str, delay: Duration) -> Result<Duration, Invalid> {
+    let total = delay.saturating_mul(text.chars().count() as u32);
+    if delay > MAX_TYPE_DELAY || total > MAX_RUN {
+        return Err(Invalid(format!(
+            "delay must be at most {} ms a character and {} s for the whole text",
+            MAX_TYPE_DELAY.as_millis(),
+            MAX_RUN.as_secs()
+        )));
+    }
+    Ok(delay)
+}
+
+/// How many times a key is pressed: 1 to [`MAX_REPEAT`].
+pub fn repeat(n: u32) -> Result<u32, Invalid> {
+    if !(1..=MAX_REPEAT).contains(&n) {
+        return Err(Invalid(format!("repeat must be from 1 to {MAX_REPEAT}, not {n}")));
+    }
+    Ok(n)
+}
+
 #[derive(Debug, Deserialize)]
 struct TypeText {
     text: String,
@@ -50,6 +76,7 @@ pub(super) fn type_text(input: Input<'_>, _: &Screen) -> Result<Action, Invalid>
     let t: TypeText = parse_body(input.body)?;
     Ok(Action::Type {
         text: typeable(t.text)?,
+        delay: Duration::ZERO,
     })
 }
 
@@ -63,6 +90,7 @@ fn press(input: Input<'_>, press: Press) -> Result<Action, Invalid> {
     Ok(Action::Key {
         combo: combo(k.key)?,
         press,
+        repeat: 1,
     })
 }
 
@@ -92,7 +120,8 @@ mod tests {
         assert_eq!(
             parse(type_text, r#"{"text": "héllo\r\nwörld\t\b"}"#),
             Ok(Action::Type {
-                text: "héllo\r\nwörld\t\u{8}".into()
+                text: "héllo\r\nwörld\t\u{8}".into(),
+                delay: std::time::Duration::ZERO,
             })
         );
         let at_limit = format!(r#"{{"text": "{}"}}"#, "ж".repeat(MAX_TEXT_CHARS));
@@ -120,7 +149,8 @@ mod tests {
             parse(key, r#"{"key": "ctrl+c"}"#),
             Ok(Action::Key {
                 combo: "ctrl+c".into(),
-                press: Press::Both
+                press: Press::Both,
+                repeat: 1,
             })
         );
         assert!(matches!(

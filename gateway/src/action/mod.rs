@@ -15,7 +15,10 @@ mod screen;
 
 use std::time::Duration;
 
-pub use screen::Screen;
+pub use keyboard::{combo, repeat, type_delay, typeable};
+pub use pointer::{click_count, drag_path, scroll_amount};
+pub use run::{options as run_options, source, timeout as run_timeout};
+pub use screen::{Asked, Screen};
 
 use crate::json::Invalid;
 
@@ -83,7 +86,8 @@ pub enum Action {
     Screenshot(Shot),
     Cursor,
     Click {
-        at: Point,
+        /// Where the pointer is when absent.
+        at: Option<Point>,
         button: Button,
         /// 1, 2 or 3 (single, double, triple).
         count: u32,
@@ -98,10 +102,11 @@ pub enum Action {
         down: bool,
     },
     Drag {
-        from: Point,
-        to: Point,
+        /// Pressed at the first point, moved through the others, released at the last: 2 to
+        /// [`MAX_DRAG_POINTS`] points.
+        path: Vec<Point>,
         button: Button,
-        /// How long the pointer takes from `from` to `to` (0 to [`MAX_DRAG`]).
+        /// How long the pointer takes along the path (0 to [`MAX_DRAG`]).
         duration: Duration,
     },
     Scroll {
@@ -114,22 +119,41 @@ pub enum Action {
     /// Text typed as the characters it holds (1 to [`MAX_TEXT_CHARS`]).
     Type {
         text: String,
+        /// A pause after each character (0 to [`MAX_TYPE_DELAY`]; characters × pause at most
+        /// [`MAX_RUN`]); zero types as fast as the X server takes it.
+        delay: Duration,
     },
-    /// A key or combo (`ctrl+c`) pressed and released, or only pressed or released.
+    /// A key or combo (`ctrl+c`) pressed and released (`repeat` times, 1 to [`MAX_REPEAT`]),
+    /// or only pressed or released (once).
     Key {
         combo: String,
         press: Press,
+        repeat: u32,
     },
     Run {
         program: Program,
         source: String,
         /// The run's hard timeout (more than 0, at most [`MAX_RUN`]).
         timeout: Duration,
+        options: RunOptions,
     },
     /// Nothing done for `seconds` (0 to [`MAX_WAIT`]), on a running desktop.
     Wait {
         seconds: f64,
     },
+}
+
+/// How a run is started beyond its source, where a way in offers it (gRPC's `ExecRequest`);
+/// the default is the agent's: the desktop user's home, the desktop's environment, 1 MiB.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunOptions {
+    /// The working directory (at most [`MAX_PATH_BYTES`]); the home when absent.
+    pub cwd: Option<String>,
+    /// Variables added to the environment (at most [`MAX_ENV_VARS`], names
+    /// `[A-Za-z_][A-Za-z0-9_]*`, [`MAX_ENV_BYTES`] in all).
+    pub env: Vec<(String, String)>,
+    /// Cap on each of stdout and stderr (1 to [`MAX_OUTPUT_BYTES`]); the agent's 1 MiB when 0.
+    pub max_output_bytes: u64,
 }
 
 /// What an action did.
@@ -154,6 +178,8 @@ pub struct Ran {
     pub stderr: Vec<u8>,
     /// None when the run was killed (a timeout or a signal).
     pub exit_code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
     pub timed_out: bool,
     pub truncated: bool,
     pub took: Duration,
@@ -172,6 +198,9 @@ pub struct Image {
     pub height: u32,
     /// Kept in the account's storage (see `storage`).
     pub kept: bool,
+    /// What the agent spent capturing and encoding it, in microseconds.
+    pub capture_micros: u64,
+    pub encode_micros: u64,
 }
 
 impl ImageFormat {
@@ -211,6 +240,20 @@ pub const MAX_SCROLL: u32 = 100;
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The longest run timeout.
 pub const MAX_RUN: Duration = Duration::from_secs(300);
+/// The most points of a drag's path.
+pub const MAX_DRAG_POINTS: usize = 1_000;
+/// The longest pause after a typed character.
+pub const MAX_TYPE_DELAY: Duration = Duration::from_secs(1);
+/// The most presses of one key action.
+pub const MAX_REPEAT: u32 = 100;
+/// The longest working directory of a run, in bytes.
+pub const MAX_PATH_BYTES: usize = 4_096;
+/// The most environment variables a run adds.
+pub const MAX_ENV_VARS: usize = 100;
+/// The most bytes of a run's added variables, names and values together.
+pub const MAX_ENV_BYTES: usize = 65_536;
+/// The largest output cap of a run, for each of stdout and stderr.
+pub const MAX_OUTPUT_BYTES: u64 = 16 << 20;
 /// The longest drag. Input is one queue per desktop: a drag holds it, and calls behind it
 /// must still end well inside their budget.
 pub const MAX_DRAG: Duration = Duration::from_secs(10);
@@ -256,6 +299,7 @@ impl Action {
         match self {
             Action::Drag { duration, .. } => *duration,
             Action::Run { timeout, .. } => *timeout + RUN_SLACK,
+            Action::Type { text, delay } => *delay * text.chars().count() as u32,
             Action::Wait { seconds } => Duration::from_secs_f64(*seconds),
             _ => Duration::ZERO,
         }

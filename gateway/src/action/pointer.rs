@@ -3,7 +3,9 @@
 
 use serde::Deserialize;
 
-use super::{Action, Button, Direction, Input, MAX_DRAG, MAX_SCROLL, Point, Screen, seconds};
+use super::{
+    Action, Button, Direction, Input, MAX_DRAG, MAX_DRAG_POINTS, MAX_SCROLL, Point, Screen, seconds,
+};
 use crate::json::{Invalid, int, opt_int, parse_body};
 
 impl Button {
@@ -53,15 +55,12 @@ struct Click {
 pub(super) fn click(input: Input<'_>, screen: &Screen) -> Result<Action, Invalid> {
     let c: Click = parse_body(input.body)?;
     let count = match (c.double.unwrap_or(false), c.count) {
-        (_, Some(n)) if !(1..=3).contains(&n) => {
-            return Err(Invalid(format!("count must be 1, 2 or 3, not {n}")));
-        }
-        (_, Some(n)) => n,
+        (_, Some(n)) => click_count(n)?,
         (true, None) => 2,
         (false, None) => 1,
     };
     Ok(Action::Click {
-        at: screen.point(c.x, c.y)?,
+        at: Some(screen.point(c.x, c.y)?),
         button: Button::named(c.button.as_deref())?,
         count,
     })
@@ -73,6 +72,35 @@ struct To {
     x: i64,
     #[serde(deserialize_with = "int")]
     y: i64,
+}
+
+/// A click's count: 1, 2 or 3 (single, double, triple).
+pub fn click_count(n: u32) -> Result<u32, Invalid> {
+    if !(1..=3).contains(&n) {
+        return Err(Invalid(format!("count must be 1, 2 or 3, not {n}")));
+    }
+    Ok(n)
+}
+
+/// A drag's path: 2 to [`MAX_DRAG_POINTS`] points (each already checked on the screen).
+pub fn drag_path(path: Vec<Point>) -> Result<Vec<Point>, Invalid> {
+    if !(2..=MAX_DRAG_POINTS).contains(&path.len()) {
+        return Err(Invalid(format!(
+            "path must have 2 to {MAX_DRAG_POINTS} points, not {}",
+            path.len()
+        )));
+    }
+    Ok(path)
+}
+
+/// A scroll's wheel clicks: 1 to [`MAX_SCROLL`].
+pub fn scroll_amount(amount: i64) -> Result<u32, Invalid> {
+    if !(1..=i64::from(MAX_SCROLL)).contains(&amount) {
+        return Err(Invalid(format!(
+            "amount must be from 1 to {MAX_SCROLL}, not {amount}"
+        )));
+    }
+    Ok(amount as u32)
 }
 
 /// `{"x", "y"}`.
@@ -136,15 +164,16 @@ struct Drag {
 /// `{"start_x", "start_y", "end_x", "end_y", "button"?, "duration"? (seconds, 0–10, 0.5)}`.
 pub(super) fn drag(input: Input<'_>, screen: &Screen) -> Result<Action, Invalid> {
     let d: Drag = parse_body(input.body)?;
+    let from = Point {
+        x: screen.x("start_x", d.start_x)?,
+        y: screen.y("start_y", d.start_y)?,
+    };
+    let to = Point {
+        x: screen.x("end_x", d.end_x)?,
+        y: screen.y("end_y", d.end_y)?,
+    };
     Ok(Action::Drag {
-        from: Point {
-            x: screen.x("start_x", d.start_x)?,
-            y: screen.y("start_y", d.start_y)?,
-        },
-        to: Point {
-            x: screen.x("end_x", d.end_x)?,
-            y: screen.y("end_y", d.end_y)?,
-        },
+        path: vec![from, to],
         button: Button::named(d.button.as_deref())?,
         duration: seconds("duration", d.duration, 0.5, MAX_DRAG, true)?,
     })
@@ -167,12 +196,7 @@ struct Scroll {
 pub(super) fn scroll(input: Input<'_>, screen: &Screen) -> Result<Action, Invalid> {
     let s: Scroll = parse_body(input.body)?;
     let direction = Direction::named(s.direction.as_deref())?;
-    let amount = s.amount.unwrap_or(3);
-    if !(1..=i64::from(MAX_SCROLL)).contains(&amount) {
-        return Err(Invalid(format!(
-            "amount must be from 1 to {MAX_SCROLL}, not {amount}"
-        )));
-    }
+    let amount = scroll_amount(s.amount.unwrap_or(3))?;
     let at = match (s.x, s.y) {
         (None, None) => None,
         (x, y) => Some(screen.point(x.unwrap_or(0), y.unwrap_or(0))?),
@@ -180,7 +204,7 @@ pub(super) fn scroll(input: Input<'_>, screen: &Screen) -> Result<Action, Invali
     Ok(Action::Scroll {
         at,
         direction,
-        amount: amount as u32,
+        amount,
     })
 }
 
@@ -202,7 +226,7 @@ mod tests {
         assert_eq!(
             parse(click, r#"{"x": 1, "y": 2, "unknown": true}"#),
             Ok(Action::Click {
-                at: Point { x: 1, y: 2 },
+                at: Some(Point { x: 1, y: 2 }),
                 button: Button::Left,
                 count: 1
             })
@@ -213,7 +237,7 @@ mod tests {
                 r#"{"x": 1279.0, "y": 799, "button": "RIGHT", "double": true}"#
             ),
             Ok(Action::Click {
-                at: Point { x: 1279, y: 799 },
+                at: Some(Point { x: 1279, y: 799 }),
                 button: Button::Right,
                 count: 2
             })
@@ -280,8 +304,7 @@ mod tests {
         assert_eq!(
             parse(drag, r#"{"start_x": 0, "start_y": 0, "end_x": 9, "end_y": 9}"#),
             Ok(Action::Drag {
-                from: Point { x: 0, y: 0 },
-                to: Point { x: 9, y: 9 },
+                path: vec![Point { x: 0, y: 0 }, Point { x: 9, y: 9 }],
                 button: Button::Left,
                 duration: Duration::from_millis(500)
             })

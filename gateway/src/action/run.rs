@@ -3,15 +3,87 @@
 
 use serde::Deserialize;
 
-use super::{Action, Input, MAX_RUN, MAX_SOURCE_BYTES, MAX_WAIT, Program, Screen, seconds};
+use std::time::Duration;
+
+use super::{
+    Action, Input, MAX_ENV_BYTES, MAX_ENV_VARS, MAX_OUTPUT_BYTES, MAX_PATH_BYTES, MAX_RUN, MAX_SOURCE_BYTES,
+    MAX_WAIT, Program, RunOptions, Screen, seconds,
+};
 use crate::json::{Invalid, parse_body};
 
 /// A run's source: at most [`MAX_SOURCE_BYTES`].
-fn source(source: String) -> Result<String, Invalid> {
+pub fn source(source: String) -> Result<String, Invalid> {
     if source.len() > MAX_SOURCE_BYTES {
         return Err(Invalid(format!("code must be at most {MAX_SOURCE_BYTES} bytes")));
     }
     Ok(source)
+}
+
+impl Program {
+    /// The timeout of a run that names none: 30 s for bash, 10 s for Python.
+    pub fn default_timeout(self) -> f64 {
+        match self {
+            Program::Bash => 30.0,
+            Program::Python => 10.0,
+        }
+    }
+}
+
+/// A run's timeout in seconds: more than 0 and at most [`MAX_RUN`], the program's default
+/// when absent.
+pub fn timeout(program: Program, seconds_asked: Option<f64>) -> Result<Duration, Invalid> {
+    seconds(
+        "timeout",
+        seconds_asked,
+        program.default_timeout(),
+        MAX_RUN,
+        false,
+    )
+}
+
+/// A run's options: a working directory of at most [`MAX_PATH_BYTES`] without NUL, at most
+/// [`MAX_ENV_VARS`] variables named `[A-Za-z_][A-Za-z0-9_]*` (values without NUL,
+/// [`MAX_ENV_BYTES`] in all), an output cap of at most [`MAX_OUTPUT_BYTES`].
+pub fn options(
+    cwd: Option<String>,
+    env: Vec<(String, String)>,
+    max_output_bytes: u64,
+) -> Result<RunOptions, Invalid> {
+    if cwd
+        .as_deref()
+        .is_some_and(|c| c.len() > MAX_PATH_BYTES || c.contains('\0'))
+    {
+        return Err(Invalid(format!(
+            "cwd must be a path of at most {MAX_PATH_BYTES} bytes without NUL"
+        )));
+    }
+    let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if env.len() > MAX_ENV_VARS || bytes > MAX_ENV_BYTES {
+        return Err(Invalid(format!(
+            "env must hold at most {MAX_ENV_VARS} variables and {MAX_ENV_BYTES} bytes"
+        )));
+    }
+    let named = |k: &str| {
+        k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if let Some((k, _)) = env.iter().find(|(k, v)| !named(k) || v.contains('\0')) {
+        return Err(Invalid(format!(
+            "env {k:?}: names are letters, digits and '_' (not first a digit); values hold no NUL"
+        )));
+    }
+    if max_output_bytes > MAX_OUTPUT_BYTES {
+        return Err(Invalid(format!(
+            "max_output_bytes must be at most {MAX_OUTPUT_BYTES} (0: 1 MiB)"
+        )));
+    }
+    Ok(RunOptions {
+        cwd,
+        env,
+        max_output_bytes,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -26,8 +98,9 @@ pub(super) fn bash(input: Input<'_>, _: &Screen) -> Result<Action, Invalid> {
     let b: Bash = parse_body(input.body)?;
     Ok(Action::Run {
         program: Program::Bash,
-        timeout: seconds("timeout", b.timeout, 30.0, MAX_RUN, false)?,
+        timeout: timeout(Program::Bash, b.timeout)?,
         source: source(b.command)?,
+        options: RunOptions::default(),
     })
 }
 
@@ -43,8 +116,9 @@ pub(super) fn python(input: Input<'_>, _: &Screen) -> Result<Action, Invalid> {
     let p: Python = parse_body(input.body)?;
     Ok(Action::Run {
         program: Program::Python,
-        timeout: seconds("timeout", p.timeout, 10.0, MAX_RUN, false)?,
+        timeout: timeout(Program::Python, p.timeout)?,
         source: source(p.code)?,
+        options: RunOptions::default(),
     })
 }
 
@@ -75,7 +149,8 @@ mod tests {
             Ok(Action::Run {
                 program: Program::Bash,
                 source: "ls".into(),
-                timeout: Duration::from_secs(30)
+                timeout: Duration::from_secs(30),
+                options: RunOptions::default(),
             })
         );
         assert_eq!(
@@ -83,7 +158,8 @@ mod tests {
             Ok(Action::Run {
                 program: Program::Python,
                 source: "print(1)".into(),
-                timeout: Duration::from_millis(2500)
+                timeout: Duration::from_millis(2500),
+                options: RunOptions::default(),
             })
         );
         assert!(

@@ -70,6 +70,65 @@ struct ScreenshotQuery {
     height: Option<u32>,
 }
 
+/// A screenshot's numbers as asked, before they are checked; absent ones take their defaults.
+/// Every way in that takes a screenshot fills one and checks it with [`Asked::shot`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked {
+    pub quality: Option<u32>,
+    pub max_width: Option<u32>,
+    pub max_height: Option<u32>,
+    /// Any of x, y, width, height makes a region: x and y default to 0, and width and height
+    /// to the rest of the screen from there, which also bounds them.
+    pub x: Option<u32>,
+    pub y: Option<u32>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+impl Asked {
+    /// The screenshot asked for on `screen`, or the error naming the field: quality 1–100,
+    /// bounds at most 65535, a region's corner on the screen.
+    pub fn shot(self, screen: &Screen, format: ImageFormat, keep: bool) -> Result<Shot, Invalid> {
+        if self.quality.is_some_and(|v| !(1..=100).contains(&v)) {
+            return Err(Invalid("quality must be from 1 to 100".into()));
+        }
+        if self.max_width.max(self.max_height).is_some_and(|v| v > 65_535) {
+            return Err(Invalid(
+                "max_width and max_height must be at most 65535 (0: no bound)".into(),
+            ));
+        }
+        let region = match (self.x, self.y, self.width, self.height) {
+            (None, None, None, None) => None,
+            (x, y, width, height) => {
+                let at = screen.point(i64::from(x.unwrap_or(0)), i64::from(y.unwrap_or(0)))?;
+                let (x, y) = (at.x as u32, at.y as u32);
+                let (rest_w, rest_h) = (screen.width - x, screen.height - y);
+                let fits = |v: Option<u32>, max: u32| v.is_none_or(|v| (1..=max).contains(&v));
+                if !fits(width, screen.width) || !fits(height, screen.height) {
+                    return Err(Invalid(format!(
+                        "a region's width and height must be from 1 to the screen's {}x{}",
+                        screen.width, screen.height
+                    )));
+                }
+                Some(Region {
+                    x,
+                    y,
+                    width: width.map_or(rest_w, |w| w.min(rest_w)),
+                    height: height.map_or(rest_h, |h| h.min(rest_h)),
+                })
+            }
+        };
+        Ok(Shot {
+            format,
+            quality: self.quality.unwrap_or(0),
+            max_width: self.max_width.unwrap_or(0),
+            max_height: self.max_height.unwrap_or(0),
+            region,
+            keep,
+        })
+    }
+}
+
 /// `GET …/screenshot?format=jpeg|png&quality=&max_width=&max_height=&x=&y=&width=&height=
 /// &response_format=base64|url`.
 pub(super) fn screenshot(input: Input<'_>, screen: &Screen) -> Result<Action, Invalid> {
@@ -90,45 +149,16 @@ pub(super) fn screenshot(input: Input<'_>, screen: &Screen) -> Result<Action, In
             )));
         }
     };
-    if q.quality.is_some_and(|v| !(1..=100).contains(&v)) {
-        return Err(Invalid("quality must be from 1 to 100".into()));
-    }
-    if q.max_width.max(q.max_height).is_some_and(|v| v > 65_535) {
-        return Err(Invalid(
-            "max_width and max_height must be at most 65535 (0: no bound)".into(),
-        ));
-    }
-    // Any of x, y, width, height makes a region: x and y default to 0, and width and height to
-    // the rest of the screen from there, which also bounds them. The corner must be on screen.
-    let region = match (q.x, q.y, q.width, q.height) {
-        (None, None, None, None) => None,
-        (x, y, width, height) => {
-            let at = screen.point(i64::from(x.unwrap_or(0)), i64::from(y.unwrap_or(0)))?;
-            let (x, y) = (at.x as u32, at.y as u32);
-            let (rest_w, rest_h) = (screen.width - x, screen.height - y);
-            let fits = |v: Option<u32>, max: u32| v.is_none_or(|v| (1..=max).contains(&v));
-            if !fits(width, screen.width) || !fits(height, screen.height) {
-                return Err(Invalid(format!(
-                    "a region's width and height must be from 1 to the screen's {}x{}",
-                    screen.width, screen.height
-                )));
-            }
-            Some(Region {
-                x,
-                y,
-                width: width.map_or(rest_w, |w| w.min(rest_w)),
-                height: height.map_or(rest_h, |h| h.min(rest_h)),
-            })
-        }
+    let asked = Asked {
+        quality: q.quality,
+        max_width: q.max_width,
+        max_height: q.max_height,
+        x: q.x,
+        y: q.y,
+        width: q.width,
+        height: q.height,
     };
-    Ok(Action::Screenshot(Shot {
-        format,
-        quality: q.quality.unwrap_or(0),
-        max_width: q.max_width.unwrap_or(0),
-        max_height: q.max_height.unwrap_or(0),
-        region,
-        keep,
-    }))
+    Ok(Action::Screenshot(asked.shot(screen, format, keep)?))
 }
 
 /// `GET …/cursor`.

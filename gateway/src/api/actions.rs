@@ -138,6 +138,7 @@ mod tests {
             stdout: b"out\n".to_vec(),
             stderr: b"err\n".to_vec(),
             exit_code,
+            signal: None,
             timed_out,
             truncated: false,
             took: Duration::from_micros(12_345),
@@ -170,6 +171,8 @@ mod tests {
             width: 4,
             height: 5,
             kept: false,
+            capture_micros: 1,
+            encode_micros: 2,
         };
         let inline = answer(Outcome::Screenshot(image.clone()));
         assert_eq!(inline["image"], "AQID");

@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 
 use super::wire::{self, CreateComputer};
 use crate::auth::Caller;
+use crate::config::{DEFAULT_CPU, DEFAULT_RAM_GB};
 use crate::error::ApiError;
 use crate::json::parse_body;
 use crate::state::AppState;
-use crate::store::Computer;
+use crate::store::{Account, Computer};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -48,6 +49,17 @@ fn render(state: &AppState, c: &Computer) -> Value {
 
 pub async fn create(State(state): State<AppState>, Caller(account): Caller, body: Bytes) -> Answer {
     let req: CreateComputer = parse_body(&body)?;
+    let computer = create_computer(&state, &account, req).await?;
+    Ok(Json(render(&state, &computer)))
+}
+
+/// A new computer of `account` as `req` asks (checked as REST's `POST /api/computers` checks
+/// it, whichever way it came in), started.
+pub async fn create_computer(
+    state: &AppState,
+    account: &Account,
+    req: CreateComputer,
+) -> Result<Computer, ApiError> {
     let project_id = req
         .workspace_id
         .or(req.project_id)
@@ -83,13 +95,12 @@ pub async fn create(State(state): State<AppState>, Caller(account): Caller, body
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("workspace {project_id:?} not found")))?;
     let plan_ram = state.config.plan(&account.plan).map_or(4, |p| p.max_ram_gb);
-    let ram = ram(req.ram, 4.min(plan_ram))?;
-    let cpu = cpu(req.cpu, 1.0)?;
-    let computer = state
+    let ram = ram(req.ram, DEFAULT_RAM_GB.min(plan_ram))?;
+    let cpu = cpu(req.cpu, DEFAULT_CPU)?;
+    Ok(state
         .desktops
-        .create_computer(&account, &project, req.name, ram, cpu)
-        .await?;
-    Ok(Json(render(&state, &computer)))
+        .create_computer(account, &project, req.name, ram, cpu)
+        .await?)
 }
 
 pub async fn get(State(state): State<AppState>, Caller(account): Caller, Path(id): Path<String>) -> Answer {

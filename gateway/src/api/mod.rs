@@ -4,11 +4,11 @@
 
 mod actions;
 mod body;
-mod computers;
+pub(crate) mod computers;
 mod health;
 mod projects;
-mod viewers;
-mod wire;
+pub(crate) mod viewers;
+pub(crate) mod wire;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -27,7 +27,7 @@ pub fn body_routes() -> Vec<&'static str> {
         .iter()
         .filter(|f| f.method == crate::action::Method::Post)
         .map(|f| f.name);
-    ["projects", "computers", "viewer-token"]
+    ["projects", "computers", "viewer-token", "desktop-token"]
         .into_iter()
         .chain(actions)
         .collect()
@@ -42,6 +42,7 @@ pub fn check_body(route: &str, body: &[u8]) -> Result<(), ApiError> {
         "projects" => parse_body::<wire::CreateProject>(body).map(drop)?,
         "computers" => parse_body::<wire::CreateComputer>(body).map(drop)?,
         "viewer-token" => parse_body::<viewers::TokenRequest>(body).map(drop)?,
+        "desktop-token" => parse_body::<viewers::DesktopTokenRequest>(body).map(drop)?,
         action => {
             let form = crate::action::form(action).expect("a route of body_routes()");
             let input = crate::action::Input { body, query: "" };
@@ -135,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/computers/{id}/stop", post(computers::stop))
         .route("/computers/{id}/restart", post(computers::restart))
         .route("/computers/{id}/viewer-token", post(viewers::issue))
+        .route("/computers/{id}/desktop-token", post(viewers::issue_desktop))
         .merge(actions::routes())
         .route("/storage/screenshots/{file}", get(actions::stored_screenshot))
         .route(
@@ -262,7 +264,7 @@ mod tests {
             );
             assert_eq!(methods.as_object().unwrap().len(), 1, "{path}: one method");
         }
-        let own = ["start", "stop", "restart", "viewer-token"];
+        let own = ["start", "stop", "restart", "viewer-token", "desktop-token"];
         for path in paths.keys() {
             if let Some(name) = path.strip_prefix("/computers/{id}/") {
                 assert!(

@@ -1,5 +1,6 @@
-//! `POST /api/computers/{id}/viewer-token`: a viewer token of the caller's computer, view-only
-//! or with control, and the live view's link that opens it.
+//! Tokens for one computer: `POST /api/computers/{id}/viewer-token` (view-only or with
+//! control, and the live view's link that opens it) and `POST /api/computers/{id}/desktop-token`
+//! (its gRPC calls without the API key); gRPC's `Computers` issues both the same way.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::json::parse_body;
 use crate::state::AppState;
-use crate::store::now;
+use crate::store::{Account, Computer, now};
 use crate::token::{Grant, Mode};
 
 /// Bounds of a requested token lifetime, in seconds.
@@ -27,6 +28,50 @@ pub struct TokenRequest {
     ttl_seconds: Option<f64>,
 }
 
+/// A token's lifetime in seconds: [`TTL_RANGE`], [`DEFAULT_TTL`] when absent.
+pub fn ttl(asked: Option<f64>) -> Result<i64, ApiError> {
+    match asked {
+        None => Ok(DEFAULT_TTL),
+        Some(t) if t.fract() == 0.0 && TTL_RANGE.contains(&(t as i64)) => Ok(t as i64),
+        Some(t) => Err(ApiError::BadRequest(format!(
+            "ttl_seconds must be a whole number from {} to {}, not {t}",
+            TTL_RANGE.start(),
+            TTL_RANGE.end()
+        ))),
+    }
+}
+
+/// A viewer token's mode: `control` when absent.
+pub fn viewer_mode(asked: Option<&str>) -> Result<Mode, ApiError> {
+    match asked {
+        None => Ok(Mode::Control),
+        Some(m @ ("view" | "control")) => Ok(Mode::parse(m).expect("a viewer mode")),
+        Some(m) => Err(ApiError::BadRequest(format!(
+            "mode must be \"view\" or \"control\", not {m:?}"
+        ))),
+    }
+}
+
+/// A token of `mode` for the computer `id` of `account`, living `ttl` seconds: its grant and
+/// the token.
+pub async fn issue_token(
+    state: &AppState,
+    account: &Account,
+    id: &str,
+    mode: Mode,
+    ttl: i64,
+) -> Result<(Computer, Grant, String), ApiError> {
+    let computer = state.desktops.find(&account.id, id).await?;
+    let grant = Grant {
+        computer: computer.id.clone(),
+        account: account.id.clone(),
+        mode,
+        expires_at: now() + ttl,
+    };
+    let token = state.links.issue(&grant);
+    Ok((computer, grant, token))
+}
+
 /// `POST /api/computers/{id}/viewer-token`: a viewer token and the link that opens it.
 pub async fn issue(
     State(state): State<AppState>,
@@ -35,35 +80,39 @@ pub async fn issue(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: TokenRequest = parse_body(&body)?;
-    let mode = match req.mode.as_deref() {
-        None => Mode::Control,
-        Some(m) => Mode::parse(m).ok_or_else(|| {
-            ApiError::BadRequest(format!("mode must be \"view\" or \"control\", not {m:?}"))
-        })?,
-    };
-    let ttl = match req.ttl_seconds {
-        None => DEFAULT_TTL,
-        Some(t) if t.fract() == 0.0 && TTL_RANGE.contains(&(t as i64)) => t as i64,
-        Some(t) => {
-            return Err(ApiError::BadRequest(format!(
-                "ttl_seconds must be a whole number from {} to {}, not {t}",
-                TTL_RANGE.start(),
-                TTL_RANGE.end()
-            )));
-        }
-    };
-    let computer = state.desktops.find(&account.id, &id).await?;
-    let grant = Grant {
-        computer: computer.id.clone(),
-        account: account.id,
-        mode,
-        expires_at: now() + ttl,
-    };
-    let token = state.links.issue(&grant);
+    let mode = viewer_mode(req.mode.as_deref())?;
+    let ttl = ttl(req.ttl_seconds)?;
+    let (computer, grant, token) = issue_token(&state, &account, &id, mode, ttl).await?;
     Ok(Json(json!({
         "token": token,
         "mode": mode.as_str(),
         "expires_at": grant.expires_at,
         "url": state.links.viewer_url(&computer, &token),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesktopTokenRequest {
+    #[serde(default)]
+    ttl_seconds: Option<f64>,
+}
+
+/// `POST /api/computers/{id}/desktop-token`: a token for this computer's gRPC calls
+/// (`orgo.agent.v1.Agent` through the gateway), accepted there in place of the API key.
+pub async fn issue_desktop(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: DesktopTokenRequest = parse_body(&body)?;
+    let ttl = ttl(req.ttl_seconds)?;
+    let (computer, grant, token) = issue_token(&state, &account, &id, Mode::Desktop, ttl).await?;
+    Ok(Json(json!({
+        "token": token,
+        "mode": Mode::Desktop.as_str(),
+        "expires_at": grant.expires_at,
+        "computer": computer.id,
     })))
 }

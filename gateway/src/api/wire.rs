@@ -43,6 +43,8 @@ pub fn computer_json(links: &Links, c: &Computer, width: u32, height: u32) -> Va
         "id": c.id,
         "name": c.name,
         "status": c.status.as_str(),
+        // Why it is in `error` (what ended it, or why its start failed); null otherwise.
+        "status_reason": c.ended,
         "project_id": c.project_id,
         "workspace_id": c.project_id,
         "os": "linux",

@@ -9,7 +9,9 @@ use orgo_proto::v1 as pb;
 
 use super::agent::call;
 use super::{DesktopError, Desktops, new_id};
-use crate::action::{Action, Button, Direction, Image, ImageFormat, Outcome, Point, Press, Program, Ran};
+use crate::action::{
+    Action, Button, Direction, Image, ImageFormat, Outcome, Point, Press, Program, Ran, RunOptions,
+};
 use crate::store::{Computer, now};
 
 impl Desktops {
@@ -54,6 +56,76 @@ impl Desktops {
     }
 }
 
+impl Desktops {
+    /// Starts `run` (an [`Action::Run`], checked as for [`Desktops::act`]) on `computer` with
+    /// its output streamed as it comes: the agent's `ExecStream`, opened within the agent
+    /// deadline. The run's own timeout still bounds it; dropping the stream ends the call.
+    pub async fn exec_stream(
+        &self,
+        computer: &Computer,
+        run: Action,
+    ) -> Result<tonic::Streaming<pb::ExecEvent>, DesktopError> {
+        let Action::Run {
+            program,
+            source,
+            timeout,
+            options,
+        } = run
+        else {
+            return Err(crate::json::Invalid(format!("{} is not a run", run.name())).into());
+        };
+        let deadline = self.deadline();
+        let request = exec_request(program, source, timeout, options);
+        let started = Instant::now();
+        let stream = self
+            .using(computer, async |mut agent| {
+                Ok(call(deadline, Duration::ZERO, agent.exec_stream(request)).await?)
+            })
+            .await;
+        // Its time is the time to open it: the run's own is the program's.
+        let outcome = if stream.is_ok() { "ok" } else { "failed" };
+        self.metrics
+            .record_action("exec-stream", outcome, started.elapsed());
+        stream
+    }
+}
+
+impl Desktops {
+    /// A call to `computer`'s agent that is no action (its health, its screen's size): within
+    /// the agent deadline, through [`Desktops::using`], counted as activity.
+    pub async fn ask<T>(
+        &self,
+        computer: &Computer,
+        name: &'static str,
+        call_agent: impl AsyncFnOnce(Agent) -> Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, DesktopError> {
+        let (deadline, started) = (self.deadline(), Instant::now());
+        let result = self
+            .using(computer, async |agent| {
+                Ok(call(deadline, Duration::ZERO, call_agent(agent)).await?)
+            })
+            .await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics.record_action(name, outcome, started.elapsed());
+        result
+    }
+}
+
+fn exec_request(program: Program, source: String, timeout: Duration, options: RunOptions) -> pb::ExecRequest {
+    pb::ExecRequest {
+        interpreter: match program {
+            Program::Bash => pb::Interpreter::Bash,
+            Program::Python => pb::Interpreter::Python,
+        }
+        .into(),
+        source,
+        timeout_millis: timeout.as_millis() as u32,
+        cwd: options.cwd.unwrap_or_default(),
+        env: options.env.into_iter().collect(),
+        max_output_bytes: options.max_output_bytes,
+    }
+}
+
 fn point(p: Point) -> pb::Point {
     pb::Point { x: p.x, y: p.y }
 }
@@ -89,7 +161,6 @@ async fn agent_call(
     d: Duration,
     takes: Duration,
 ) -> Result<Outcome, super::AgentError> {
-    let key = |combo: String| pb::KeyRequest { combo, repeat: 1 };
     Ok(match action {
         Action::Screenshot(shot) => {
             let request = pb::ScreenshotRequest {
@@ -117,12 +188,14 @@ async fn agent_call(
                 width: image.width,
                 height: image.height,
                 kept: shot.keep,
+                capture_micros: image.capture_micros,
+                encode_micros: image.encode_micros,
             })
         }
         Action::Cursor => pointer(call(d, takes, agent.cursor_position(pb::CursorPositionRequest {})).await?),
         Action::Click { at, button: b, count } => {
             let request = pb::ClickRequest {
-                at: Some(point(at)),
+                at: at.map(point),
                 button: button(b),
                 count,
             };
@@ -144,13 +217,12 @@ async fn agent_call(
             }
         }
         Action::Drag {
-            from,
-            to,
+            path,
             button: b,
             duration,
         } => {
             let request = pb::DragRequest {
-                path: vec![point(from), point(to)],
+                path: path.into_iter().map(point).collect(),
                 button: button(b),
                 duration_millis: duration.as_millis() as u32,
             };
@@ -168,18 +240,19 @@ async fn agent_call(
             };
             pointer(call(d, takes, agent.scroll(request)).await?)
         }
-        Action::Type { text } => {
+        Action::Type { text, delay } => {
             let request = pb::TypeTextRequest {
                 text,
-                delay_millis: 0,
+                delay_millis: delay.as_millis() as u32,
             };
             Outcome::Sent(call(d, takes, agent.type_text(request)).await?.sent)
         }
-        Action::Key { combo, press } => {
+        Action::Key { combo, press, repeat } => {
+            let request = pb::KeyRequest { combo, repeat };
             let sent = match press {
-                Press::Both => call(d, takes, agent.press_key(key(combo))).await?,
-                Press::Down => call(d, takes, agent.key_down(key(combo))).await?,
-                Press::Up => call(d, takes, agent.key_up(key(combo))).await?,
+                Press::Both => call(d, takes, agent.press_key(request)).await?,
+                Press::Down => call(d, takes, agent.key_down(request)).await?,
+                Press::Up => call(d, takes, agent.key_up(request)).await?,
             };
             Outcome::Sent(sent.sent)
         }
@@ -187,23 +260,16 @@ async fn agent_call(
             program,
             source,
             timeout,
+            options,
         } => {
-            let request = pb::ExecRequest {
-                interpreter: match program {
-                    Program::Bash => pb::Interpreter::Bash,
-                    Program::Python => pb::Interpreter::Python,
-                }
-                .into(),
-                source,
-                timeout_millis: timeout.as_millis() as u32,
-                ..Default::default()
-            };
+            let request = exec_request(program, source, timeout, options);
             let o = call(d, takes, agent.exec(request)).await?;
             Outcome::Ran(Ran {
                 program,
                 stdout: o.stdout,
                 stderr: o.stderr,
                 exit_code: o.exit_code,
+                signal: o.signal,
                 timed_out: o.timed_out,
                 truncated: o.truncated,
                 took: Duration::from_micros(o.duration_micros),

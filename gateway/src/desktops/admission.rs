@@ -6,6 +6,24 @@ use super::turn;
 use super::{DesktopError, Desktops, new_id, random_suffix};
 use crate::store::{Account, Computer, Project, Status, StoreError, now};
 
+/// A computer about to be made in `project` (its account's), not yet recorded.
+pub(super) fn new_computer(project: &Project, name: String, ram_gb: u32, cpu: f64) -> Computer {
+    Computer {
+        id: new_id(),
+        account_id: project.account_id.clone(),
+        project_id: project.id.clone(),
+        name,
+        status: Status::Creating,
+        ram_gb,
+        cpu,
+        created_at: now(),
+        last_active: now(),
+        agent: None,
+        generation: 0,
+        ended: None,
+    }
+}
+
 impl Desktops {
     /// Checks that starting a desktop of this size keeps the account within its plan
     /// (`except`: a desktop already counted, being started again).
@@ -75,21 +93,18 @@ impl Desktops {
         if let Err(e) = self.admit(account, ram_gb, cpu, None).await {
             return admission.then(Err(e)).await;
         }
-        let mut computer = Computer {
-            id: new_id(),
-            account_id: account.id.clone(),
-            project_id: project.id.clone(),
-            name: name
-                .clone()
-                .unwrap_or_else(|| format!("computer-{}", random_suffix())),
-            status: Status::Creating,
-            ram_gb,
-            cpu,
-            created_at: now(),
-            last_active: now(),
-            agent: None,
-            generation: 0,
-        };
+        match self
+            .claim_pooled(account, project, name.as_deref(), ram_gb, cpu)
+            .await
+        {
+            Ok(Some(computer)) => return admission.then(Ok(computer)).await,
+            Ok(None) => {}
+            Err(e) => return admission.then(Err(e)).await,
+        }
+        let name_or_new = name
+            .clone()
+            .unwrap_or_else(|| format!("computer-{}", random_suffix()));
+        let mut computer = new_computer(project, name_or_new, ram_gb, cpu);
         let turn = self.wait_turn(&turn::of_computer(&computer.id)).await?;
         let inserted = loop {
             match self.store.insert_computer(&computer).await {
@@ -116,17 +131,21 @@ impl Desktops {
         cpu: f64,
     ) -> Result<(Project, Computer), DesktopError> {
         let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
-        self.admit(account, ram_gb, cpu, None).await?;
-        let project = loop {
-            match self
-                .create_project(account, &format!("computer-{}", random_suffix()))
-                .await
-            {
-                Err(DesktopError::Store(StoreError::Conflict(_))) => continue,
-                other => break other?,
+        let admitted = async {
+            self.admit(account, ram_gb, cpu, None).await?;
+            loop {
+                match self
+                    .create_project(account, &format!("computer-{}", random_suffix()))
+                    .await
+                {
+                    Err(DesktopError::Store(StoreError::Conflict(_))) => continue,
+                    other => break other,
+                }
             }
         };
-        drop(admission);
+        // Ended here, not dropped: a dropped turn is let go in the background, and the create
+        // below would wait for its own account's admission turn until that landed.
+        let project = admission.then(admitted.await).await?;
         let computer = self
             .create_computer(account, &project, Some(project.name.clone()), ram_gb, cpu)
             .await?;

@@ -77,6 +77,32 @@ impl Desktops {
         Ok(Some(lease))
     }
 
+    /// Fills the warm pool while this replica leads: at once, after each hand-out, and every
+    /// `every` (a pooled desktop that ended is replaced), apart from the lease's rounds, whose
+    /// renewals must not wait for a boot.
+    fn fill_pool_in_background(self: &Arc<Self>, every: Duration) {
+        let desktops = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(me) = desktops.upgrade() else {
+                    return;
+                };
+                if me.is_leading()
+                    && !me.resigned.load(Ordering::Relaxed)
+                    && let Err(e) = me.fill_pool().await
+                {
+                    tracing::warn!(error = %e, "cannot fill the warm pool; trying again");
+                }
+                let wanted = me.pool_wanted.clone();
+                drop(me);
+                tokio::select! {
+                    () = wanted.notified() => {}
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+    }
+
     /// At a clean shutdown: lets the singletons' lease go, so another replica takes over at
     /// its next round instead of after the lease expires.
     pub async fn resign(&self) {
@@ -88,6 +114,11 @@ impl Desktops {
         if let Err(e) = self.store.release_lease(LEASE, &self.replica).await {
             tracing::warn!(error = %e, "cannot let the singletons' lease go; it expires");
         }
+    }
+
+    /// Whether this replica runs the singletons now.
+    pub(super) fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed) > 0
     }
 
     fn set_leading(&self, epoch: i64) {
@@ -108,6 +139,7 @@ impl Desktops {
             .min()
             .unwrap_or(u64::MAX);
         let every = Duration::from_secs(shortest / 4).clamp(Duration::from_secs(1), MOST_BETWEEN_ROUNDS);
+        self.fill_pool_in_background(every);
         let desktops = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

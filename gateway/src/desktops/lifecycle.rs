@@ -4,8 +4,19 @@
 
 use super::turn::{self, Turn};
 use super::{DesktopError, Desktops, agent};
-use crate::runtime::DesktopSpec;
+use crate::runtime::{DesktopSpec, RuntimeError};
 use crate::store::{Account, Computer, Status, now};
+
+/// Why a start failed, in words its user may read later (`status_reason`): a runtime's
+/// reason a user can act on is kept; anything else is said without the internals the API
+/// hides.
+fn failed_start(e: &DesktopError) -> String {
+    match e {
+        DesktopError::Runtime(RuntimeError::Unavailable(why)) => format!("it could not start: {why}"),
+        DesktopError::Runtime(RuntimeError::Busy(_)) => "it was not ready in time; start it again".into(),
+        _ => "it failed to start; start it again".into(),
+    }
+}
 
 impl Desktops {
     /// Waits for the desktop's turn to change state, then reloads it: concurrent starts,
@@ -51,6 +62,7 @@ impl Desktops {
                     .await
                     .insert(computer.id.clone(), (recorded.clone(), client));
                 computer.status = Status::Running;
+                computer.ended = None;
                 computer.agent = Some(recorded);
                 computer.generation += 1;
                 Ok(())
@@ -59,10 +71,12 @@ impl Desktops {
                 if let Err(stop) = self.runtime.stop(&computer.id).await {
                     tracing::warn!(computer = %computer.name, error = %stop, "cannot stop a desktop that failed to start");
                 }
-                if let Err(record) = self.store.set_status(&computer.id, Status::Error).await {
+                let why = failed_start(&e);
+                if let Err(record) = self.store.set_failed(&computer.id, &why).await {
                     tracing::warn!(computer = %computer.name, error = %record, "cannot record a failed start");
                 }
                 computer.status = Status::Error;
+                computer.ended = Some(why);
                 Err(e)
             }
         }
@@ -92,6 +106,8 @@ impl Desktops {
         let turn = self.turn(&mut computer).await?;
         let deleted = async {
             self.agents.lock().await.remove(&computer.id);
+            // As a stop does: calls cut short under it are told so, not recorded as deaths.
+            self.store.begin_stop(&computer.id).await?;
             self.runtime.remove(&computer.id).await?;
             self.store.delete_computer(&computer.id).await?;
             Ok(())
@@ -100,7 +116,7 @@ impl Desktops {
     }
 
     async fn start_in_turn(&self, account: &Account, computer: &mut Computer) -> Result<(), DesktopError> {
-        if computer.status == Status::Running && self.runtime.is_alive(&computer.id).await {
+        if computer.status == Status::Running && self.ended(&computer.id).await.is_none() {
             return Ok(());
         }
         let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
@@ -119,6 +135,7 @@ impl Desktops {
         self.runtime.stop(&computer.id).await?;
         self.store.set_status(&computer.id, Status::Stopped).await?;
         computer.status = Status::Stopped;
+        computer.ended = None;
         computer.agent = None;
         computer.generation += 1;
         Ok(())

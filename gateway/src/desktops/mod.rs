@@ -12,8 +12,11 @@ mod agent;
 mod idle;
 mod leader;
 mod lifecycle;
+mod pool;
 mod reconcile;
 mod turn;
+
+pub use pool::{POOL_ACCOUNT, PoolState};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +36,7 @@ use crate::json::Invalid;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::storage::{Storage, StorageError};
-use crate::store::{Computer, Status, Store, StoreError, now};
+use crate::store::{Account, Computer, Project, Status, Store, StoreError, now};
 
 /// Why a desktop call or change did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,10 @@ pub struct Desktops {
     agents: Mutex<HashMap<String, (String, Agent)>>,
     /// When each desktop's activity was last written, so a burst of actions costs one write.
     touched: std::sync::Mutex<HashMap<String, Instant>>,
+    /// The warm pool's account and project, once made ([`pool`]).
+    pool_owner: tokio::sync::OnceCell<(Account, Project)>,
+    /// Woken when a pooled desktop is handed out, so the pool is filled again at once.
+    pool_wanted: Arc<tokio::sync::Notify>,
 }
 
 /// Activity is recorded at most this often per desktop; idle times are counted in seconds.
@@ -119,6 +126,8 @@ impl Desktops {
             resigned: AtomicBool::new(false),
             agents: Mutex::new(HashMap::new()),
             touched: std::sync::Mutex::new(HashMap::new()),
+            pool_owner: tokio::sync::OnceCell::new(),
+            pool_wanted: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -146,12 +155,22 @@ impl Desktops {
         Duration::from_secs(self.config.agent_deadline_seconds)
     }
 
+    /// Why the desktop's processes ended by themselves, if its runtime is sure they did: its
+    /// runtime's words, kept to one line of at most [`REASON_CHARS`] characters, as they are
+    /// stored and shown (`status_reason`, the 409 of a call).
+    pub(super) async fn ended(&self, id: &str) -> Option<String> {
+        let why = self.runtime.ended(id).await?;
+        Some(one_line(&why))
+    }
+
     /// The agent of a running computer, or why there is none; the call counts as activity.
     pub async fn agent(&self, computer: &Computer) -> Result<Agent, DesktopError> {
         if computer.status == Status::Error {
             return Err(DesktopError::NotRunning(format!(
-                "computer {:?} stopped unexpectedly or failed to start; start it again with POST /api/computers/{}/start",
-                computer.name, computer.id
+                "computer {:?} stopped unexpectedly or failed to start ({}); start it again with POST /api/computers/{}/start",
+                computer.name,
+                computer.ended.as_deref().unwrap_or("no reason recorded"),
+                computer.id
             )));
         }
         if computer.status != Status::Running {
@@ -162,27 +181,28 @@ impl Desktops {
                 computer.id
             )));
         }
-        let lost = || {
+        let lost = |why: &str| {
             DesktopError::NotRunning(format!(
-                "computer {:?} stopped unexpectedly; start it again with POST /api/computers/{}/start",
+                "computer {:?} stopped unexpectedly ({why}); start it again with POST /api/computers/{}/start",
                 computer.name, computer.id
             ))
         };
         let target = computer.agent.as_deref().unwrap_or_default();
-        if !self.runtime.is_alive(&computer.id).await {
+        if let Some(why) = self.ended(&computer.id).await {
             // Its processes are gone: it crashed or was killed. Recorded only if no change
             // began since this request read it.
             self.agents.lock().await.remove(&computer.id);
             self.store
-                .mark_lost(&computer.id, computer.generation, target)
+                .mark_lost(&computer.id, computer.generation, target, &why)
                 .await?;
-            return Err(lost());
+            return Err(lost(&why));
         }
         let cached = self.agents.lock().await.get(&computer.id).cloned();
         let client = match cached {
             Some((made_for, client)) if made_for == target => client,
             _ => {
-                let address = agent::parse_target(target).ok_or_else(lost)?;
+                let address = agent::parse_target(target)
+                    .ok_or_else(|| lost("where its agent listens is not recorded"))?;
                 let client = agent::connect(&address, self.deadline()).await?;
                 self.agents
                     .lock()
@@ -209,39 +229,59 @@ impl Desktops {
             Err(e) => Err(e),
         };
         match result {
-            Err(DesktopError::Agent(e)) if e.is_lost() => {
-                self.agents.lock().await.remove(&computer.id);
-                let Some(now) = self.store.computer(&computer.account_id, &computer.id).await? else {
-                    return Err(DesktopError::NotFound(format!(
-                        "computer {:?} was deleted while this call ran",
-                        computer.name
-                    )));
-                };
-                if now.generation != computer.generation || now.status != Status::Running {
-                    return Err(DesktopError::NotRunning(format!(
-                        "computer {:?} was stopped or restarted while this call ran; call again once it runs",
-                        computer.name
-                    )));
-                }
-                if !self.runtime.is_alive(&computer.id).await {
-                    // Gone by itself (killed, or stopped by its runtime for going over a
-                    // limit), not by a lifecycle change.
-                    self.store
-                        .mark_lost(
-                            &computer.id,
-                            now.generation,
-                            now.agent.as_deref().unwrap_or_default(),
-                        )
-                        .await?;
-                    return Err(DesktopError::NotRunning(format!(
-                        "computer {:?} stopped while this call ran; start it again with POST /api/computers/{}/start",
-                        computer.name, computer.id
-                    )));
-                }
-                Err(DesktopError::Agent(e))
-            }
+            Err(DesktopError::Agent(e)) if e.is_lost() => Err(self.lost_under_call(computer, e).await),
             other => other,
         }
+    }
+
+    /// What an agent failure `e` that may mean the desktop went away (see
+    /// [`AgentError::is_lost`]) means to the caller: deleted, stopped or restarted, or ended by
+    /// itself (then recorded) while the call ran — or the failure itself. Calls and streams
+    /// that fail mid-way use it alike.
+    pub async fn lost_under_call(&self, computer: &Computer, e: AgentError) -> DesktopError {
+        self.agents.lock().await.remove(&computer.id);
+        let now = match self.store.computer(&computer.account_id, &computer.id).await {
+            Ok(Some(now)) => now,
+            Ok(None) => {
+                return DesktopError::NotFound(format!(
+                    "computer {:?} was deleted while this call ran",
+                    computer.name
+                ));
+            }
+            Err(store) => return store.into(),
+        };
+        if now.generation == computer.generation && now.status == Status::Error {
+            // Another call on it already found it dead and recorded why.
+            return DesktopError::NotRunning(format!(
+                "computer {:?} stopped while this call ran ({}); start it again with POST /api/computers/{}/start",
+                computer.name,
+                now.ended.as_deref().unwrap_or("no reason recorded"),
+                computer.id
+            ));
+        }
+        if now.generation != computer.generation || now.status != Status::Running {
+            return DesktopError::NotRunning(format!(
+                "computer {:?} was stopped, restarted or deleted while this call ran; call again once it runs",
+                computer.name
+            ));
+        }
+        let Some(why) = self.ended(&computer.id).await else {
+            return DesktopError::Agent(e);
+        };
+        // Gone by itself (killed, or stopped by its runtime for going over a limit), not by a
+        // lifecycle change.
+        let agent = now.agent.as_deref().unwrap_or_default();
+        if let Err(store) = self
+            .store
+            .mark_lost(&computer.id, now.generation, agent, &why)
+            .await
+        {
+            return store.into();
+        }
+        DesktopError::NotRunning(format!(
+            "computer {:?} stopped while this call ran ({why}); start it again with POST /api/computers/{}/start",
+            computer.name, computer.id
+        ))
     }
 
     /// The desktop's screen as a stream of frames (the live view's), opened within the agent
@@ -251,8 +291,11 @@ impl Desktops {
         computer: &Computer,
         request: orgo_proto::v1::WatchScreenRequest,
     ) -> Result<tonic::Streaming<orgo_proto::v1::Frame>, DesktopError> {
-        let mut agent = self.agent(computer).await?;
-        Ok(agent::call(self.deadline(), Duration::ZERO, agent.watch_screen(request)).await?)
+        let deadline = self.deadline();
+        self.using(computer, async |mut agent| {
+            Ok(agent::call(deadline, Duration::ZERO, agent.watch_screen(request)).await?)
+        })
+        .await
     }
 
     /// Records API activity on a desktop (for idle auto-stop), at most once a second per
@@ -267,5 +310,38 @@ impl Desktops {
             };
         }
         Ok(self.store.touch(id, now()).await?)
+    }
+}
+
+/// The longest reason a desktop keeps for why it ended (a cluster's messages can be long).
+const REASON_CHARS: usize = 500;
+
+/// `text` as one line of at most [`REASON_CHARS`] characters: control characters (a
+/// cluster's multi-line messages) become spaces.
+fn one_line(text: &str) -> String {
+    let line: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(REASON_CHARS)
+        .collect();
+    if text.trim().chars().count() > REASON_CHARS {
+        format!("{line}…")
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{REASON_CHARS, one_line};
+
+    #[test]
+    fn reasons_are_kept_to_one_short_line() {
+        assert_eq!(one_line(" Evicted:\nlow on\tmemory \n"), "Evicted: low on memory");
+        let long = "x".repeat(REASON_CHARS + 10);
+        let kept = one_line(&long);
+        assert_eq!(kept.chars().count(), REASON_CHARS + 1);
+        assert!(kept.ends_with('…'));
     }
 }

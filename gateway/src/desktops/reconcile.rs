@@ -52,17 +52,33 @@ impl Desktops {
                         Some(address) => agent_answers(&address).await,
                         None => false,
                     };
-                    if !answers || !self.runtime.is_alive(&fresh.id).await {
+                    if !answers || self.ended(&fresh.id).await.is_some() {
                         continue;
                     }
                     tracing::info!(computer = %fresh.name, "adopted a running desktop");
                     self.store.set_running(&fresh.id, target).await?;
                 }
-                None if fresh.status.is_live() && !self.runtime.is_alive(&fresh.id).await => {
-                    tracing::info!(computer = %fresh.name, was = fresh.status.as_str(), "marking stopped");
-                    self.store
-                        .set_status_fenced(&fresh.id, Status::Stopped, lease)
-                        .await?;
+                None if fresh.status.is_live() => {
+                    let Some(why) = self.ended(&fresh.id).await else {
+                        continue;
+                    };
+                    if fresh.status == Status::Running && self.runtime.outlives_gateway() {
+                        // It ended by itself (no gateway's exit ends these): an error, with why.
+                        tracing::info!(computer = %fresh.name, why = %why, "marking lost");
+                        self.store
+                            .mark_lost(
+                                &fresh.id,
+                                fresh.generation,
+                                fresh.agent.as_deref().unwrap_or_default(),
+                                &why,
+                            )
+                            .await?;
+                    } else {
+                        tracing::info!(computer = %fresh.name, was = fresh.status.as_str(), "marking stopped");
+                        self.store
+                            .set_status_fenced(&fresh.id, Status::Stopped, lease)
+                            .await?;
+                    }
                 }
                 _ => {}
             }

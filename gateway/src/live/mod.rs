@@ -72,6 +72,11 @@ async fn admit(live: &Live, name: &str, token: Option<&str>) -> Result<(Grant, C
         )
     })?;
     let grant = live.links.verify(token)?;
+    if grant.mode == crate::token::Mode::Desktop {
+        return Err(ApiError::Unauthorized(
+            "a desktop token opens gRPC calls, not the live view; create a viewer token with POST /api/computers/{id}/viewer-token".into(),
+        ));
+    }
     let computer = live
         .desktops
         .find(&grant.account, &grant.computer)

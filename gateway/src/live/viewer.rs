@@ -164,7 +164,7 @@ impl Viewer {
             .await?;
         let action = parse(text, &self.desktops.screen(&computer))?;
         let held = match &action {
-            Action::Key { combo, press } if *press != Press::Both => Some((combo.clone(), *press)),
+            Action::Key { combo, press, .. } if *press != Press::Both => Some((combo.clone(), *press)),
             _ => None,
         };
         self.desktops.act(&computer, action).await?;
@@ -188,6 +188,7 @@ impl Viewer {
             let up = Action::Key {
                 combo,
                 press: Press::Up,
+                repeat: 1,
             };
             let _ = self.desktops.act(&computer, up).await;
         }

@@ -124,6 +124,24 @@ impl Groups {
             .try_for_each(|d| write(&d.join("cgroup.procs"), &pid.to_string()))
     }
 
+    /// Whether the kernel's OOM killer has killed a process in the memory group (v2
+    /// `memory.events`, v1 `memory.oom_control`: their `oom_kill` count).
+    pub fn oom_killed(&self) -> bool {
+        let Some(memory) = self.dirs.first() else {
+            return false;
+        };
+        ["memory.events", "memory.oom_control"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(memory.join(f)).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("oom_kill "))
+                    .map(|n| n.trim().parse::<u64>().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+            .any(|n| n > 0)
+    }
+
     /// Kills whatever is still in the groups (a process that outlived its sandbox's exit would
     /// otherwise race the desktop's next start for its files) and removes them once empty.
     pub async fn remove(&self) {

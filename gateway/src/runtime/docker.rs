@@ -48,6 +48,14 @@ const REMOVE: RemoveContainerOptions = RemoveContainerOptions {
 /// The desktop image's user, who must be able to create the agent's socket.
 const DESKTOP_UID: u32 = 1000;
 
+/// A desktop's container as the engine sees it.
+enum Container {
+    /// Running; the host pid of its init.
+    Running(u32),
+    /// Not running, or not there; why.
+    Ended(String),
+}
+
 pub struct DockerRuntime {
     docker: Docker,
     image: String,
@@ -289,22 +297,29 @@ impl DockerRuntime {
 
     /// The host pid of a running container's init, or None when it is not running.
     async fn running_pid(&self, name: &str) -> Option<u32> {
-        self.container_pid(name).await.ok().flatten()
+        match self.container(name).await {
+            Ok(Container::Running(pid)) => Some(pid),
+            _ => None,
+        }
     }
 
-    /// The host pid of a running container's init; None when it is not running or not there,
-    /// an error when the engine did not say.
-    async fn container_pid(&self, name: &str) -> Result<Option<u32>, RuntimeError> {
+    /// What the engine says of a container; an error when it did not say.
+    async fn container(&self, name: &str) -> Result<Container, RuntimeError> {
         let info = match self.docker.inspect_container(name, None).await {
             Ok(info) => info,
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                return Ok(None);
+                return Ok(Container::Ended("its container is gone".into()));
             }
             Err(e) => return Err(engine(e)),
         };
-        Ok(match info.state.map(|s| (s.running, s.pid)) {
-            Some((Some(true), Some(pid))) if pid > 0 => Some(pid as u32),
-            _ => None,
+        let state = info.state.unwrap_or_default();
+        Ok(match (state.running, state.pid) {
+            (Some(true), Some(pid)) if pid > 0 => Container::Running(pid as u32),
+            _ if state.oom_killed == Some(true) => Container::Ended(super::OOM_KILLED.into()),
+            _ => Container::Ended(match state.exit_code {
+                Some(code) => format!("its container exited with status {code}"),
+                None => "its container is not running".into(),
+            }),
         })
     }
 }
@@ -444,26 +459,26 @@ impl Runtime for DockerRuntime {
         true
     }
 
-    async fn is_alive(&self, id: &str) -> bool {
+    async fn ended(&self, id: &str) -> Option<String> {
         let known = self.pids.lock().await.get(id).copied();
         if known.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) {
-            return true;
+            return None;
         }
         // Unknown here (started by another replica, or before this gateway started) or gone
         // since (perhaps restarted by another replica): the engine knows.
-        match self.container_pid(&container_name(id)).await {
-            Ok(Some(pid)) => {
+        match self.container(&container_name(id)).await {
+            Ok(Container::Running(pid)) => {
                 self.pids.lock().await.insert(id.to_string(), pid);
-                true
+                None
             }
-            Ok(None) => {
+            Ok(Container::Ended(why)) => {
                 self.pids.lock().await.remove(id);
-                false
+                Some(why)
             }
             // The engine did not answer (busy, restarting): not a sign the desktop is gone.
             Err(e) => {
                 tracing::debug!(desktop = id, error = %e, "cannot ask the engine whether a desktop runs");
-                true
+                None
             }
         }
     }

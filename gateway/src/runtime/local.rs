@@ -363,11 +363,57 @@ impl Runtime for LocalRuntime {
         false
     }
 
-    async fn is_alive(&self, id: &str) -> bool {
+    async fn ended(&self, id: &str) -> Option<String> {
         let mut running = self.running.lock().await;
-        match running.get_mut(id) {
-            Some(desktop) => matches!(desktop.child.try_wait(), Ok(None)),
-            None => false,
+        let Some(desktop) = running.get_mut(id) else {
+            return Some("it ended with the gateway that ran it".into());
+        };
+        match desktop.child.try_wait() {
+            Ok(Some(status)) => Some(exit_reason(status, desktop.groups.oom_killed())),
+            Ok(None) | Err(_) => None,
         }
+    }
+}
+
+/// Why a desktop whose sandbox exited with `status` ended: out of memory when it was killed
+/// (bubblewrap passes its child's SIGKILL on as 137) and its memory group saw an OOM kill.
+fn exit_reason(status: std::process::ExitStatus, oom_killed: bool) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    const SIGKILL: i32 = nix::sys::signal::Signal::SIGKILL as i32;
+    let killed = status.signal() == Some(SIGKILL) || status.code() == Some(128 + SIGKILL);
+    if killed && oom_killed {
+        return super::OOM_KILLED.to_string();
+    }
+    match (status.code(), status.signal()) {
+        (Some(code), _) if code > 128 => format!("its processes were killed (signal {})", code - 128),
+        (Some(code), _) => format!("its processes exited with status {code}"),
+        (None, Some(signal)) => format!("its processes were killed (signal {signal})"),
+        (None, None) => "its processes ended".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_reason;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    #[test]
+    fn a_kill_is_out_of_memory_only_when_the_memory_group_saw_one() {
+        let killed = ExitStatus::from_raw(137 << 8);
+        assert_eq!(exit_reason(killed, true), crate::runtime::OOM_KILLED);
+        assert_eq!(
+            exit_reason(ExitStatus::from_raw(9), true),
+            crate::runtime::OOM_KILLED
+        );
+        assert_eq!(exit_reason(killed, false), "its processes were killed (signal 9)");
+        assert_eq!(
+            exit_reason(ExitStatus::from_raw(1 << 8), true),
+            "its processes exited with status 1"
+        );
+        assert_eq!(
+            exit_reason(ExitStatus::from_raw(15), false),
+            "its processes were killed (signal 15)"
+        );
     }
 }

@@ -19,7 +19,8 @@ pub enum RuntimeError {
     #[error("{0}")]
     Busy(String),
     /// The desktop cannot start now for a reason its user can act on or wait out (no room in
-    /// the cluster, an image that cannot be pulled); the sentence says which.
+    /// the cluster, an image that cannot be pulled, the cluster's API server away); the
+    /// sentence says which.
     #[error("{0}")]
     Unavailable(String),
     /// The desktop could not be made, started, stopped or removed.
@@ -56,9 +57,10 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
     /// Stops the desktop if needed and deletes its files.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
-    /// Whether the desktop's processes are still there: false only when the runtime is sure
-    /// they are gone (a runtime that cannot tell now answers true).
-    async fn is_alive(&self, id: &str) -> bool;
+    /// Why the desktop's processes ended by themselves, once the runtime is sure they did (out
+    /// of memory, an exit status, evicted, its node lost), in words its user can read; None
+    /// while they run, and when the runtime cannot tell now.
+    async fn ended(&self, id: &str) -> Option<String>;
     /// Every desktop of this installation the runtime holds, running or not, for
     /// reconciliation (the caller removes those that belong to no desktop); an error when the
     /// runtime could not say (nothing may be judged gone then).
@@ -66,6 +68,11 @@ pub trait Runtime: Send + Sync {
     /// Whether desktops keep running when the gateway exits (and so need no stopping then).
     fn outlives_gateway(&self) -> bool;
 }
+
+/// Why a desktop ended when the kernel killed it for going over its memory limit (the
+/// Kubernetes and Docker term first, so it reads the same whichever runtime ran it).
+pub const OOM_KILLED: &str =
+    "OOMKilled: the desktop went over its memory limit; start it again, or give it more memory";
 
 /// How long an agent has to answer a health check: one that accepts connections but never
 /// answers (frozen, paused) must not hold up a start or a reconciliation.

@@ -141,6 +141,9 @@ impl Sandbox {
             });
         }
         require("slirp4netns", "slirp4netns")?;
+        if nix::unistd::geteuid().is_root() {
+            require("unshare", "util-linux")?;
+        }
         // slirp4netns opens the tun device as the gateway's user.
         if nix::unistd::access(
             "/dev/net/tun",
@@ -395,7 +398,17 @@ impl Sandbox {
         // slirp4netns logs on stdout: its ready fd is a copy of the pipe (fd 3), its stdout
         // /dev/null, so the pipe carries the ready byte alone.
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", "exec \"$@\" 3>&1 >/dev/null", "sh", "slirp4netns"])
+        cmd.args(["-c", "exec \"$@\" 3>&1 >/dev/null", "sh"]);
+        // slirp4netns's own mount-namespace sandbox (which parses the desktop's packets) needs
+        // root; an unprivileged gateway runs it with its seccomp filter only. That sandbox
+        // makes only its root mount private before it detaches the old root, so a shared
+        // mount under a shared parent (systemd's default; every kubelet's volumes) would be
+        // unmounted on the host too: `unshare` gives it a namespace private all the way down.
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            cmd.args(["unshare", "--mount", "--propagation", "private"]);
+        }
+        cmd.arg("slirp4netns")
             .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
             .args([
                 "--enable-seccomp",
@@ -403,9 +416,7 @@ impl Sandbox {
                 "--ready-fd=3",
                 "--netns-type=path",
             ]);
-        // slirp4netns's own mount-namespace sandbox (which parses the desktop's packets) needs
-        // root; an unprivileged gateway runs it with its seccomp filter only.
-        if nix::unistd::geteuid().is_root() {
+        if root {
             cmd.arg("--enable-sandbox");
         }
         let mut slirp = cmd

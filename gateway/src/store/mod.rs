@@ -102,6 +102,10 @@ pub struct Computer {
     /// short by a stop or restart, and a run found dead is only recorded so if it is still the
     /// run that was read.
     pub generation: i64,
+    /// Why the desktop is in `error`: what ended its processes (its runtime's words: out of
+    /// memory, evicted, its node lost, an exit status) or why its start failed; none in any
+    /// other status.
+    pub ended: Option<String>,
 }
 
 pub struct KeyRow {
@@ -176,17 +180,34 @@ pub trait Store: Send + Sync {
     async fn computers_of_account(&self, account: &str) -> Result<Vec<Computer>, StoreError>;
     /// Every computer, for reconciliation and idle checks.
     async fn all_computers(&self) -> Result<Vec<Computer>, StoreError>;
+    /// Sets the status (and forgets why it last ended).
     async fn set_status(&self, id: &str, status: Status) -> Result<(), StoreError>;
+    /// Records a start that failed: status `error`, no agent, and `why` (the user's words).
+    async fn set_failed(&self, id: &str, why: &str) -> Result<(), StoreError>;
     /// Records a running desktop and where its agent listens, a new generation.
     async fn set_running(&self, id: &str, agent: &str) -> Result<(), StoreError>;
     /// Records that a stop begins: status `stopping`, no agent, a new generation.
     async fn begin_stop(&self, id: &str) -> Result<(), StoreError>;
     /// Records that a running desktop's processes are gone (status `error`, no agent), only if
-    /// it is still the run that was read (`generation`, `agent`); answers whether it was.
-    async fn mark_lost(&self, id: &str, generation: i64, agent: &str) -> Result<bool, StoreError>;
+    /// it is still the run that was read (`generation`, `agent`), with `why` (the runtime's
+    /// words); answers whether it was.
+    async fn mark_lost(&self, id: &str, generation: i64, agent: &str, why: &str) -> Result<bool, StoreError>;
     /// Sets the status only while `lease` is still held in its epoch; answers whether it was
     /// (a deposed leader's late write is refused).
     async fn set_status_fenced(&self, id: &str, status: Status, lease: &Lease) -> Result<bool, StoreError>;
+    /// Hands the pooled desktop `id` (a running computer of the pool's account `pool`) to
+    /// `account` as `name` in `project`, created and active `at`. False when it is no longer
+    /// pooled and running (another create took it, or it ended); Conflict when the account
+    /// already has a computer of that name.
+    async fn claim_pooled(
+        &self,
+        pool: &str,
+        id: &str,
+        account: &str,
+        project: &str,
+        name: &str,
+        at: i64,
+    ) -> Result<bool, StoreError>;
     /// Records activity at `at` (Unix seconds), keeping the latest of what replicas write.
     async fn touch(&self, id: &str, at: i64) -> Result<(), StoreError>;
     async fn delete_computer(&self, id: &str) -> Result<(), StoreError>;

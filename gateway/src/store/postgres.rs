@@ -11,7 +11,8 @@ use tokio_postgres::{NoTls, Row, types::ToSql};
 use super::{Account, Computer, Kept, KeyRow, Lease, Project, Status, Store, StoreError, mask_url};
 
 /// Each is run once, in order; the number of those run is kept in `schema_migrations`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE accounts (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
@@ -64,7 +65,11 @@ const MIGRATIONS: &[&str] = &["
         created_at BIGINT NOT NULL,
         PRIMARY KEY (account_id, id)
     );
-"];
+",
+    "
+    ALTER TABLE computers ADD COLUMN ended TEXT;
+",
+];
 
 /// The advisory lock migrations run under (any constant every replica agrees on).
 const MIGRATION_LOCK: i64 = 0x6f72_676f;
@@ -155,11 +160,11 @@ fn computer_row(r: &Row) -> Computer {
         last_active: r.get(8),
         agent: r.get(9),
         generation: r.get(10),
+        ended: r.get(11),
     }
 }
 
-const COMPUTER_COLUMNS: &str =
-    "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation";
+const COMPUTER_COLUMNS: &str = "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation, ended";
 
 impl Postgres {
     /// Connects (one round trip proves the database answers) and runs the migrations it
@@ -424,7 +429,7 @@ impl Store for Postgres {
     async fn insert_computer(&self, m: &Computer) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO computers ({COMPUTER_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING"
         );
         let inserted = self
             .execute(
@@ -441,6 +446,7 @@ impl Store for Postgres {
                     &m.last_active,
                     &m.agent,
                     &m.generation,
+                    &m.ended,
                 ],
             )
             .await?;
@@ -451,6 +457,32 @@ impl Store for Postgres {
             )));
         }
         Ok(())
+    }
+
+    async fn claim_pooled(
+        &self,
+        pool: &str,
+        id: &str,
+        account: &str,
+        project: &str,
+        name: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let claimed = self
+            .execute(
+                "UPDATE computers SET account_id = $3, project_id = $4, name = $5, created_at = $6, last_active = $6
+                 WHERE id = $1 AND account_id = $2 AND status = 'running'
+                   AND NOT EXISTS (SELECT 1 FROM computers WHERE account_id = $3 AND name = $5)",
+                &[&id, &pool, &account, &project, &name, &at],
+            )
+            .await?;
+        let named = "SELECT 1 FROM computers WHERE account_id = $1 AND name = $2";
+        if claimed == 0 && self.query_opt(named, &[&account, &name]).await?.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "a computer named {name:?} already exists"
+            )));
+        }
+        Ok(claimed == 1)
     }
 
     async fn computer(&self, account: &str, id_or_name: &str) -> Result<Option<Computer>, StoreError> {
@@ -480,8 +512,17 @@ impl Store for Postgres {
 
     async fn set_status(&self, id: &str, status: Status) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = $2 WHERE id = $1",
+            "UPDATE computers SET status = $2, ended = NULL WHERE id = $1",
             &[&id, &status.as_str()],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_failed(&self, id: &str, why: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE computers SET status = 'error', agent = NULL, ended = $2 WHERE id = $1",
+            &[&id, &why],
         )
         .await
         .map(drop)
@@ -489,7 +530,7 @@ impl Store for Postgres {
 
     async fn set_running(&self, id: &str, agent: &str) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'running', agent = $2, generation = generation + 1 WHERE id = $1",
+            "UPDATE computers SET status = 'running', agent = $2, ended = NULL, generation = generation + 1 WHERE id = $1",
             &[&id, &agent],
         )
         .await
@@ -498,18 +539,18 @@ impl Store for Postgres {
 
     async fn begin_stop(&self, id: &str) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'stopping', agent = NULL, generation = generation + 1 WHERE id = $1",
+            "UPDATE computers SET status = 'stopping', agent = NULL, ended = NULL, generation = generation + 1 WHERE id = $1",
             &[&id],
         )
         .await
         .map(drop)
     }
 
-    async fn mark_lost(&self, id: &str, generation: i64, agent: &str) -> Result<bool, StoreError> {
+    async fn mark_lost(&self, id: &str, generation: i64, agent: &str, why: &str) -> Result<bool, StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'error', agent = NULL
+            "UPDATE computers SET status = 'error', agent = NULL, ended = $4
              WHERE id = $1 AND status = 'running' AND generation = $2 AND coalesce(agent, '') = $3",
-            &[&id, &generation, &agent],
+            &[&id, &generation, &agent, &why],
         )
         .await
         .map(|n| n > 0)
@@ -517,7 +558,7 @@ impl Store for Postgres {
 
     async fn set_status_fenced(&self, id: &str, status: Status, lease: &Lease) -> Result<bool, StoreError> {
         let sql = format!(
-            "UPDATE computers SET status = $2 WHERE id = $1 AND EXISTS
+            "UPDATE computers SET status = $2, ended = NULL WHERE id = $1 AND EXISTS
              (SELECT 1 FROM leases WHERE name = $3 AND holder = $4 AND epoch = $5 AND expires_at > {NOW_MS})"
         );
         self.execute(

@@ -78,6 +78,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account_id, id)
     );
 ",
+    "
+    ALTER TABLE computers ADD COLUMN ended TEXT;
+",
 ];
 
 pub struct Sqlite {
@@ -106,6 +109,7 @@ fn computer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Computer> {
         last_active: r.get(8)?,
         agent: r.get(9)?,
         generation: r.get(10)?,
+        ended: r.get(11)?,
     })
 }
 
@@ -118,8 +122,7 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
     })
 }
 
-const COMPUTER_COLUMNS: &str =
-    "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation";
+const COMPUTER_COLUMNS: &str = "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation, ended";
 
 /// Unix milliseconds now: lease expiry is kept finer than activity.
 fn now_ms() -> i64 {
@@ -128,6 +131,33 @@ fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// The connection as the queries use it: each statement is parsed once and kept in rusqlite's
+/// statement cache, where `Connection::query_row` and `execute` parse the SQL on every call
+/// (most of an authenticated action's store time).
+struct Cached<'a>(&'a Connection);
+
+impl Cached<'_> {
+    fn query_row<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.0.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.0.prepare_cached(sql)?.execute(params)
+    }
+
+    fn prepare(&self, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'_>> {
+        self.0.prepare_cached(sql)
+    }
+}
+
+/// Distinct statements the store keeps prepared: more than it has, so none is evicted.
+const STATEMENT_CACHE: usize = 64;
 
 impl Sqlite {
     /// Opens (creating) the database file and runs the migrations it lacks, in one transaction
@@ -143,6 +173,7 @@ impl Sqlite {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
@@ -156,9 +187,9 @@ impl Sqlite {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    fn with<T>(&self, f: impl FnOnce(&Cached<'_>) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(f(&conn)?)
+        Ok(f(&Cached(&conn))?)
     }
 
     fn computers(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Computer>, StoreError> {
@@ -317,7 +348,7 @@ impl Store for Sqlite {
         let inserted = self.execute(
             &format!(
                 "INSERT INTO computers ({COMPUTER_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT DO NOTHING"
             ),
             params![
                 m.id,
@@ -330,7 +361,8 @@ impl Store for Sqlite {
                 m.created_at,
                 m.last_active,
                 m.agent,
-                m.generation
+                m.generation,
+                m.ended
             ],
         )?;
         if inserted == 0 {
@@ -340,6 +372,31 @@ impl Store for Sqlite {
             )));
         }
         Ok(())
+    }
+
+    async fn claim_pooled(
+        &self,
+        pool: &str,
+        id: &str,
+        account: &str,
+        project: &str,
+        name: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let claimed = c.execute(
+                "UPDATE computers SET account_id = ?3, project_id = ?4, name = ?5, created_at = ?6, last_active = ?6
+                 WHERE id = ?1 AND account_id = ?2 AND status = 'running'
+                   AND NOT EXISTS (SELECT 1 FROM computers WHERE account_id = ?3 AND name = ?5)",
+                params![id, pool, account, project, name, at],
+            )?;
+            let named = "SELECT 1 FROM computers WHERE account_id = ?1 AND name = ?2";
+            if claimed == 0 && c.query_row(named, params![account, name], |_| Ok(())).optional()?.is_some() {
+                return Ok(None);
+            }
+            Ok(Some(claimed == 1))
+        })?
+        .ok_or_else(|| StoreError::Conflict(format!("a computer named {name:?} already exists")))
     }
 
     async fn computer(&self, account: &str, id_or_name: &str) -> Result<Option<Computer>, StoreError> {
@@ -370,15 +427,23 @@ impl Store for Sqlite {
 
     async fn set_status(&self, id: &str, status: Status) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = ?2 WHERE id = ?1",
+            "UPDATE computers SET status = ?2, ended = NULL WHERE id = ?1",
             params![id, status.as_str()],
+        )
+        .map(drop)
+    }
+
+    async fn set_failed(&self, id: &str, why: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE computers SET status = 'error', agent = NULL, ended = ?2 WHERE id = ?1",
+            params![id, why],
         )
         .map(drop)
     }
 
     async fn set_running(&self, id: &str, agent: &str) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'running', agent = ?2, generation = generation + 1 WHERE id = ?1",
+            "UPDATE computers SET status = 'running', agent = ?2, ended = NULL, generation = generation + 1 WHERE id = ?1",
             params![id, agent],
         )
         .map(drop)
@@ -386,24 +451,24 @@ impl Store for Sqlite {
 
     async fn begin_stop(&self, id: &str) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'stopping', agent = NULL, generation = generation + 1 WHERE id = ?1",
+            "UPDATE computers SET status = 'stopping', agent = NULL, ended = NULL, generation = generation + 1 WHERE id = ?1",
             [id],
         )
         .map(drop)
     }
 
-    async fn mark_lost(&self, id: &str, generation: i64, agent: &str) -> Result<bool, StoreError> {
+    async fn mark_lost(&self, id: &str, generation: i64, agent: &str, why: &str) -> Result<bool, StoreError> {
         self.execute(
-            "UPDATE computers SET status = 'error', agent = NULL
+            "UPDATE computers SET status = 'error', agent = NULL, ended = ?4
              WHERE id = ?1 AND status = 'running' AND generation = ?2 AND coalesce(agent, '') = ?3",
-            params![id, generation, agent],
+            params![id, generation, agent, why],
         )
         .map(|n| n > 0)
     }
 
     async fn set_status_fenced(&self, id: &str, status: Status, lease: &Lease) -> Result<bool, StoreError> {
         self.execute(
-            "UPDATE computers SET status = ?2 WHERE id = ?1 AND EXISTS
+            "UPDATE computers SET status = ?2, ended = NULL WHERE id = ?1 AND EXISTS
              (SELECT 1 FROM leases WHERE name = ?3 AND holder = ?4 AND epoch = ?5 AND expires_at > ?6)",
             params![
                 id,

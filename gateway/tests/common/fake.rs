@@ -236,7 +236,7 @@ impl FakeRuntime {
     }
 
     /// Ends the desktop's agent as a crash would: the gateway is not told, and calls under way
-    /// fail with UNAVAILABLE. `is_alive` answers false from now on.
+    /// fail with UNAVAILABLE. `ended` answers why from now on.
     pub fn kill(&self, desktop: &str) {
         self.shut(desktop);
     }
@@ -340,8 +340,8 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn is_alive(&self, id: &str) -> bool {
-        self.is_running(id)
+    async fn ended(&self, id: &str) -> Option<String> {
+        (!self.is_running(id)).then(|| "its agent was killed".to_string())
     }
 
     async fn found(&self) -> Result<Vec<Found>, RuntimeError> {

@@ -112,7 +112,9 @@ pub fn run(
                                 key,
                                 "POST",
                                 &format!("{c}/click"),
-                                Some(json!({"x": 100 + (k % 7) * 100, "y": 700})),
+                                // Spots apart per client and call: clicks at one spot
+                                // closer than the double-click interval are spaced by it.
+                                Some(json!({"x": 100 + (k % 7) * 150, "y": 100 + (i / desktops.len() % 6) * 120})),
                             ),
                         ),
                         2 => (

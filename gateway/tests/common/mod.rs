@@ -6,9 +6,13 @@ use std::path::PathBuf;
 
 pub mod browser;
 pub mod fake;
+pub mod grpc;
 pub mod inproc;
+pub mod k8s;
 pub mod load;
 pub mod postgres;
+pub mod python;
+pub mod sdk;
 pub mod terminal;
 
 /// The orgo-agent binary of this build, built first if needed.
@@ -173,6 +177,8 @@ pub fn gateway_env(dir: &std::path::Path, port: u16) -> Vec<(&'static str, Strin
         ("ORGO_LISTEN", format!("127.0.0.1:{port}")),
         ("ORGO_AGENT_BIN", agent_bin().to_str().unwrap().to_string()),
         ("RUST_LOG", "warn".to_string()),
+        // No warm pool unless a test asks: its desktops would come and go under the others.
+        ("ORGO_POOL", "none".to_string()),
     ]
 }
 
@@ -272,6 +278,17 @@ impl Served {
         )
     }
 
+    /// `GET /healthz` (outside `/api`, no key).
+    pub fn health(&self) -> serde_json::Value {
+        let url = format!("{}/healthz", self.base.trim_end_matches("/api"));
+        let mut r = self
+            .http
+            .get(&url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET /healthz: {e}"));
+        r.body_mut().read_json().unwrap_or(serde_json::Value::Null)
+    }
+
     /// Whether the gateway process is still there.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -358,4 +375,23 @@ pub fn own_rss() -> u64 {
 /// Open descriptors of this test process.
 pub fn own_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The ids of the warm pool's running desktops, as the store has them.
+pub async fn pooled_ids(store: &dyn orgo_gateway::store::Store) -> std::collections::BTreeSet<String> {
+    let Some(pool) = store
+        .account_by_name(orgo_gateway::desktops::POOL_ACCOUNT)
+        .await
+        .unwrap()
+    else {
+        return Default::default();
+    };
+    store
+        .computers_of_account(&pool.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.status.as_str() == "running")
+        .map(|c| c.id)
+        .collect()
 }

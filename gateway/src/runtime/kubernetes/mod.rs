@@ -34,6 +34,10 @@ const FIELD_MANAGER: &str = "orgo-gateway";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a deleted Pod has to be gone (its grace period is 5 s).
 const GONE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one request to the API server may wait for a connection, and then for each read:
+/// an API server that stopped answering must not hold a call past the request budget.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the runtime needs from the config.
 #[derive(Debug, Clone)]
@@ -51,18 +55,43 @@ pub struct Settings {
 
 pub struct KubernetesRuntime {
     settings: Settings,
+    /// Requests: each bounded (see [`REQUEST_TIMEOUT`]).
     pods: Api<Pod>,
+    /// Watches, which wait for events as long as the API server keeps them open.
+    watched_pods: Api<Pod>,
     secrets: Api<Secret>,
     claims: Api<PersistentVolumeClaim>,
     /// This installation's desktop Pods, as the watch last saw them.
     watched: reflector::Store<Pod>,
 }
 
-/// A kube-rs error as this runtime's: the API server out of reach is worth retrying.
+/// What a user reads when the cluster's API server cannot serve a call now.
+const API_SERVER_AWAY: &str = "the cluster's API server cannot be reached now; try again in a moment";
+
+/// A kube-rs error as this runtime's: the API server out of reach, overloaded or failing
+/// (429, 5xx, no connection, a timeout) is worth retrying; a refusal is not.
 fn kube_error(e: kube::Error) -> RuntimeError {
     match e {
+        kube::Error::Api(status) if status.code == 429 || status.code >= 500 => {
+            tracing::warn!(error = %status.message, code = status.code, "the cluster's API server failed a call");
+            RuntimeError::Unavailable(API_SERVER_AWAY.into())
+        }
         kube::Error::Api(status) => RuntimeError::Failed(format!("kubernetes: {}", status.message)),
-        other => RuntimeError::Busy(format!("the cluster's API server is unreachable: {other}")),
+        other => {
+            tracing::warn!(error = %other, "the cluster's API server is unreachable");
+            RuntimeError::Unavailable(API_SERVER_AWAY.into())
+        }
+    }
+}
+
+/// An error applying a desktop's objects: the cluster's admission refusing them (a
+/// ResourceQuota used up, a LimitRange's bounds, a policy) is a reason its user can act on.
+fn refused(e: kube::Error) -> RuntimeError {
+    match e {
+        kube::Error::Api(status) if status.code == 403 || status.code == 422 => {
+            RuntimeError::Unavailable(format!("the cluster refused this desktop: {}", status.message))
+        }
+        other => kube_error(other),
     }
 }
 
@@ -88,7 +117,15 @@ impl KubernetesRuntime {
                 .await
                 .map_err(|e| anyhow::anyhow!("no Kubernetes configuration found: {e}"))?,
         };
-        let client = kube::Client::try_from(config)?;
+        // Two clients: requests bounded in time; watches, whose reads wait for events, not.
+        let watch_client = kube::Client::try_from(config.clone())?;
+        let mut bounded = config;
+        bounded.connect_timeout = Some(CONNECT_TIMEOUT);
+        bounded.read_timeout = Some(REQUEST_TIMEOUT);
+        bounded.write_timeout = Some(REQUEST_TIMEOUT);
+        // Otherwise a pooled connection's idle time counts against the next request's reads.
+        bounded.reset_reader_on_write = true;
+        let client = kube::Client::try_from(bounded)?;
         let ns = settings.namespace.as_str();
         check_access(&client, ns).await?;
         let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
@@ -105,10 +142,10 @@ impl KubernetesRuntime {
             )
             .await
             .map_err(|e| anyhow::anyhow!("cannot apply the desktops' NetworkPolicy: {e}"))?;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let watched_pods: Api<Pod> = Api::namespaced(watch_client, ns);
         let (watched, writer) = reflector::store();
         let selector = objects::installation_selector(&settings.installation);
-        let stream = watcher(pods.clone(), watcher::Config::default().labels(&selector))
+        let stream = watcher(watched_pods.clone(), watcher::Config::default().labels(&selector))
             .default_backoff()
             .reflect(writer)
             .touched_objects();
@@ -118,7 +155,8 @@ impl KubernetesRuntime {
             .map_err(|_| anyhow::anyhow!("no answer from the cluster's API server watching Pods in {ns}"))?
             .map_err(|e| anyhow::anyhow!("watching Pods in {ns}: {e}"))?;
         Ok(KubernetesRuntime {
-            pods,
+            pods: Api::namespaced(client.clone(), ns),
+            watched_pods,
             secrets: Api::namespaced(client.clone(), ns),
             claims: Api::namespaced(client, ns),
             watched,
@@ -146,7 +184,7 @@ impl KubernetesRuntime {
         )
         .await
         .map(drop)
-        .map_err(kube_error)
+        .map_err(refused)
     }
 
     /// The desktop's agent token: its Secret's, made once with a new random token.
@@ -181,24 +219,41 @@ impl KubernetesRuntime {
         Ok(token)
     }
 
-    /// Deletes a desktop's Pod and waits until it is gone (its processes ended).
+    /// Deletes a desktop's Pod and waits until it is gone (its processes ended): at most
+    /// [`GONE_TIMEOUT`] after its deletion, whichever call asked for that.
     async fn delete_pod(&self, id: &str) -> Result<(), RuntimeError> {
         let name = objects::pod_name(id);
-        let uid = match self.pods.get_opt(&name).await.map_err(kube_error)? {
-            Some(pod) => pod.metadata.uid.unwrap_or_default(),
+        let (uid, deleting_since) = match self.pods.get_opt(&name).await.map_err(kube_error)? {
+            Some(pod) => (
+                pod.metadata.uid.unwrap_or_default(),
+                pod.metadata.deletion_timestamp.map(|t| t.0),
+            ),
             None => return Ok(()),
         };
-        match self.pods.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(e) if is_missing(&e) => return Ok(()),
-            Err(e) => return Err(kube_error(e)),
+        if deleting_since.is_none() {
+            match self.pods.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => return Ok(()),
+                Err(e) => return Err(kube_error(e)),
+            }
         }
-        let gone = await_condition(self.pods.clone(), &name, conditions::is_deleted(&uid));
-        match tokio::time::timeout(GONE_TIMEOUT, gone).await {
+        // A Pod whose node stopped answering is never confirmed gone: the wait is spent once,
+        // not again by every call that finds it still there.
+        let waited = deleting_since.map_or(0, |since| {
+            k8s_openapi::jiff::Timestamp::now()
+                .duration_since(since)
+                .as_secs()
+                .max(0)
+                .unsigned_abs()
+        });
+        let budget = GONE_TIMEOUT.saturating_sub(Duration::from_secs(waited));
+        let gone = await_condition(self.watched_pods.clone(), &name, conditions::is_deleted(&uid));
+        match tokio::time::timeout(budget, gone).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(RuntimeError::Busy(format!("waiting for Pod {name} to go: {e}"))),
-            Err(_) => Err(RuntimeError::Busy(format!(
-                "Pod {name} was not gone {} s after its deletion",
+            // Its node's kubelet confirms a deletion: a node that stopped answering never does.
+            Err(_) => Err(RuntimeError::Unavailable(format!(
+                "the desktop's Pod was not gone {} s after its deletion (its node may have stopped answering); try again later",
                 GONE_TIMEOUT.as_secs()
             ))),
         }
@@ -214,11 +269,16 @@ impl KubernetesRuntime {
 /// Refuses to start, naming the verb and resource, unless this gateway may do all it does.
 async fn check_access(client: &kube::Client, namespace: &str) -> anyhow::Result<()> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    // A server-side apply that makes an object is authorized as its `create` too: claims and
+    // the NetworkPolicy, only ever applied, need it.
     let needs: &[(&str, &[&str])] = &[
         ("pods", &["get", "list", "watch", "create", "patch", "delete"]),
         ("secrets", &["get", "create", "delete"]),
-        ("persistentvolumeclaims", &["get", "list", "patch", "delete"]),
-        ("networkpolicies", &["get", "patch"]),
+        (
+            "persistentvolumeclaims",
+            &["get", "list", "create", "patch", "delete"],
+        ),
+        ("networkpolicies", &["get", "create", "patch"]),
     ];
     for (resource, verbs) in needs {
         let group = if *resource == "networkpolicies" {
@@ -268,7 +328,7 @@ impl Runtime for KubernetesRuntime {
         self.apply(&self.claims, &objects::claim_name(&spec.id), &desktop.claim())
             .await?;
         self.apply(&self.pods, &name, &desktop.pod()).await?;
-        let settled = await_condition(self.pods.clone(), &name, |pod: Option<&Pod>| {
+        let settled = await_condition(self.watched_pods.clone(), &name, |pod: Option<&Pod>| {
             pod.is_some_and(|p| state::of(p).is_settled())
         });
         let outcome = match tokio::time::timeout(READY_TIMEOUT, settled).await {
@@ -335,11 +395,27 @@ impl Runtime for KubernetesRuntime {
         true
     }
 
-    async fn is_alive(&self, id: &str) -> bool {
-        matches!(
-            self.watched_state(id),
-            Some(PodState::Ready { .. } | PodState::Pending(_))
-        )
+    async fn ended(&self, id: &str) -> Option<String> {
+        let state = match self.watched_state(id) {
+            Some(state @ (PodState::Ready { .. } | PodState::Pending(_))) => state,
+            // Not in the watch's cache (not yet synced, or gone), or ended there (perhaps a
+            // previous run's Pod the watch has not yet seen replaced): only the API server's
+            // own answer tells.
+            _ => match self.pods.get_opt(&objects::pod_name(id)).await {
+                Ok(Some(pod)) => state::of(&pod),
+                Ok(None) => return Some("its Pod was deleted outside the gateway".into()),
+                Err(e) => {
+                    tracing::debug!(desktop = id, error = %e, "cannot ask the cluster whether a desktop runs");
+                    return None;
+                }
+            },
+        };
+        match state {
+            PodState::Ready { .. } | PodState::Pending(_) => None,
+            PodState::Ended(why) => Some(why),
+            PodState::ImageMissing(why) => Some(format!("its image cannot be pulled: {why}")),
+            PodState::Unschedulable(why) => Some(format!("no node has room for it: {why}")),
+        }
     }
 
     async fn found(&self) -> Result<Vec<Found>, RuntimeError> {

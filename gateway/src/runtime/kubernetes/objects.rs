@@ -19,6 +19,9 @@ pub const DESKTOP_NAME: &str = "orgo-desktop";
 pub const GATEWAY_NAME: &str = "orgo-gateway";
 /// The desktop image's user.
 const DESKTOP_UID: i64 = 1000;
+/// How long a desktop's Pod stays bound to a node that stopped answering before the cluster
+/// evicts it (the API server's default is 300 s): its user learns sooner that it is gone.
+const NODE_LOST_SECONDS: i64 = 30;
 /// The largest `/tmp` (a memory emptyDir, so it counts against the desktop's memory).
 const TMP_SIZE: &str = "1Gi";
 /// Where egress is refused: the private, carrier-grade NAT and link-local (cloud metadata)
@@ -119,6 +122,20 @@ impl Desktop<'_> {
                 // The pause process becomes PID 1 and reaps what the desktop orphans.
                 "shareProcessNamespace": true,
                 "terminationGracePeriodSeconds": 5,
+                "tolerations": [
+                    {
+                        "key": "node.kubernetes.io/unreachable",
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": NODE_LOST_SECONDS,
+                    },
+                    {
+                        "key": "node.kubernetes.io/not-ready",
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": NODE_LOST_SECONDS,
+                    },
+                ],
                 "securityContext": {
                     "runAsNonRoot": true,
                     "runAsUser": DESKTOP_UID,
@@ -263,6 +280,12 @@ mod tests {
                     "enableServiceLinks": false,
                     "shareProcessNamespace": true,
                     "terminationGracePeriodSeconds": 5,
+                    "tolerations": [
+                        { "key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                          "effect": "NoExecute", "tolerationSeconds": 30 },
+                        { "key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                          "effect": "NoExecute", "tolerationSeconds": 30 },
+                    ],
                     "securityContext": {
                         "runAsNonRoot": true,
                         "runAsUser": 1000,

@@ -33,9 +33,21 @@ const IMAGE_REASONS: &[&str] = &[
     "InvalidImageName",
 ];
 
+/// A terminated container's reason in a user's words (the kubelet's term first).
+fn ended_because(reason: &str) -> String {
+    match reason {
+        "OOMKilled" => crate::runtime::OOM_KILLED.into(),
+        other => format!("its container ended: {other}"),
+    }
+}
+
 pub fn of(pod: &Pod) -> PodState {
     if pod.metadata.deletion_timestamp.is_some() {
-        return PodState::Ended("it is being deleted".into());
+        // The gateway's own deletions happen while the desktop is stopping; one that finds a
+        // running desktop was the cluster's (an eviction, its node lost) or someone else's.
+        return PodState::Ended(
+            "its Pod is being deleted (evicted, its node lost, or deleted outside the gateway)".into(),
+        );
     }
     let Some(status) = &pod.status else {
         return PodState::Pending("no status yet".into());
@@ -47,10 +59,14 @@ pub fn of(pod: &Pod) -> PodState {
             .iter()
             .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
             .find_map(|t| t.reason.clone());
-        let why = terminated
-            .or_else(|| status.reason.clone())
-            .or_else(|| status.message.clone())
-            .unwrap_or_else(|| phase.to_string());
+        let why = match (terminated, &status.reason, &status.message) {
+            (Some(reason), _, _) => ended_because(&reason),
+            (None, Some(reason), Some(message)) => format!("{reason}: {message}"),
+            (None, Some(reason), None) => reason.clone(),
+            (None, None, _) if phase == "Unknown" => "its node stopped answering".into(),
+            (None, None, Some(message)) => message.clone(),
+            (None, None, None) => format!("its Pod's phase is {phase}"),
+        };
         return PodState::Ended(why);
     }
     for c in containers {
@@ -66,7 +82,7 @@ pub fn of(pod: &Pod) -> PodState {
             );
         }
         if let Some(terminated) = &state.terminated {
-            return PodState::Ended(terminated.reason.clone().unwrap_or_else(|| "exited".into()));
+            return PodState::Ended(ended_because(terminated.reason.as_deref().unwrap_or("exited")));
         }
     }
     let conditions = status.conditions.as_deref().unwrap_or_default();
@@ -126,13 +142,16 @@ mod tests {
                 json!({ "phase": "Failed", "containerStatuses": [{ "name": "desktop", "image": "x", "imageID": "",
                         "ready": false, "restartCount": 0,
                         "state": { "terminated": { "exitCode": 137, "reason": "OOMKilled" } } }] }),
-                PodState::Ended("OOMKilled".into()),
+                PodState::Ended(crate::runtime::OOM_KILLED.into()),
             ),
             (
                 json!({ "phase": "Failed", "reason": "Evicted", "message": "low on memory" }),
-                PodState::Ended("Evicted".into()),
+                PodState::Ended("Evicted: low on memory".into()),
             ),
-            (json!({ "phase": "Unknown" }), PodState::Ended("Unknown".into())),
+            (
+                json!({ "phase": "Unknown" }),
+                PodState::Ended("its node stopped answering".into()),
+            ),
         ];
         for (status, want) in cases {
             assert_eq!(of(&pod(status.clone())), want, "{status}");
@@ -140,7 +159,12 @@ mod tests {
         let mut deleting = pod(json!({ "phase": "Running" }));
         deleting.metadata.deletion_timestamp =
             Some(serde_json::from_value(json!("2026-11-30T12:00:00Z")).unwrap());
-        assert_eq!(of(&deleting), PodState::Ended("it is being deleted".into()));
+        assert_eq!(
+            of(&deleting),
+            PodState::Ended(
+                "its Pod is being deleted (evicted, its node lost, or deleted outside the gateway)".into()
+            )
+        );
         assert!(!PodState::Pending(String::new()).is_settled());
         assert!(PodState::Ended(String::new()).is_settled());
     }

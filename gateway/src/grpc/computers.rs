@@ -1,0 +1,167 @@
+//! `orgo.v1.Computers`: the lifecycle of the caller's computers over gRPC, through the same
+//! functions as REST's `/api/computers` routes (checks, plan limits, turns and sentences).
+
+use tonic::{Request, Response, Status};
+
+use orgo_proto::lifecycle as pb;
+
+use super::caller;
+use super::status::status;
+use crate::api::computers::create_computer;
+use crate::api::viewers::{issue_token, ttl, viewer_mode};
+use crate::api::wire::CreateComputer;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{Account, Computer};
+use crate::token::Mode;
+
+type Answer<T> = Result<Response<T>, Status>;
+
+pub struct Computers {
+    state: AppState,
+}
+
+impl Computers {
+    pub fn new(state: AppState) -> Self {
+        Computers { state }
+    }
+
+    fn computer(&self, c: &Computer) -> pb::Computer {
+        pb::Computer {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            workspace_id: c.project_id.clone(),
+            status: c.status.as_str().into(),
+            status_reason: c.ended.clone().unwrap_or_default(),
+            ram_gb: c.ram_gb,
+            cpu: c.cpu,
+            url: self.state.links.url(c),
+            created_at: c.created_at,
+            screen_width: self.state.config.screen_width,
+            screen_height: self.state.config.screen_height,
+        }
+    }
+
+    /// The caller's computer a request names.
+    async fn find(&self, request: Request<pb::ComputerRef>) -> Result<(Account, Computer), Status> {
+        let account = caller(&self.state, request.metadata()).await?;
+        let computer = self
+            .state
+            .desktops
+            .find(&account.id, &request.into_inner().computer)
+            .await
+            .map_err(status)?;
+        Ok((account, computer))
+    }
+}
+
+/// A token's lifetime from gRPC's 0-means-default seconds.
+fn ttl_of(seconds: u32) -> Result<i64, ApiError> {
+    ttl((seconds != 0).then_some(f64::from(seconds)))
+}
+
+#[tonic::async_trait]
+impl pb::computers_server::Computers for Computers {
+    async fn create(&self, request: Request<pb::CreateRequest>) -> Answer<pb::Computer> {
+        let account = caller(&self.state, request.metadata()).await?;
+        let r = request.into_inner();
+        let asked = CreateComputer {
+            workspace_id: (!r.workspace_id.is_empty()).then_some(r.workspace_id),
+            name: (!r.name.is_empty()).then_some(r.name),
+            ram: (r.ram_gb != 0).then_some(f64::from(r.ram_gb)),
+            cpu: (r.cpu != 0.0).then_some(r.cpu),
+            ..Default::default()
+        };
+        let computer = create_computer(&self.state, &account, asked).await?;
+        Ok(Response::new(self.computer(&computer)))
+    }
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Answer<pb::ListResponse> {
+        let account = caller(&self.state, request.metadata()).await?;
+        let workspace = request.into_inner().workspace_id;
+        let store = &self.state.store;
+        let computers = if workspace.is_empty() {
+            store.computers_of_account(&account.id).await.map_err(status)?
+        } else {
+            let project = store
+                .project(&account.id, &workspace)
+                .await
+                .map_err(status)?
+                .ok_or_else(|| status(ApiError::NotFound(format!("workspace {workspace:?} not found"))))?;
+            store
+                .computers_of_project(&account.id, &project.id)
+                .await
+                .map_err(status)?
+        };
+        Ok(Response::new(pb::ListResponse {
+            computers: computers.iter().map(|c| self.computer(c)).collect(),
+        }))
+    }
+
+    async fn get(&self, request: Request<pb::ComputerRef>) -> Answer<pb::Computer> {
+        let (_, computer) = self.find(request).await?;
+        Ok(Response::new(self.computer(&computer)))
+    }
+
+    async fn start(&self, request: Request<pb::ComputerRef>) -> Answer<pb::Computer> {
+        let (account, mut computer) = self.find(request).await?;
+        self.state
+            .desktops
+            .start(&account, &mut computer)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.computer(&computer)))
+    }
+
+    async fn stop(&self, request: Request<pb::ComputerRef>) -> Answer<pb::Computer> {
+        let (_, mut computer) = self.find(request).await?;
+        self.state.desktops.stop(&mut computer).await.map_err(status)?;
+        Ok(Response::new(self.computer(&computer)))
+    }
+
+    async fn restart(&self, request: Request<pb::ComputerRef>) -> Answer<pb::Computer> {
+        let (account, mut computer) = self.find(request).await?;
+        self.state
+            .desktops
+            .restart(&account, &mut computer)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.computer(&computer)))
+    }
+
+    async fn delete(&self, request: Request<pb::ComputerRef>) -> Answer<pb::DeleteResponse> {
+        let (_, computer) = self.find(request).await?;
+        self.state.desktops.delete(&computer).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteResponse { id: computer.id }))
+    }
+
+    async fn create_viewer_token(&self, request: Request<pb::ViewerTokenRequest>) -> Answer<pb::Token> {
+        let account = caller(&self.state, request.metadata()).await?;
+        let r = request.into_inner();
+        let mode = viewer_mode((!r.mode.is_empty()).then_some(r.mode.as_str()))?;
+        let ttl = ttl_of(r.ttl_seconds)?;
+        let (computer, grant, token) = issue_token(&self.state, &account, &r.computer, mode, ttl).await?;
+        Ok(Response::new(pb::Token {
+            url: self.state.links.viewer_url(&computer, &token),
+            token,
+            expires_at: grant.expires_at,
+            computer: computer.id,
+            mode: mode.as_str().into(),
+        }))
+    }
+
+    async fn create_desktop_token(&self, request: Request<pb::DesktopTokenRequest>) -> Answer<pb::Token> {
+        let account = caller(&self.state, request.metadata()).await?;
+        let r = request.into_inner();
+        let ttl = ttl_of(r.ttl_seconds)?;
+        let (computer, grant, token) =
+            issue_token(&self.state, &account, &r.computer, Mode::Desktop, ttl).await?;
+        Ok(Response::new(pb::Token {
+            token,
+            expires_at: grant.expires_at,
+            computer: computer.id,
+            url: String::new(),
+            mode: Mode::Desktop.as_str().into(),
+        }))
+    }
+}
