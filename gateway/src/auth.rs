@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::Account;
+use crate::store::{Account, Computer};
 
 const PREFIX: &str = "orgo_";
 
@@ -58,27 +58,65 @@ pub fn take_rate(state: &AppState, bucket: &str, account: &Account) -> Result<()
     state.limiter.take(bucket, rate).map_err(ApiError::RateLimited)
 }
 
-/// The account behind a presented key, or why not.
-pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Account, ApiError> {
+/// The caller behind a presented key, or why not.
+pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, ApiError> {
     authenticate_key(state, bearer(header)?).await
 }
 
-/// The account behind an API key, its request rate taken, or why not.
-pub async fn authenticate_key(state: &AppState, key: &str) -> Result<Account, ApiError> {
+/// The caller behind an API key, its request rate taken, or why not.
+pub async fn authenticate_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
     let invalid = || ApiError::Unauthorized("invalid or revoked API key".into());
     let id = key_id(key).ok_or_else(invalid)?;
-    let (stored, account_id) = state.store.live_key(id).await?.ok_or_else(invalid)?;
+    let live = state.store.live_key(id).await?.ok_or_else(invalid)?;
     let presented = Sha256::digest(key.as_bytes());
-    if !bool::from(presented.as_slice().ct_eq(&stored)) {
+    if !bool::from(presented.as_slice().ct_eq(&live.hash)) {
         return Err(invalid());
     }
-    let account = state.store.account(&account_id).await?.ok_or_else(invalid)?;
+    let account = state.store.account(&live.account).await?.ok_or_else(invalid)?;
     take_rate(state, id, &account)?;
-    Ok(account)
+    Ok(Caller {
+        account,
+        workspace: live.workspace,
+    })
 }
 
-/// The authenticated caller.
-pub struct Caller(pub Account);
+/// The authenticated caller: an account, and the one workspace its key is limited to, if it
+/// is (Orgo's workspace-scoped keys).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub account: Account,
+    pub workspace: Option<String>,
+}
+
+impl Caller {
+    /// The caller's whole account (a key that is not workspace-scoped).
+    pub fn of_account(account: Account) -> Caller {
+        Caller {
+            account,
+            workspace: None,
+        }
+    }
+
+    /// Whether the key may reach workspace `project` (a project id): 403
+    /// `workspace_scope_mismatch` naming both workspaces when it is limited to another.
+    pub fn reaches(&self, project: &str) -> Result<(), ApiError> {
+        match &self.workspace {
+            Some(own) if own != project => Err(ApiError::ScopeMismatch {
+                key_workspace: own.clone(),
+                target_workspace: project.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The caller's computer `id_or_name`, in reach of its key: another account's is not
+    /// found, exactly like a missing one; another workspace's of its own account is a 403.
+    pub async fn computer(&self, state: &AppState, id_or_name: &str) -> Result<Computer, ApiError> {
+        let computer = state.desktops.find(&self.account.id, id_or_name).await?;
+        self.reaches(&computer.project_id)?;
+        Ok(computer)
+    }
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -88,7 +126,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        authenticate(state, header).await.map(Caller)
+        authenticate(state, header).await
     }
 }
 

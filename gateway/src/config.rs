@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::{Computer, Resolution};
+
 /// Limits of one plan. Only running desktops count against them.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -21,10 +23,18 @@ pub struct Plan {
     /// API requests per second per key (bursts up to twice as many pass).
     #[serde(default = "default_rate")]
     pub requests_per_second: u32,
+    /// The largest home of one desktop, in GiB (`disk_size_gb` at create and resize), and of
+    /// one file written into it.
+    #[serde(default = "default_max_disk")]
+    pub max_disk_gb: u32,
 }
 
 fn default_idle() -> u64 {
     1800
+}
+
+fn default_max_disk() -> u32 {
+    64
 }
 
 fn default_rate() -> u32 {
@@ -137,7 +147,7 @@ pub struct Config {
     pub docker_transport: DockerTransport,
     /// How the local runtime contains its desktops.
     pub local_sandbox: LocalSandbox,
-    /// The size limit of each local desktop's home, in GiB.
+    /// The home size of a desktop whose create names none (`disk_size_gb`), in GiB.
     pub disk_size_gb: u32,
     /// How long the viewer token inside each answer's `url` lasts, in seconds.
     pub viewer_link_seconds: i64,
@@ -161,6 +171,7 @@ impl Default for Config {
             max_cpu: 4,
             idle_stop_seconds: default_idle(),
             requests_per_second: default_rate(),
+            max_disk_gb: 20,
         };
         let pro = Plan {
             max_desktops: 10,
@@ -168,6 +179,7 @@ impl Default for Config {
             max_cpu: 32,
             idle_stop_seconds: 3600,
             requests_per_second: 500,
+            max_disk_gb: default_max_disk(),
         };
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
@@ -339,14 +351,42 @@ impl Config {
                 );
             }
         }
-        if !(320..=7680).contains(&self.screen_width) || !(240..=4320).contains(&self.screen_height) {
-            anyhow::bail!(
-                "screen {}x{} is out of range",
-                self.screen_width,
-                self.screen_height
-            );
+        Resolution::new(self.screen_width, self.screen_height)
+            .map_err(|e| anyhow::anyhow!("screen_width/screen_height: {e}"))?;
+        if !(1..=1024).contains(&self.disk_size_gb) {
+            anyhow::bail!("disk_size_gb must be 1 to 1024, not {}", self.disk_size_gb);
         }
         Ok(())
+    }
+
+    /// The screen a desktop gets when its create names none (`screen_width`×`screen_height`).
+    pub fn screen(&self) -> Resolution {
+        Resolution {
+            width: self.screen_width,
+            height: self.screen_height,
+            depth: 24,
+        }
+    }
+
+    /// A computer's screen: its own, or the configured one for a computer recorded before
+    /// screens were.
+    pub fn resolution_of(&self, c: &Computer) -> Resolution {
+        c.resolution.unwrap_or_else(|| self.screen())
+    }
+
+    /// A computer's home size in GiB: its own, or the configured one.
+    pub fn disk_gb_of(&self, c: &Computer) -> u32 {
+        c.disk_gb.unwrap_or(self.disk_size_gb)
+    }
+
+    /// How long a computer may go without API activity before it is stopped: its own
+    /// `auto_stop_minutes` (0 never), else its plan's idle time; None never.
+    pub fn auto_stop(&self, c: &Computer, plan: &str) -> Option<Duration> {
+        match c.auto_stop_minutes {
+            Some(0) => None,
+            Some(minutes) => Some(Duration::from_secs(u64::from(minutes) * 60)),
+            None => self.idle_stop(plan),
+        }
     }
 
     pub fn plan(&self, name: &str) -> Option<&Plan> {

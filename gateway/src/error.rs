@@ -22,6 +22,15 @@ pub enum ApiError {
     PlanLimit(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A workspace-scoped key used on another workspace's resource (Orgo's
+    /// `workspace_scope_mismatch`).
+    #[error(
+        "this API key is limited to workspace {key_workspace}; the resource is in workspace {target_workspace}"
+    )]
+    ScopeMismatch {
+        key_workspace: String,
+        target_workspace: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -56,7 +65,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::PlanLimit(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PlanLimit(_) | ApiError::Forbidden(_) | ApiError::ScopeMismatch { .. } => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::NotRunning(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,6 +107,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Busy(d) => ApiError::NotReady(d),
             RuntimeError::Unavailable(m) => ApiError::Unavailable(m),
             RuntimeError::Failed(d) => ApiError::Internal(d),
+            RuntimeError::Unsupported(m) => ApiError::Conflict(m),
         }
     }
 }
@@ -167,7 +179,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = self.sentence();
-        let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+        let body = match &self {
+            ApiError::ScopeMismatch {
+                key_workspace,
+                target_workspace,
+            } => serde_json::json!({
+                "error": message,
+                "code": "workspace_scope_mismatch",
+                "key_workspace_id": key_workspace,
+                "target_workspace_id": target_workspace,
+            }),
+            _ => serde_json::json!({ "error": message }),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
         let retry_after = match self {
             ApiError::RateLimited(wait) => Some(retry_after_secs(wait)),
             ApiError::StoreUnavailable(_) => Some(1),

@@ -103,12 +103,14 @@ pub async fn build_state_with(config: Config, runtime: Arc<dyn Runtime>) -> anyh
     })
 }
 
-/// Creates an account (or moves it to `plan`) and a new key; answers the key.
+/// Creates an account (or moves it to `plan`) and a new key, limited to the account's
+/// workspace `workspace` (an id or name, which must exist) if given; answers the key.
 pub async fn create_key(
     store: &dyn Store,
     config: &Config,
     account: &str,
     plan: Option<&str>,
+    workspace: Option<&str>,
 ) -> anyhow::Result<String> {
     let plan = plan.unwrap_or(&config.default_plan);
     if account.starts_with('_') {
@@ -124,7 +126,19 @@ pub async fn create_key(
         );
     }
     let account = store.ensure_account(account, plan, &desktops::new_id()).await?;
+    let workspace = match workspace {
+        None => None,
+        Some(w) => Some(
+            store
+                .project(&account.id, w)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("account {:?} has no workspace {w:?}", account.name))?
+                .id,
+        ),
+    };
     let (id, key, hash) = auth::generate();
-    store.insert_key(&id, &account.id, &hash).await?;
+    store
+        .insert_key(&id, &account.id, &hash, workspace.as_deref())
+        .await?;
     Ok(key)
 }

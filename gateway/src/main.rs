@@ -46,8 +46,12 @@ enum KeysCmd {
         account: String,
         #[arg(long)]
         plan: Option<String>,
+        /// Limit the key to one workspace of the account (its id or name): other workspaces'
+        /// resources answer 403 `workspace_scope_mismatch`.
+        #[arg(long)]
+        workspace: Option<String>,
     },
-    /// List keys: id, account, created, revoked.
+    /// List keys: id, account, created, revoked, workspace (`-`: the whole account).
     List,
     /// Revoke a key by id (the part after `orgo_`, before the second `_`).
     Revoke { id: String },
@@ -92,19 +96,31 @@ async fn keys(command: KeysCmd, config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let store = orgo_gateway::store::open(config.database_url.as_deref(), &config.db_path()).await?;
     match command {
-        KeysCmd::Create { account, plan } => {
-            let key = orgo_gateway::create_key(store.as_ref(), &config, &account, plan.as_deref()).await?;
+        KeysCmd::Create {
+            account,
+            plan,
+            workspace,
+        } => {
+            let key = orgo_gateway::create_key(
+                store.as_ref(),
+                &config,
+                &account,
+                plan.as_deref(),
+                workspace.as_deref(),
+            )
+            .await?;
             println!("created a key for account {account:?}; it is shown only once:");
             println!("{key}");
         }
         KeysCmd::List => {
             for k in store.list_keys().await? {
                 println!(
-                    "{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}",
                     k.id,
                     k.account,
                     k.created_at,
-                    if k.revoked { "revoked" } else { "live" }
+                    if k.revoked { "revoked" } else { "live" },
+                    k.workspace.as_deref().unwrap_or("-")
                 );
             }
         }

@@ -332,6 +332,9 @@ mod tests {
             agent: None,
             generation: 1,
             ended: None,
+            disk_gb: None,
+            resolution: None,
+            auto_stop_minutes: None,
         };
         let (_, text) = metrics.render(Some(&[stopped]));
         assert!(text.contains("# TYPE orgo_desktops gauge\n"), "{text}");

@@ -404,6 +404,9 @@ async fn every_route_validates_before_touching_a_desktop() {
             agent: None,
             generation: 0,
             ended: None,
+            disk_gb: None,
+            resolution: None,
+            auto_stop_minutes: None,
         })
         .await
         .unwrap();

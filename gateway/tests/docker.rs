@@ -588,7 +588,7 @@ async fn a_docker_pool_outlives_its_gateway_and_hands_out_running_containers() {
         first,
         "adopted, not made again"
     );
-    let key = orgo_gateway::create_key(again.store.as_ref(), &again.config, "docker-pool", None)
+    let key = orgo_gateway::create_key(again.store.as_ref(), &again.config, "docker-pool", None, None)
         .await
         .unwrap();
     let resp = orgo_gateway::app(again.clone())

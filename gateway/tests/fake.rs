@@ -271,9 +271,15 @@ async fn plans_cap_running_desktops_ram_and_cpu() {
     );
 
     // Another plan, other limits: pro takes three desktops of 4 GB.
-    let carol = orgo_gateway::create_key(gw.state.store.as_ref(), &gw.state.config, "carol", Some("pro"))
-        .await
-        .unwrap();
+    let carol = orgo_gateway::create_key(
+        gw.state.store.as_ref(),
+        &gw.state.config,
+        "carol",
+        Some("pro"),
+        None,
+    )
+    .await
+    .unwrap();
     for _ in 0..3 {
         let p = gw
             .ok(
@@ -343,8 +349,16 @@ async fn another_accounts_things_are_404_like_missing_ones_and_reach_no_agent() 
         let theirs = concrete(template, &ws_id, &id, "mine", &file);
         let missing = concrete(template, &no_ws, &no_id, "nothing", &no_file);
         let body = Some(acting_body(template));
-        let (status, v) = gw.send(method, &theirs, Some(&stranger), body.clone()).await;
-        let (missing_status, m) = gw.send(method, &missing, Some(&stranger), body).await;
+        let (status, mut v) = gw.send(method, &theirs, Some(&stranger), body.clone()).await;
+        let (missing_status, mut m) = gw.send(method, &missing, Some(&stranger), body).await;
+        // Each answer has its own request id; the rest must be the same.
+        for answer in [&mut v, &mut m] {
+            let id = answer.as_object_mut().and_then(|o| o.remove("request_id"));
+            assert!(
+                id.is_some_and(|id| id.is_string()),
+                "{method} {template}: no request_id"
+            );
+        }
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {theirs}: {v}");
         assert_eq!(missing_status, StatusCode::NOT_FOUND, "{method} {missing}: {m}");
         let as_theirs = m
@@ -563,8 +577,8 @@ async fn actions_reach_the_agent_as_the_requests_they_promise() {
         (
             "bash",
             json!({"command": "echo hi"}),
-            exec(bash, "echo hi", 30_000),
-            json!({"success": true, "exit_code": 0, "error": null}),
+            exec(bash, "echo hi", 200_000),
+            json!({"success": true, "exit_code": 0, "error": null, "action": "bash", "command": "echo hi"}),
         ),
         (
             "bash",
@@ -599,7 +613,10 @@ async fn actions_reach_the_agent_as_the_requests_they_promise() {
     let waited = gw
         .ok("POST", &format!("{c}/wait"), &key, Some(json!({"duration": 0})))
         .await;
-    assert_eq!(waited, json!({"success": true, "duration": 0.0}));
+    assert_eq!(
+        waited,
+        json!({"success": true, "duration": 0.0, "action": "wait", "details": {"seconds": 0.0}})
+    );
 
     let cursor = gw.ok("GET", &format!("{c}/cursor"), &key, None).await;
     assert_eq!(cursor, json!({"success": true, "x": 7, "y": 0}));
@@ -725,8 +742,9 @@ async fn exec_answers_become_the_api_fields() {
     assert_eq!(
         v,
         json!({
-            "success": false, "output": "out\nerr\n", "error": "err\n", "stdout": "out\n",
-            "stderr": "err\n", "exit_code": 3, "timed_out": false, "truncated": true, "duration_ms": 12,
+            "success": false, "output": "out\nerr\n", "error": "err\n", "error_type": null, "stdout": "out\n",
+            "stderr": "err\n", "exit_code": 3, "timeout": false, "timed_out": false, "truncated": true,
+            "duration_ms": 12, "action": "bash", "command": "x", "details": {},
         })
     );
     let v = gw

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::postgres::Cluster;
-use orgo_gateway::store::{self, Computer, Kept, Project, Status, Store, StoreError};
+use orgo_gateway::store::{self, Computer, Kept, Project, Resolution, Status, Store, StoreError};
 
 /// Two handles on one fresh SQLite file, opened together.
 async fn sqlite(tag: &str) -> (Arc<dyn Store>, Arc<dyn Store>) {
@@ -39,6 +39,9 @@ fn computer(id: &str, account: &str, project: &str, name: &str) -> Computer {
         agent: None,
         generation: 0,
         ended: None,
+        disk_gb: Some(10),
+        resolution: None,
+        auto_stop_minutes: None,
     }
 }
 
@@ -53,14 +56,15 @@ async fn records(a: &dyn Store, b: &dyn Store) {
         "same account, plan moved"
     );
     let bob = b.ensure_account("bob", "free", "acct-b").await.unwrap();
-    a.insert_key("k1", &alice.id, b"hash").await.unwrap();
+    a.insert_key("k1", &alice.id, b"hash", None).await.unwrap();
+    let live = b.live_key("k1").await.unwrap().unwrap();
     assert_eq!(
-        b.live_key("k1").await.unwrap(),
-        Some((b"hash".to_vec(), alice.id.clone()))
+        (live.hash, live.account, live.workspace),
+        (b"hash".to_vec(), alice.id.clone(), None)
     );
     assert!(b.revoke_key("k1").await.unwrap());
     assert!(!a.revoke_key("k1").await.unwrap(), "revoked once");
-    assert_eq!(a.live_key("k1").await.unwrap(), None);
+    assert!(a.live_key("k1").await.unwrap().is_none());
     let keys = a.list_keys().await.unwrap();
     assert_eq!(
         (keys.len(), keys[0].revoked, keys[0].account.as_str()),
@@ -100,7 +104,7 @@ async fn records(a: &dyn Store, b: &dyn Store) {
         "a NUL finds nothing"
     );
     assert_eq!(b.computer(&alice.id, "\0").await.unwrap(), None);
-    assert_eq!(b.live_key("k\0").await.unwrap(), None);
+    assert!(b.live_key("k\0").await.unwrap().is_none());
     assert_eq!(a.projects(&bob.id).await.unwrap().len(), 1);
 
     let c = computer("c1", &alice.id, "p1", "desk");
@@ -118,6 +122,68 @@ async fn records(a: &dyn Store, b: &dyn Store) {
         vec![c.clone()]
     );
     assert_eq!(b.computers_of_account(&bob.id).await.unwrap(), vec![]);
+
+    // Today's fields: a key limited to a workspace; a computer's screen, home and idle time,
+    // set at insert and changed later; a move between workspaces of one account only.
+    a.insert_key("k2", &alice.id, b"hash2", Some("p1")).await.unwrap();
+    let scoped = b.live_key("k2").await.unwrap().unwrap();
+    assert_eq!(scoped.workspace.as_deref(), Some("p1"));
+    assert_eq!(
+        b.list_keys()
+            .await
+            .unwrap()
+            .iter()
+            .find(|k| k.id == "k2")
+            .unwrap()
+            .workspace
+            .as_deref(),
+        Some("p1")
+    );
+    let shaped = Computer {
+        resolution: Some(Resolution::parse("1024x768x24").unwrap()),
+        auto_stop_minutes: Some(0),
+        ..computer("c9", &alice.id, "p1", "shaped")
+    };
+    a.insert_computer(&shaped).await.unwrap();
+    assert_eq!(b.computer(&alice.id, "c9").await.unwrap(), Some(shaped.clone()));
+    b.set_auto_stop("c9", Some(15)).await.unwrap();
+    b.set_size("c9", 8, 2.0, 20).await.unwrap();
+    let changed = a.computer(&alice.id, "c9").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            changed.auto_stop_minutes,
+            changed.ram_gb,
+            changed.cpu,
+            changed.disk_gb
+        ),
+        (Some(15), 8, 2.0, Some(20))
+    );
+    a.insert_project(&Project {
+        id: "p4".into(),
+        name: "other".into(),
+        ..project.clone()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !b.move_computer(&alice.id, "c9", "p3").await.unwrap(),
+        "bob's workspace"
+    );
+    assert!(
+        !b.move_computer(&alice.id, "c9", "p\0").await.unwrap(),
+        "a NUL finds nothing"
+    );
+    assert!(
+        !b.move_computer(&bob.id, "c9", "p3").await.unwrap(),
+        "alice's computer"
+    );
+    assert!(b.move_computer(&alice.id, "c9", "p4").await.unwrap());
+    assert_eq!(
+        a.computer(&alice.id, "c9").await.unwrap().unwrap().project_id,
+        "p4"
+    );
+    a.delete_computer("c9").await.unwrap();
+    a.delete_project(&alice.id, "p4").await.unwrap();
 
     // A run: running with its agent, a stop clears the agent and counts, activity keeps
     // the latest of what replicas write.

@@ -69,14 +69,30 @@ pub fn repeat(n: u32) -> Result<u32, Invalid> {
 #[derive(Debug, Deserialize)]
 struct TypeText {
     text: String,
+    #[serde(default)]
+    delay_ms: Option<f64>,
 }
 
-/// `{"text"}`.
+/// `{"text", "delay_ms"? (a pause after each character, ms; 0 or absent: as fast as the X
+/// server takes it)}`.
 pub(super) fn type_text(input: Input<'_>, _: &Screen) -> Result<Action, Invalid> {
     let t: TypeText = parse_body(input.body)?;
+    let text = typeable(t.text)?;
+    let delay = match t.delay_ms {
+        None => Duration::ZERO,
+        Some(ms) if ms.is_finite() && ms >= 0.0 && ms <= MAX_TYPE_DELAY.as_millis() as f64 => {
+            Duration::from_secs_f64(ms / 1000.0)
+        }
+        Some(ms) => {
+            return Err(Invalid(format!(
+                "delay_ms must be from 0 to {} ms, not {ms}",
+                MAX_TYPE_DELAY.as_millis()
+            )));
+        }
+    };
     Ok(Action::Type {
-        text: typeable(t.text)?,
-        delay: Duration::ZERO,
+        delay: type_delay(&text, delay)?,
+        text,
     })
 }
 

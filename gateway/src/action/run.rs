@@ -20,10 +20,10 @@ pub fn source(source: String) -> Result<String, Invalid> {
 }
 
 impl Program {
-    /// The timeout of a run that names none: 30 s for bash, 10 s for Python.
+    /// The timeout of a run that names none: 200 s for bash, 10 s for Python (Orgo's).
     pub fn default_timeout(self) -> f64 {
         match self {
-            Program::Bash => 30.0,
+            Program::Bash => 200.0,
             Program::Python => 10.0,
         }
     }
@@ -93,7 +93,7 @@ struct Bash {
     timeout: Option<f64>,
 }
 
-/// `{"command", "timeout"? (seconds, 30)}`.
+/// `{"command", "timeout"? (seconds, 200)}`.
 pub(super) fn bash(input: Input<'_>, _: &Screen) -> Result<Action, Invalid> {
     let b: Bash = parse_body(input.body)?;
     Ok(Action::Run {
@@ -124,14 +124,24 @@ pub(super) fn python(input: Input<'_>, _: &Screen) -> Result<Action, Invalid> {
 
 #[derive(Debug, Deserialize)]
 struct Wait {
-    duration: f64,
+    #[serde(default)]
+    duration: Option<f64>,
+    #[serde(default)]
+    seconds: Option<f64>,
 }
 
-/// `{"duration"}`: seconds, 0 to 60.
+/// `{"duration"}` or `{"seconds"}` (Orgo's docs name the one, its service the other): seconds,
+/// 0 to 60.
 pub(super) fn wait(input: Input<'_>, _: &Screen) -> Result<Action, Invalid> {
     let w: Wait = parse_body(input.body)?;
-    seconds("duration", Some(w.duration), 0.0, MAX_WAIT, true)?;
-    Ok(Action::Wait { seconds: w.duration })
+    let (field, value) = match (w.duration, w.seconds) {
+        (Some(d), None) => ("duration", d),
+        (None, Some(s)) => ("seconds", s),
+        (Some(_), Some(_)) => return Err(Invalid("give duration or seconds, not both".into())),
+        (None, None) => return Err(Invalid("duration (or seconds) is required".into())),
+    };
+    seconds(field, Some(value), 0.0, MAX_WAIT, true)?;
+    Ok(Action::Wait { seconds: value })
 }
 
 #[cfg(test)]
@@ -149,7 +159,7 @@ mod tests {
             Ok(Action::Run {
                 program: Program::Bash,
                 source: "ls".into(),
-                timeout: Duration::from_secs(30),
+                timeout: Duration::from_secs(200),
                 options: RunOptions::default(),
             })
         );
@@ -193,8 +203,15 @@ mod tests {
             parse(wait, r#"{"duration": 0}"#),
             Ok(Action::Wait { seconds: 0.0 })
         );
+        assert_eq!(
+            parse(wait, r#"{"seconds": 1}"#),
+            Ok(Action::Wait { seconds: 1.0 })
+        );
         for body in [r#"{"duration": -1}"#, r#"{"duration": 61}"#, "{}"] {
             assert!(parse(wait, body).unwrap_err().contains("duration"), "{body}");
+        }
+        for body in [r#"{"seconds": 61}"#, r#"{"seconds": 1, "duration": 1}"#] {
+            assert!(parse(wait, body).unwrap_err().contains("seconds"), "{body}");
         }
     }
 }

@@ -12,7 +12,9 @@ use axum::routing::{MethodRouter, get, post};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::action::{ACTIONS, Form, Image, Input, Method, Outcome, Program, Ran};
+use crate::action::{
+    ACTIONS, Action, Button, Direction, Form, Image, Input, Method, Outcome, Press, Program, Ran,
+};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -32,24 +34,103 @@ pub fn routes() -> axum::Router<AppState> {
 
 fn route(form: &'static Form) -> MethodRouter<AppState> {
     let handler = move |State(state): State<AppState>,
-                        Caller(account): Caller,
+                        caller: Caller,
                         Path(id): Path<String>,
                         RawQuery(query): RawQuery,
                         body: Bytes| async move {
-        let computer = state.desktops.find(&account.id, &id).await?;
+        let computer = caller.computer(&state, &id).await?;
         let input = Input {
             body: &body,
             query: query.as_deref().unwrap_or(""),
         };
         // Parsed before the agent is looked up, so bad input never reaches it.
         let action = (form.parse)(input, &state.desktops.screen(&computer))?;
+        let echo = echo(&action);
         let outcome = state.desktops.act(&computer, action).await?;
-        Ok::<_, ApiError>(Json(answer(outcome)))
+        let mut answer = answer(outcome);
+        if let (Some((name, details)), Value::Object(map)) = (echo, &mut answer) {
+            map.insert("action".into(), json!(name));
+            map.extend(details);
+        }
+        Ok::<_, ApiError>(Json(answer))
     };
     match form.method {
         Method::Get => get(handler),
         Method::Post => post(handler),
     }
+}
+
+/// What today's Orgo answers echo of an action: its `action` name and the fields to add
+/// (`details`, and bash's `command`); none for screenshots and the cursor, which answer as
+/// they always did.
+fn echo(action: &Action) -> Option<(&'static str, serde_json::Map<String, Value>)> {
+    let button = |b: &Button| match b {
+        Button::Left => "left",
+        Button::Right => "right",
+        Button::Middle => "middle",
+    };
+    let (name, details) = match action {
+        Action::Screenshot(_) | Action::Cursor => return None,
+        Action::Click { at, button: b, count } => (
+            "click",
+            json!({ "x": at.map(|p| p.x), "y": at.map(|p| p.y), "button": button(b), "double": *count == 2, "count": count }),
+        ),
+        Action::Move { to } => ("move", json!({ "x": to.x, "y": to.y })),
+        Action::Button { at, button: b, down } => (
+            if *down { "mouse_down" } else { "mouse_up" },
+            json!({ "x": at.map(|p| p.x), "y": at.map(|p| p.y), "button": button(b) }),
+        ),
+        Action::Drag { path, .. } => {
+            let (start, end) = (path.first(), path.last());
+            (
+                "drag",
+                json!({
+                    "start_x": start.map(|p| p.x), "start_y": start.map(|p| p.y),
+                    "end_x": end.map(|p| p.x), "end_y": end.map(|p| p.y),
+                }),
+            )
+        }
+        Action::Scroll {
+            at,
+            direction,
+            amount,
+        } => {
+            let direction = match direction {
+                Direction::Up => "up",
+                Direction::Down => "down",
+                Direction::Left => "left",
+                Direction::Right => "right",
+            };
+            (
+                "scroll",
+                json!({ "direction": direction, "amount": amount, "x": at.map(|p| p.x), "y": at.map(|p| p.y) }),
+            )
+        }
+        Action::Type { text, .. } => ("type", json!({ "text_length": text.chars().count() })),
+        Action::Key { combo, press, .. } => (
+            match press {
+                Press::Both => "key_press",
+                Press::Down => "key_down",
+                Press::Up => "key_up",
+            },
+            json!({ "key": combo }),
+        ),
+        Action::Run {
+            program: Program::Bash,
+            source,
+            ..
+        } => {
+            let mut fields = serde_json::Map::new();
+            fields.insert("details".into(), json!({}));
+            fields.insert("command".into(), json!(source));
+            return Some(("bash", fields));
+        }
+        Action::Run { .. } => ("exec", json!({})),
+        Action::Wait { seconds } => ("wait", json!({ "seconds": seconds })),
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("details".into(), details);
+    Some((name, fields))
 }
 
 /// An outcome as Orgo's clients read it.
@@ -72,22 +153,52 @@ fn ran_json(o: Ran) -> Value {
         Program::Bash => format!("{stdout}{stderr}"),
         Program::Python => stdout.clone(),
     };
-    let error = if o.timed_out {
-        "execution timed out".to_string()
-    } else {
-        stderr.clone()
+    let raised = (o.program == Program::Python && !success && !o.timed_out)
+        .then(|| uncaught(&stderr))
+        .flatten();
+    let error = match (&raised, o.timed_out) {
+        (_, true) => "execution timed out".to_string(),
+        (Some((_, message)), _) => message.clone(),
+        (None, _) => stderr.clone(),
     };
     json!({
         "success": success,
         "output": output,
         "error": if success { Value::Null } else { Value::String(error) },
+        "error_type": raised.map(|(class, _)| class),
         "stdout": stdout,
         "stderr": stderr,
         "exit_code": o.exit_code,
+        "timeout": o.timed_out,
         "timed_out": o.timed_out,
         "truncated": o.truncated,
         "duration_ms": o.took.as_millis() as u64,
     })
+}
+
+/// The uncaught exception a Python traceback on stderr ends with: its class (as Python
+/// prints it, `json.decoder.JSONDecodeError` qualified) and its message. A program that does
+/// not compile prints no traceback header, only its `SyntaxError` (or a subclass) at the end.
+fn uncaught(stderr: &str) -> Option<(String, String)> {
+    let traced = stderr.rfind("Traceback (most recent call last):");
+    let tail = &stderr[traced.unwrap_or(0)..];
+    let last = tail
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with(' '))?;
+    let compile_error = ["SyntaxError", "IndentationError", "TabError"]
+        .iter()
+        .any(|e| last.starts_with(&format!("{e}:")));
+    if traced.is_none() && !compile_error {
+        return None;
+    }
+    let (class, message) = last.split_once(':').unwrap_or((last, ""));
+    let is_name = !class.is_empty()
+        && class.split('.').all(|part| {
+            part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+        });
+    is_name.then(|| (class.to_string(), message.trim().to_string()))
 }
 
 fn image_json(image: Image) -> Value {
@@ -117,7 +228,7 @@ fn image_json(image: Image) -> Value {
 /// readable by the account that took it only.
 pub async fn stored_screenshot(
     State(state): State<AppState>,
-    Caller(account): Caller,
+    Caller { account, .. }: Caller,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
     let (format, bytes) = state.desktops.storage().read(&account.id, &file).await?;
@@ -146,8 +257,9 @@ mod tests {
         let bash = answer(Outcome::Ran(ran(Program::Bash, Some(0), false)));
         assert_eq!(
             bash,
-            json!({"success": true, "output": "out\nerr\n", "error": null, "stdout": "out\n", "stderr": "err\n",
-                   "exit_code": 0, "timed_out": false, "truncated": false, "duration_ms": 12})
+            json!({"success": true, "output": "out\nerr\n", "error": null, "error_type": null, "stdout": "out\n",
+                   "stderr": "err\n", "exit_code": 0, "timeout": false, "timed_out": false, "truncated": false,
+                   "duration_ms": 12})
         );
         let python = answer(Outcome::Ran(ran(Program::Python, Some(1), false)));
         assert_eq!(
@@ -156,8 +268,38 @@ mod tests {
         );
         let late = answer(Outcome::Ran(ran(Program::Python, None, true)));
         assert_eq!(
-            (late["success"].as_bool(), late["error"].as_str()),
-            (Some(false), Some("execution timed out"))
+            (
+                late["success"].as_bool(),
+                late["error"].as_str(),
+                late["timeout"].as_bool()
+            ),
+            (Some(false), Some("execution timed out"), Some(true))
+        );
+    }
+
+    #[test]
+    fn uncaught_exceptions_are_named_by_class() {
+        let traceback = "Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\n\
+                         ZeroDivisionError: division by zero\n";
+        assert_eq!(
+            uncaught(traceback),
+            Some(("ZeroDivisionError".into(), "division by zero".into()))
+        );
+        let chained = format!(
+            "{traceback}\nDuring handling of the above exception, another exception occurred:\n\n\
+             Traceback (most recent call last):\n  File \"<string>\", line 3\njson.decoder.JSONDecodeError: Expecting value: line 1\n"
+        );
+        assert_eq!(uncaught(&chained).unwrap().0, "json.decoder.JSONDecodeError");
+        assert_eq!(
+            uncaught("Traceback (most recent call last):\n  File \"x\"\nKeyboardInterrupt\n"),
+            Some(("KeyboardInterrupt".into(), String::new()))
+        );
+        assert_eq!(uncaught("plain stderr\n"), None);
+        let syntax = "  File \"<string>\", line 1\n    1 +\n       ^\nSyntaxError: invalid syntax\n";
+        assert_eq!(
+            uncaught(syntax),
+            Some(("SyntaxError".into(), "invalid syntax".into())),
+            "compile errors print no traceback header"
         );
     }
 

@@ -1,30 +1,32 @@
-//! `/api/computers…`: creating, reading and deleting the SDK's computers, and their lifecycle
-//! (start, stop, restart). Their actions are `actions`'.
+//! `/api/computers…`: creating, reading and deleting computers, their lifecycle (start, stop,
+//! restart, ensure-running), their settings (auto-stop, resize, move) and the credential of
+//! their live view. Their actions are `actions`'.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::wire::{self, CreateComputer};
+use super::viewers::issue_token;
+use super::wire::{ComputerView, CreateComputer};
 use crate::auth::Caller;
-use crate::config::{DEFAULT_CPU, DEFAULT_RAM_GB};
+use crate::config::{DEFAULT_CPU, DEFAULT_RAM_GB, Plan};
+use crate::desktops::Shape;
 use crate::error::ApiError;
 use crate::json::parse_body;
 use crate::state::AppState;
-use crate::store::{Account, Computer};
+use crate::store::{Computer, Resolution, Status};
+use crate::token::Mode;
 
 type Answer = Result<Json<Value>, ApiError>;
 
+/// The longest `auto_stop_minutes`: a week.
+const MAX_AUTO_STOP_MINUTES: f64 = 10_080.0;
+
 /// RAM in GB: a whole number from 1 to 64, or the default when absent.
 pub fn ram(value: Option<f64>, default: u32) -> Result<u32, ApiError> {
-    match value {
-        None => Ok(default),
-        Some(v) if v.fract() == 0.0 && (1.0..=64.0).contains(&v) => Ok(v as u32),
-        Some(v) => Err(ApiError::BadRequest(format!(
-            "ram must be a whole number of GB from 1 to 64, not {v}"
-        ))),
-    }
+    whole("ram", value, default, 1, 64, "GB")
 }
 
 /// CPU cores: 0.5 or a whole number from 1 to 64, or the default when absent.
@@ -38,26 +40,71 @@ pub fn cpu(value: Option<f64>, default: f64) -> Result<f64, ApiError> {
     }
 }
 
-fn render(state: &AppState, c: &Computer) -> Value {
-    wire::computer_json(
-        &state.links,
-        c,
-        state.config.screen_width,
-        state.config.screen_height,
-    )
+/// A whole number of `unit` from `min` to `max` named `field`, or `default` when absent.
+fn whole(
+    field: &str,
+    value: Option<f64>,
+    default: u32,
+    min: u32,
+    max: u32,
+    unit: &str,
+) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.fract() == 0.0 && (f64::from(min)..=f64::from(max)).contains(&v) => Ok(v as u32),
+        Some(v) => Err(ApiError::BadRequest(format!(
+            "{field} must be a whole number of {unit} from {min} to {max}, not {v}"
+        ))),
+    }
 }
 
-pub async fn create(State(state): State<AppState>, Caller(account): Caller, body: Bytes) -> Answer {
+/// `auto_stop_minutes`: a whole number of minutes, 0 (never) to a week.
+fn auto_stop_minutes(value: f64) -> Result<u32, ApiError> {
+    if value.fract() != 0.0 || !(0.0..=MAX_AUTO_STOP_MINUTES).contains(&value) {
+        return Err(ApiError::BadRequest(format!(
+            "auto_stop_minutes must be a whole number of minutes from 0 (never) to {MAX_AUTO_STOP_MINUTES}, not {value}"
+        )));
+    }
+    Ok(value as u32)
+}
+
+fn plan<'a>(state: &'a AppState, caller: &Caller) -> Result<&'a Plan, ApiError> {
+    let name = &caller.account.plan;
+    state.config.plan(name).ok_or_else(|| {
+        ApiError::PlanLimit(format!("account plan {name:?} is not configured on this gateway"))
+    })
+}
+
+fn view(state: &AppState) -> ComputerView<'_> {
+    ComputerView {
+        links: &state.links,
+        config: &state.config,
+    }
+}
+
+/// A computer as every answer shows it.
+pub fn render(state: &AppState, c: &Computer) -> Value {
+    view(state).computer(c)
+}
+
+/// A lifecycle answer: the computer, plus Orgo's `{success, status}`.
+fn lifecycle_answer(state: &AppState, c: &Computer) -> Value {
+    let mut answer = render(state, c);
+    answer["success"] = json!(true);
+    answer
+}
+
+pub async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) -> Answer {
     let req: CreateComputer = parse_body(&body)?;
-    let computer = create_computer(&state, &account, req).await?;
+    let computer = create_computer(&state, &caller, req).await?;
     Ok(Json(render(&state, &computer)))
 }
 
-/// A new computer of `account` as `req` asks (checked as REST's `POST /api/computers` checks
+/// A new computer of the caller as `req` asks (checked as REST's `POST /api/computers` checks
 /// it, whichever way it came in), started.
 pub async fn create_computer(
     state: &AppState,
-    account: &Account,
+    caller: &Caller,
     req: CreateComputer,
 ) -> Result<Computer, ApiError> {
     let project_id = req
@@ -72,11 +119,7 @@ pub async fn create_computer(
             "GPUs are not available; use gpu \"none\"".into(),
         ));
     }
-    if req.image.is_some() {
-        return Err(ApiError::BadRequest(
-            "custom images are not available on this runtime".into(),
-        ));
-    }
+    check_image(state, req.image.as_deref())?;
     if let Some(name) = &req.name {
         let ok = !name.is_empty()
             && name.len() <= 64
@@ -89,58 +132,262 @@ pub async fn create_computer(
             ));
         }
     }
+    let account = &caller.account;
+    let plan = plan(state, caller)?;
+    let resolution = match &req.resolution {
+        Some(text) => Resolution::parse(text).map_err(ApiError::BadRequest)?,
+        None => state.config.screen(),
+    };
+    let shape = Shape {
+        ram_gb: ram(req.ram, DEFAULT_RAM_GB.min(plan.max_ram_gb))?,
+        cpu: cpu(req.cpu, DEFAULT_CPU)?,
+        disk_gb: disk(state, plan, req.disk_size_gb)?,
+        resolution,
+        auto_stop_minutes: req.auto_stop_minutes.map(auto_stop_minutes).transpose()?,
+    };
     let project = state
         .store
         .project(&account.id, &project_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("workspace {project_id:?} not found")))?;
-    let plan_ram = state.config.plan(&account.plan).map_or(4, |p| p.max_ram_gb);
-    let ram = ram(req.ram, DEFAULT_RAM_GB.min(plan_ram))?;
-    let cpu = cpu(req.cpu, DEFAULT_CPU)?;
+    caller.reaches(&project.id)?;
     Ok(state
         .desktops
-        .create_computer(account, &project, req.name, ram, cpu)
+        .create_computer(account, &project, req.name, &shape)
         .await?)
 }
 
-pub async fn get(State(state): State<AppState>, Caller(account): Caller, Path(id): Path<String>) -> Answer {
-    Ok(Json(render(
-        &state,
-        &state.desktops.find(&account.id, &id).await?,
-    )))
+/// `disk_size_gb`: 1 GiB to the plan's `max_disk_gb`; the configured size when absent.
+fn disk(state: &AppState, plan: &Plan, asked: Option<f64>) -> Result<u32, ApiError> {
+    let size = whole("disk_size_gb", asked, state.config.disk_size_gb, 1, 1024, "GB")?;
+    if size > plan.max_disk_gb {
+        return Err(ApiError::PlanLimit(format!(
+            "disk_size_gb {size} is above the plan's {} GB per computer",
+            plan.max_disk_gb
+        )));
+    }
+    Ok(size)
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    Caller(account): Caller,
-    Path(id): Path<String>,
-) -> Answer {
-    let computer = state.desktops.find(&account.id, &id).await?;
+/// `image`: only the desktop image this gateway's runtime runs (the allow-list of one).
+fn check_image(state: &AppState, image: Option<&str>) -> Result<(), ApiError> {
+    let allowed = match state.config.runtime {
+        crate::config::RuntimeKind::Local => None,
+        _ => Some(state.config.image.as_str()),
+    };
+    match (image, allowed) {
+        (None, _) => Ok(()),
+        (Some(asked), Some(allowed)) if asked == allowed => Ok(()),
+        (Some(asked), Some(allowed)) => Err(ApiError::BadRequest(format!(
+            "image {asked:?} is not available here; the images allowed are [{allowed:?}]"
+        ))),
+        (Some(asked), None) => Err(ApiError::BadRequest(format!(
+            "image {asked:?} is not available: the local runtime runs this machine's own desktop"
+        ))),
+    }
+}
+
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    Ok(Json(render(&state, &caller.computer(&state, &id).await?)))
+}
+
+pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let computer = caller.computer(&state, &id).await?;
     state.desktops.delete(&computer).await?;
     Ok(Json(json!({ "success": true, "id": computer.id })))
 }
 
 /// `POST /api/computers/{id}/start`: a stopped desktop runs again with its files.
-pub async fn start(State(state): State<AppState>, Caller(account): Caller, Path(id): Path<String>) -> Answer {
-    let mut computer = state.desktops.find(&account.id, &id).await?;
-    state.desktops.start(&account, &mut computer).await?;
-    Ok(Json(render(&state, &computer)))
+pub async fn start(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let mut computer = caller.computer(&state, &id).await?;
+    state.desktops.start(&caller.account, &mut computer).await?;
+    Ok(Json(lifecycle_answer(&state, &computer)))
+}
+
+/// `POST /api/computers/{id}/ensure-running`: started if it is not running; answers it with
+/// where it is reached (`instance_details`).
+pub async fn ensure_running(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    start(State(state), caller, Path(id)).await
 }
 
 /// `POST /api/computers/{id}/stop`: its processes end; its files stay.
-pub async fn stop(State(state): State<AppState>, Caller(account): Caller, Path(id): Path<String>) -> Answer {
-    let mut computer = state.desktops.find(&account.id, &id).await?;
+pub async fn stop(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let mut computer = caller.computer(&state, &id).await?;
     state.desktops.stop(&mut computer).await?;
-    Ok(Json(render(&state, &computer)))
+    Ok(Json(lifecycle_answer(&state, &computer)))
 }
 
 /// `POST /api/computers/{id}/restart`: stop, then start, in one turn.
-pub async fn restart(
+pub async fn restart(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let mut computer = caller.computer(&state, &id).await?;
+    state.desktops.restart(&caller.account, &mut computer).await?;
+    Ok(Json(lifecycle_answer(&state, &computer)))
+}
+
+/// `GET /api/computers/{id}/auto-stop`: `{auto_stop_minutes (0 never), configurable,
+/// plan_default_minutes}`.
+pub async fn get_auto_stop(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let computer = caller.computer(&state, &id).await?;
+    let minutes = |d: Option<std::time::Duration>| d.map_or(0, |d| d.as_secs() / 60);
+    Ok(Json(json!({
+        "auto_stop_minutes": minutes(state.config.auto_stop(&computer, &caller.account.plan)),
+        "configurable": true,
+        "plan_default_minutes": minutes(state.config.idle_stop(&caller.account.plan)),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoStop {
+    auto_stop_minutes: f64,
+}
+
+/// `PATCH /api/computers/{id}/auto-stop` `{auto_stop_minutes}`: its own idle time from now on.
+pub async fn set_auto_stop(
     State(state): State<AppState>,
-    Caller(account): Caller,
+    caller: Caller,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Answer {
-    let mut computer = state.desktops.find(&account.id, &id).await?;
-    state.desktops.restart(&account, &mut computer).await?;
-    Ok(Json(render(&state, &computer)))
+    let req: AutoStop = parse_body(&body)?;
+    let minutes = auto_stop_minutes(req.auto_stop_minutes)?;
+    let computer = caller.computer(&state, &id).await?;
+    state.store.set_auto_stop(&computer.id, Some(minutes)).await?;
+    Ok(Json(json!({ "success": true, "auto_stop_minutes": minutes })))
+}
+
+/// `GET /api/computers/{id}/vnc-password`: the credential of this computer's live view (a
+/// control token, valid for as long as a computer's `url` link), never the API key; and
+/// `desktop_api_token` for its gRPC calls through the gateway.
+pub async fn vnc_password(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let ttl = state.config.viewer_link_seconds;
+    let (computer, grant, password) = issue_token(&state, &caller, &id, Mode::Control, ttl).await?;
+    let (_, _, desktop) = issue_token(&state, &caller, &computer.id, Mode::Desktop, ttl).await?;
+    Ok(Json(json!({
+        "password": password,
+        "desktop_api_token": desktop,
+        "expires_at": grant.expires_at,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(default)]
+    workspace_id: Option<String>,
+}
+
+/// `PATCH /api/computers/{id}/move` `{project_id}` (or `workspace_id`): into another workspace
+/// of the same account; its id, state and files stay.
+pub async fn move_to(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let req: MoveRequest = parse_body(&body)?;
+    let target = req
+        .project_id
+        .or(req.workspace_id)
+        .ok_or_else(|| ApiError::BadRequest("project_id (the destination workspace) is required".into()))?;
+    let computer = caller.computer(&state, &id).await?;
+    let account = &caller.account.id;
+    let project = state
+        .store
+        .project(account, &target)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("workspace {target:?} not found")))?;
+    caller.reaches(&project.id)?;
+    if project.id == computer.project_id {
+        return Err(ApiError::BadRequest(format!(
+            "computer {:?} is already in workspace {:?}",
+            computer.name, project.name
+        )));
+    }
+    if !state
+        .store
+        .move_computer(account, &computer.id, &project.id)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "computer {:?} or workspace {:?} was deleted meanwhile",
+            computer.name, project.name
+        )));
+    }
+    Ok(Json(
+        json!({ "success": true, "project_id": project.id, "workspace_id": project.id }),
+    ))
+}
+
+/// `PATCH /api/computers/{id}/resize`'s body: Orgo's names. `cpu`/`ram` (the create's names)
+/// are refused naming these, rather than ignored.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct ResizeRequest {
+    vcpus: Option<f64>,
+    mem_gb: Option<f64>,
+    disk_size_gb: Option<f64>,
+    bandwidth_limit_mbps: Option<f64>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, Value>,
+}
+
+/// `PATCH /api/computers/{id}/resize` `{vcpus?, mem_gb?, disk_size_gb? (grow only)}`: applied
+/// to the running desktop at once (its cgroups, `docker update`); answers the sizes now in
+/// force. 409 when it is not running, 403 above the plan.
+pub async fn resize(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let req: ResizeRequest = parse_body(&body)?;
+    if let Some(field) = req.other.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "resize takes vcpus, mem_gb and disk_size_gb (and bandwidth_limit_mbps), not {field:?}"
+        )));
+    }
+    if req.bandwidth_limit_mbps.is_some() {
+        return Err(ApiError::BadRequest(
+            "bandwidth_limit_mbps is not available on this gateway".into(),
+        ));
+    }
+    let mut computer = caller.computer(&state, &id).await?;
+    let plan = plan(&state, &caller)?;
+    let ram_gb = whole("mem_gb", req.mem_gb, computer.ram_gb, 1, 64, "GB")?;
+    let cpu = match req.vcpus {
+        None => computer.cpu,
+        Some(v) => cpu(Some(v), computer.cpu).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "vcpus must be 0.5 or a whole number from 1 to 64, not {v}"
+            ))
+        })?,
+    };
+    let current_disk = state.config.disk_gb_of(&computer);
+    let disk_gb = disk(&state, plan, req.disk_size_gb.or(Some(f64::from(current_disk))))?;
+    if disk_gb < current_disk {
+        return Err(ApiError::BadRequest(format!(
+            "disk_size_gb only grows: it is {current_disk} GB, not {disk_gb}"
+        )));
+    }
+    if computer.status != Status::Running {
+        return Err(ApiError::NotRunning(format!(
+            "computer {:?} is {}; start it to resize it",
+            computer.name,
+            computer.status.as_str()
+        )));
+    }
+    state
+        .desktops
+        .resize(&caller.account, &mut computer, ram_gb, cpu, disk_gb)
+        .await?;
+    Ok(Json(json!({
+        "success": true,
+        "vcpus": render(&state, &computer)["cpu"],
+        "mem_gb": computer.ram_gb,
+        "disk_size_gb": state.config.disk_gb_of(&computer),
+        "bandwidth_limit_mbps": null,
+    })))
 }

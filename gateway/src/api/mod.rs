@@ -1,19 +1,20 @@
 //! The public REST surface under `/api`: one routing table (the actions' routes made from
 //! `action::ACTIONS`), request input parsed into checked actions before anything reaches a
-//! desktop, and the framework's own error answers made JSON.
+//! desktop, and every answer through `edge` (request ids, JSON errors).
 
 mod actions;
 mod body;
 pub(crate) mod computers;
+mod edge;
 mod health;
 mod projects;
 pub(crate) mod viewers;
 pub(crate) mod wire;
 
 use axum::Router;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -50,37 +51,6 @@ pub fn check_body(route: &str, body: &[u8]) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// Turns the framework's own error answers (405, 413, path rejections, …), which are plain
-/// text or empty, into the API's `{"error": "..."}` shape.
-async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&text).trim().to_string();
-    let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_string(),
-        StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method".to_string(),
-        _ if text.is_empty() => status.canonical_reason().unwrap_or("request failed").to_string(),
-        _ => text,
-    };
-    let mut out = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
-    for (name, value) in parts
-        .headers
-        .iter()
-        .filter(|(n, _)| *n == header::ALLOW || *n == header::WWW_AUTHENTICATE)
-    {
-        out.headers_mut().insert(name.clone(), value.clone());
-    }
-    out
 }
 
 /// The committed OpenAPI 3.1 document of this API (`gateway/openapi.json`), written for the
@@ -130,11 +100,24 @@ pub fn router(state: AppState) -> Router {
         .route("/projects/by-name/{name}", get(projects::by_name))
         .route("/projects/{id}", get(projects::get).delete(projects::delete))
         .route("/projects/{id}/{action}", post(projects::action))
+        .route(
+            "/workspaces",
+            get(projects::list_workspaces).post(projects::create_workspace),
+        )
+        .route("/workspaces/{id}", get(projects::get).delete(projects::delete))
         .route("/computers", post(computers::create))
         .route("/computers/{id}", get(computers::get).delete(computers::delete))
         .route("/computers/{id}/start", post(computers::start))
         .route("/computers/{id}/stop", post(computers::stop))
         .route("/computers/{id}/restart", post(computers::restart))
+        .route("/computers/{id}/ensure-running", post(computers::ensure_running))
+        .route(
+            "/computers/{id}/auto-stop",
+            get(computers::get_auto_stop).patch(computers::set_auto_stop),
+        )
+        .route("/computers/{id}/vnc-password", get(computers::vnc_password))
+        .route("/computers/{id}/move", patch(computers::move_to))
+        .route("/computers/{id}/resize", patch(computers::resize))
         .route("/computers/{id}/viewer-token", post(viewers::issue))
         .route("/computers/{id}/desktop-token", post(viewers::issue_desktop))
         .merge(actions::routes())
@@ -158,7 +141,7 @@ pub fn router(state: AppState) -> Router {
             limit,
             body::refuse_oversized,
         ))
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(edge::edge))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,

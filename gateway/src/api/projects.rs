@@ -1,33 +1,46 @@
-//! `/api/projects…`: the seed's projects (each with one desktop) and the SDK's workspaces.
+//! `/api/workspaces…` and its alias `/api/projects…`: the seed's projects (each with one
+//! desktop), the SDK's and today's workspaces. One store record, two names: a workspace is a
+//! project. The paths differ only where Orgo's clients do: a duplicate name is a 400 under
+//! `/workspaces` (today's docs) and a 409 under `/projects` (as it always was here).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::computers::{cpu, ram};
-use super::wire::{self, CreateProject};
+use super::wire::{ComputerView, CreateProject};
 use crate::auth::Caller;
 use crate::desktops::DesktopError;
 use crate::error::ApiError;
 use crate::json::parse_body;
 use crate::state::AppState;
-use crate::store::{Account, Project};
+use crate::store::{Project, StoreError};
 
 type Answer = Result<Json<Value>, ApiError>;
 
-async fn render(state: &AppState, account: &Account, project: &Project) -> Result<Value, ApiError> {
-    let computers = state.store.computers_of_project(&account.id, &project.id).await?;
-    let (w, h) = (state.config.screen_width, state.config.screen_height);
-    Ok(wire::project_json(&state.links, project, &computers, w, h))
+async fn render(state: &AppState, caller: &Caller, project: &Project) -> Result<Value, ApiError> {
+    let computers = state
+        .store
+        .computers_of_project(&caller.account.id, &project.id)
+        .await?;
+    let view = ComputerView {
+        links: &state.links,
+        config: &state.config,
+    };
+    Ok(view.project(project, &computers))
 }
 
-async fn find(state: &AppState, account: &Account, id: &str) -> Result<Project, ApiError> {
-    state
+/// The caller's workspace `id` (or name), in reach of its key.
+async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Project, ApiError> {
+    let project = state
         .store
-        .project(&account.id, id)
+        .project(&caller.account.id, id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("project {id:?} not found")))
+        .ok_or_else(|| ApiError::NotFound(format!("workspace {id:?} not found")))?;
+    caller.reaches(&project.id)?;
+    Ok(project)
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -45,97 +58,153 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-pub async fn list(State(state): State<AppState>, Caller(account): Caller) -> Answer {
-    let projects = state.store.projects(&account.id).await?;
-    let mut rendered = Vec::with_capacity(projects.len());
-    for project in &projects {
-        rendered.push(render(&state, &account, project).await?);
+/// A workspace-scoped key makes no workspaces: it reaches its own only.
+fn may_create(caller: &Caller) -> Result<(), ApiError> {
+    match &caller.workspace {
+        Some(own) => Err(ApiError::Forbidden(format!(
+            "this API key is limited to workspace {own}; it cannot create workspaces"
+        ))),
+        None => Ok(()),
     }
-    Ok(Json(json!({ "projects": rendered })))
 }
 
-pub async fn create(State(state): State<AppState>, Caller(account): Caller, body: Bytes) -> Answer {
+/// Every workspace of the caller its key reaches, rendered.
+async fn list_all(state: &AppState, caller: &Caller) -> Result<Vec<Value>, ApiError> {
+    let projects = state.store.projects(&caller.account.id).await?;
+    let mut rendered = Vec::with_capacity(projects.len());
+    for project in projects.iter().filter(|p| caller.reaches(&p.id).is_ok()) {
+        rendered.push(render(state, caller, project).await?);
+    }
+    Ok(rendered)
+}
+
+/// `GET /api/projects`: `{projects: [...]}`.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Answer {
+    Ok(Json(json!({ "projects": list_all(&state, &caller).await? })))
+}
+
+/// `GET /api/workspaces`: `{workspaces: [...]}`, each with its `desktops`.
+pub async fn list_workspaces(State(state): State<AppState>, caller: Caller) -> Answer {
+    Ok(Json(json!({ "workspaces": list_all(&state, &caller).await? })))
+}
+
+/// `POST /api/projects`: `{name}` makes an empty workspace (the SDK); `{config: {ram, cpu}}`
+/// (and an optional name) a project with one running desktop (the seed).
+pub async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) -> Answer {
     let req: CreateProject = parse_body(&body)?;
+    may_create(&caller)?;
+    let account = &caller.account;
     match (req.name, req.config) {
         (Some(name), None) => {
             check_name(&name)?;
-            let project = state.desktops.create_project(&account, &name).await?;
-            Ok(Json(render(&state, &account, &project).await?))
+            let project = state.desktops.create_project(account, &name).await?;
+            Ok(Json(render(&state, &caller, &project).await?))
         }
         (name, config) => {
             let config = config.unwrap_or_default();
-            let (ram, cpu) = (ram(config.ram, 2)?, cpu(config.cpu, 2.0)?);
-            let (project, _) = match name {
+            let shape = state
+                .desktops
+                .default_shape(ram(config.ram, 2)?, cpu(config.cpu, 2.0)?);
+            let project = match name {
                 Some(name) => {
                     check_name(&name)?;
-                    let project = state.desktops.create_project(&account, &name).await?;
-                    let c = state
+                    let project = state.desktops.create_project(account, &name).await?;
+                    state
                         .desktops
-                        .create_computer(&account, &project, None, ram, cpu)
+                        .create_computer(account, &project, None, &shape)
                         .await?;
-                    (project, c)
+                    project
                 }
                 None => {
                     state
                         .desktops
-                        .create_project_with_desktop(&account, ram, cpu)
+                        .create_project_with_desktop(account, &shape)
                         .await?
+                        .0
                 }
             };
-            Ok(Json(render(&state, &account, &project).await?))
+            Ok(Json(render(&state, &caller, &project).await?))
         }
     }
 }
 
-pub async fn by_name(
-    State(state): State<AppState>,
-    Caller(account): Caller,
-    Path(name): Path<String>,
-) -> Answer {
+/// Other fields (Orgo's `icon_url`) are ignored: no icon is kept.
+#[derive(Debug, Deserialize)]
+pub struct CreateWorkspace {
+    name: String,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// `POST /api/workspaces` `{name, icon_url?, status? ("active")}`: an empty workspace; a
+/// duplicate name is a 400.
+pub async fn create_workspace(State(state): State<AppState>, caller: Caller, body: Bytes) -> Answer {
+    let req: CreateWorkspace = parse_body(&body)?;
+    may_create(&caller)?;
+    check_name(&req.name)?;
+    if req.status.as_deref().is_some_and(|s| s != "active") {
+        return Err(ApiError::BadRequest(
+            "status must be \"active\" (inactive workspaces are not available)".into(),
+        ));
+    }
+    let project = match state.desktops.create_project(&caller.account, &req.name).await {
+        Err(DesktopError::Store(StoreError::Conflict(m))) => return Err(ApiError::BadRequest(m)),
+        other => other?,
+    };
+    Ok(Json(render(&state, &caller, &project).await?))
+}
+
+pub async fn by_name(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Answer {
     let project = state
         .store
-        .projects(&account.id)
+        .projects(&caller.account.id)
         .await?
         .into_iter()
         .find(|p| p.name == name)
         .ok_or_else(|| ApiError::NotFound(format!("project {name:?} not found")))?;
-    Ok(Json(render(&state, &account, &project).await?))
+    caller.reaches(&project.id)?;
+    Ok(Json(render(&state, &caller, &project).await?))
 }
 
-pub async fn get(State(state): State<AppState>, Caller(account): Caller, Path(id): Path<String>) -> Answer {
-    let project = find(&state, &account, &id).await?;
-    Ok(Json(render(&state, &account, &project).await?))
+/// `GET /api/projects/{id}` and `GET /api/workspaces/{id}`: the workspace with its
+/// `desktops` (and `computers`, the older workspace answer's name for them).
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let project = find(&state, &caller, &id).await?;
+    let mut answer = render(&state, &caller, &project).await?;
+    answer["computers"] = answer["desktops"].clone();
+    Ok(Json(answer))
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    Caller(account): Caller,
-    Path(id): Path<String>,
-) -> Answer {
-    let project = find(&state, &account, &id).await?;
-    for computer in state.store.computers_of_project(&account.id, &project.id).await? {
+/// `DELETE /api/projects/{id}`, `DELETE /api/workspaces/{id}`, `POST /api/projects/{id}/delete`:
+/// the workspace and every computer in it.
+pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let project = find(&state, &caller, &id).await?;
+    let account = &caller.account.id;
+    for computer in state.store.computers_of_project(account, &project.id).await? {
         match state.desktops.delete(&computer).await {
             // Deleted meanwhile (through another call or replica): nothing left to do.
             Err(DesktopError::NotFound(_)) => {}
             other => other?,
         }
     }
-    state.store.delete_project(&account.id, &project.id).await?;
+    state.store.delete_project(account, &project.id).await?;
     Ok(Json(json!({ "success": true, "id": project.id })))
 }
 
+/// `POST /api/projects/{id}/{start|stop|restart|delete}`: the seed's project lifecycle, on
+/// every computer in it.
 pub async fn action(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, action)): Path<(String, String)>,
 ) -> Answer {
-    let account = &caller.0;
-    let project = find(&state, account, &id).await?;
+    let project = find(&state, &caller, &id).await?;
     match action.as_str() {
         "delete" => return delete(State(state), caller, Path(id)).await,
         "start" | "stop" | "restart" => {}
         other => return Err(ApiError::NotFound(format!("no project action {other:?}"))),
     }
+    let account = &caller.account;
     for mut computer in state.store.computers_of_project(&account.id, &project.id).await? {
         match action.as_str() {
             "start" => state.desktops.start(account, &mut computer).await?,
@@ -143,5 +212,5 @@ pub async fn action(
             _ => state.desktops.restart(account, &mut computer).await?,
         }
     }
-    Ok(Json(render(&state, account, &project).await?))
+    Ok(Json(render(&state, &caller, &project).await?))
 }

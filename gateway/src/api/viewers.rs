@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::json::parse_body;
 use crate::state::AppState;
-use crate::store::{Account, Computer, now};
+use crate::store::{Computer, now};
 use crate::token::{Grant, Mode};
 
 /// Bounds of a requested token lifetime, in seconds.
@@ -52,19 +52,19 @@ pub fn viewer_mode(asked: Option<&str>) -> Result<Mode, ApiError> {
     }
 }
 
-/// A token of `mode` for the computer `id` of `account`, living `ttl` seconds: its grant and
-/// the token.
+/// A token of `mode` for the caller's computer `id`, living `ttl` seconds: its grant and the
+/// token.
 pub async fn issue_token(
     state: &AppState,
-    account: &Account,
+    caller: &Caller,
     id: &str,
     mode: Mode,
     ttl: i64,
 ) -> Result<(Computer, Grant, String), ApiError> {
-    let computer = state.desktops.find(&account.id, id).await?;
+    let computer = caller.computer(state, id).await?;
     let grant = Grant {
         computer: computer.id.clone(),
-        account: account.id.clone(),
+        account: caller.account.id.clone(),
         mode,
         expires_at: now() + ttl,
     };
@@ -75,14 +75,14 @@ pub async fn issue_token(
 /// `POST /api/computers/{id}/viewer-token`: a viewer token and the link that opens it.
 pub async fn issue(
     State(state): State<AppState>,
-    Caller(account): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: TokenRequest = parse_body(&body)?;
     let mode = viewer_mode(req.mode.as_deref())?;
     let ttl = ttl(req.ttl_seconds)?;
-    let (computer, grant, token) = issue_token(&state, &account, &id, mode, ttl).await?;
+    let (computer, grant, token) = issue_token(&state, &caller, &id, mode, ttl).await?;
     Ok(Json(json!({
         "token": token,
         "mode": mode.as_str(),
@@ -102,13 +102,13 @@ pub struct DesktopTokenRequest {
 /// (`orgo.agent.v1.Agent` through the gateway), accepted there in place of the API key.
 pub async fn issue_desktop(
     State(state): State<AppState>,
-    Caller(account): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: DesktopTokenRequest = parse_body(&body)?;
     let ttl = ttl(req.ttl_seconds)?;
-    let (computer, grant, token) = issue_token(&state, &account, &id, Mode::Desktop, ttl).await?;
+    let (computer, grant, token) = issue_token(&state, &caller, &id, Mode::Desktop, ttl).await?;
     Ok(Json(json!({
         "token": token,
         "mode": Mode::Desktop.as_str(),

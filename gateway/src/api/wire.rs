@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::config::Config;
 use crate::json::object;
 use crate::live::Links;
 use crate::store::{Computer, Project};
@@ -35,42 +36,90 @@ pub struct CreateComputer {
     pub cpu: Option<f64>,
     pub gpu: Option<String>,
     pub image: Option<String>,
+    pub disk_size_gb: Option<f64>,
+    pub resolution: Option<String>,
+    pub auto_stop_minutes: Option<f64>,
 }
 
-pub fn computer_json(links: &Links, c: &Computer, width: u32, height: u32) -> Value {
-    let resolution = format!("{width}x{height}x24");
-    json!({
-        "id": c.id,
-        "name": c.name,
-        "status": c.status.as_str(),
-        // Why it is in `error` (what ended it, or why its start failed); null otherwise.
-        "status_reason": c.ended,
-        "project_id": c.project_id,
-        "workspace_id": c.project_id,
-        "os": "linux",
-        "ram": c.ram_gb,
-        // Whole cores print as integers, as Orgo answers them.
-        "cpu": if c.cpu.fract() == 0.0 { json!(c.cpu as u64) } else { json!(c.cpu) },
-        "gpu": "none",
-        "url": links.url(c),
-        "resolution": resolution,
-        "instance_details": { "resolution": resolution },
-        "created_at": c.created_at,
-    })
+/// What `GET /computers/{id}` and every other computer answer say: the seed's and the SDK's
+/// fields and today's Orgo fields (`instance_id`, `connection_url`, `resolution`,
+/// `auto_stop_minutes`, `instance_details`, …).
+pub struct ComputerView<'a> {
+    pub links: &'a Links,
+    pub config: &'a Config,
 }
 
-/// The seed's project shape (`desktop` = its first computer) plus the SDK's `desktops` list.
-pub fn project_json(links: &Links, p: &Project, computers: &[Computer], width: u32, height: u32) -> Value {
-    let desktops: Vec<Value> = computers
-        .iter()
-        .map(|c| computer_json(links, c, width, height))
-        .collect();
-    json!({
-        "id": p.id,
-        "name": p.name,
-        "status": "active",
-        "desktop": desktops.first().cloned().unwrap_or(Value::Null),
-        "desktops": desktops,
-        "created_at": p.created_at,
-    })
+impl ComputerView<'_> {
+    pub fn computer(&self, c: &Computer) -> Value {
+        let config = self.config;
+        let resolution = config.resolution_of(c).to_string();
+        let public = config.public_url();
+        let connection_url = format!("{public}/desktops/{}", c.name);
+        let (host, port) = public_host_port(&public);
+        json!({
+            "id": c.id,
+            "name": c.name,
+            "status": c.status.as_str(),
+            // Why it is in `error` (what ended it, or why its start failed); null otherwise.
+            "status_reason": c.ended,
+            "project_id": c.project_id,
+            "workspace_id": c.project_id,
+            "os": "linux",
+            "ram": c.ram_gb,
+            // Whole cores print as integers, as Orgo answers them.
+            "cpu": if c.cpu.fract() == 0.0 { json!(c.cpu as u64) } else { json!(c.cpu) },
+            "gpu": "none",
+            "disk_size_gb": config.disk_gb_of(c),
+            "url": self.links.url(c),
+            "resolution": resolution,
+            "auto_stop_minutes": c.auto_stop_minutes.filter(|m| *m > 0),
+            // The id is already short-lived-proof: stable across restarts, accepted in every path.
+            "instance_id": c.id,
+            "fly_instance_id": c.id,
+            "hostname": host,
+            "connection_url": connection_url,
+            "instance_details": {
+                "resolution": resolution,
+                "os": "linux",
+                "id": c.id,
+                "name": c.name,
+                "publicHost": host,
+                "apiPort": port,
+                "vncHost": host,
+                "webUrl": connection_url,
+            },
+            "created_at": c.created_at,
+        })
+    }
+
+    /// The seed's project shape (`desktop` = its first computer) plus the SDK's and today's
+    /// workspace fields (`desktops`, `status`, `computer_count`).
+    pub fn project(&self, p: &Project, computers: &[Computer]) -> Value {
+        let desktops: Vec<Value> = computers.iter().map(|c| self.computer(c)).collect();
+        json!({
+            "id": p.id,
+            "name": p.name,
+            "user_id": p.account_id,
+            "status": "active",
+            "icon_url": null,
+            "computer_count": desktops.len(),
+            "desktop": desktops.first().cloned().unwrap_or(Value::Null),
+            "desktops": desktops,
+            "created_at": p.created_at,
+            "updated_at": p.created_at,
+        })
+    }
+}
+
+/// The host and port clients reach the gateway at, from its public URL (the port its
+/// scheme implies when none is written).
+fn public_host_port(public_url: &str) -> (String, u16) {
+    let uri: axum::http::Uri = public_url.parse().unwrap_or_default();
+    let host = uri.host().unwrap_or("localhost").to_string();
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    });
+    (host, port)
 }

@@ -4,23 +4,39 @@
 
 use super::turn;
 use super::{DesktopError, Desktops, new_id, random_suffix};
-use crate::store::{Account, Computer, Project, Status, StoreError, now};
+use crate::store::{Account, Computer, Project, Resolution, Status, StoreError, now};
+
+/// What a new computer is made with, checked by the way it was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    pub ram_gb: u32,
+    /// Cores; 0.5 allowed.
+    pub cpu: f64,
+    /// The home's size limit, GiB.
+    pub disk_gb: u32,
+    pub resolution: Resolution,
+    /// Its own idle time in minutes (0 never); none: its plan's.
+    pub auto_stop_minutes: Option<u32>,
+}
 
 /// A computer about to be made in `project` (its account's), not yet recorded.
-pub(super) fn new_computer(project: &Project, name: String, ram_gb: u32, cpu: f64) -> Computer {
+pub(super) fn new_computer(project: &Project, name: String, shape: &Shape) -> Computer {
     Computer {
         id: new_id(),
         account_id: project.account_id.clone(),
         project_id: project.id.clone(),
         name,
         status: Status::Creating,
-        ram_gb,
-        cpu,
+        ram_gb: shape.ram_gb,
+        cpu: shape.cpu,
         created_at: now(),
         last_active: now(),
         agent: None,
         generation: 0,
         ended: None,
+        disk_gb: Some(shape.disk_gb),
+        resolution: Some(shape.resolution),
+        auto_stop_minutes: shape.auto_stop_minutes,
     }
 }
 
@@ -80,23 +96,30 @@ impl Desktops {
         Ok(project)
     }
 
+    /// A computer of the configured size and screen with `ram_gb` and `cpu`.
+    pub fn default_shape(&self, ram_gb: u32, cpu: f64) -> Shape {
+        Shape {
+            ram_gb,
+            cpu,
+            disk_gb: self.config.disk_size_gb,
+            resolution: self.config.screen(),
+            auto_stop_minutes: None,
+        }
+    }
+
     /// A new running computer in a project; `name` is generated when absent.
     pub async fn create_computer(
         &self,
         account: &Account,
         project: &Project,
         name: Option<String>,
-        ram_gb: u32,
-        cpu: f64,
+        shape: &Shape,
     ) -> Result<Computer, DesktopError> {
         let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
-        if let Err(e) = self.admit(account, ram_gb, cpu, None).await {
+        if let Err(e) = self.admit(account, shape.ram_gb, shape.cpu, None).await {
             return admission.then(Err(e)).await;
         }
-        match self
-            .claim_pooled(account, project, name.as_deref(), ram_gb, cpu)
-            .await
-        {
+        match self.claim_pooled(account, project, name.as_deref(), shape).await {
             Ok(Some(computer)) => return admission.then(Ok(computer)).await,
             Ok(None) => {}
             Err(e) => return admission.then(Err(e)).await,
@@ -104,7 +127,7 @@ impl Desktops {
         let name_or_new = name
             .clone()
             .unwrap_or_else(|| format!("computer-{}", random_suffix()));
-        let mut computer = new_computer(project, name_or_new, ram_gb, cpu);
+        let mut computer = new_computer(project, name_or_new, shape);
         let turn = self.wait_turn(&turn::of_computer(&computer.id)).await?;
         let inserted = loop {
             match self.store.insert_computer(&computer).await {
@@ -127,12 +150,11 @@ impl Desktops {
     pub async fn create_project_with_desktop(
         &self,
         account: &Account,
-        ram_gb: u32,
-        cpu: f64,
+        shape: &Shape,
     ) -> Result<(Project, Computer), DesktopError> {
         let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
         let admitted = async {
-            self.admit(account, ram_gb, cpu, None).await?;
+            self.admit(account, shape.ram_gb, shape.cpu, None).await?;
             loop {
                 match self
                     .create_project(account, &format!("computer-{}", random_suffix()))
@@ -147,7 +169,7 @@ impl Desktops {
         // below would wait for its own account's admission turn until that landed.
         let project = admission.then(admitted.await).await?;
         let computer = self
-            .create_computer(account, &project, Some(project.name.clone()), ram_gb, cpu)
+            .create_computer(account, &project, Some(project.name.clone()), shape)
             .await?;
         Ok((project, computer))
     }

@@ -1,11 +1,12 @@
-//! Idle auto-stop (a singleton): running desktops with no API activity for their plan's idle
-//! time are stopped, judged again in their turn, the decision fenced by the leader's lease.
+//! Idle auto-stop (a singleton): running desktops with no API activity for their own
+//! `auto_stop_minutes` (else their plan's idle time) are stopped, judged again in their turn,
+//! the decision fenced by the leader's lease.
 
 use super::{DesktopError, Desktops};
 use crate::store::{Lease, Status, now};
 
 impl Desktops {
-    /// Stops running desktops that have seen no API activity for their plan's idle time.
+    /// Stops running desktops that have seen no API activity for their idle time.
     /// Answers how many it stopped.
     pub(super) async fn stop_idle(&self, lease: &Lease) -> Result<usize, DesktopError> {
         let mut stopped = 0;
@@ -16,7 +17,7 @@ impl Desktops {
             let Some(account) = self.store.account(&computer.account_id).await? else {
                 continue;
             };
-            let Some(idle) = self.config.idle_stop(&account.plan) else {
+            let Some(idle) = self.config.auto_stop(&computer, &account.plan) else {
                 continue;
             };
             let idle = idle.as_secs() as i64;
@@ -33,7 +34,11 @@ impl Desktops {
                 continue;
             };
             computer = fresh;
-            if computer.status != Status::Running || now() - computer.last_active < idle {
+            let still_idle = self
+                .config
+                .auto_stop(&computer, &account.plan)
+                .is_some_and(|idle| now() - computer.last_active >= idle.as_secs() as i64);
+            if computer.status != Status::Running || !still_idle {
                 continue;
             }
             if !self

@@ -19,6 +19,19 @@ fn failed_start(e: &DesktopError) -> String {
 }
 
 impl Desktops {
+    /// What the runtime starts for a computer: its size, screen and home.
+    pub(super) fn spec(&self, computer: &Computer) -> DesktopSpec {
+        let screen = self.config.resolution_of(computer);
+        DesktopSpec {
+            id: computer.id.clone(),
+            ram_gb: computer.ram_gb,
+            cpu: computer.cpu,
+            width: screen.width,
+            height: screen.height,
+            disk_gb: self.config.disk_gb_of(computer),
+        }
+    }
+
     /// Waits for the desktop's turn to change state, then reloads it: concurrent starts,
     /// stops, restarts, deletes and idle stops of one desktop run one after another, on
     /// whichever replicas they arrive, each from the state the previous one left (a restart's
@@ -38,14 +51,7 @@ impl Desktops {
     /// nothing of it stays running unrecorded: a desktop started but unreachable, or whose
     /// record cannot be written, is stopped again.
     pub(super) async fn boot(&self, computer: &mut Computer) -> Result<(), DesktopError> {
-        let spec = DesktopSpec {
-            id: computer.id.clone(),
-            ram_gb: computer.ram_gb,
-            cpu: computer.cpu,
-            width: self.config.screen_width,
-            height: self.config.screen_height,
-            disk_gb: self.config.disk_size_gb,
-        };
+        let spec = self.spec(computer);
         self.store.set_status(&computer.id, Status::Creating).await?;
         let started = async {
             let target = self.runtime.start(&spec).await?;
@@ -99,6 +105,43 @@ impl Desktops {
             self.start_in_turn(account, computer).await
         };
         turn.then(restarted.await).await
+    }
+
+    /// Gives the running desktop `ram_gb`, `cpu` and a home of `disk_gb` at once (in its turn,
+    /// within the account's plan, counted without its old size): NotRunning when it is not
+    /// running; the runtime's refusal when it cannot change a running desktop.
+    pub async fn resize(
+        &self,
+        account: &Account,
+        computer: &mut Computer,
+        ram_gb: u32,
+        cpu: f64,
+        disk_gb: u32,
+    ) -> Result<(), DesktopError> {
+        let turn = self.turn(computer).await?;
+        let resized = async {
+            if computer.status != Status::Running {
+                return Err(DesktopError::NotRunning(format!(
+                    "computer {:?} is {}; start it to resize it",
+                    computer.name,
+                    computer.status.as_str()
+                )));
+            }
+            let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
+            let admitted = self.admit(account, ram_gb, cpu, Some(&computer.id)).await;
+            let applied = async {
+                admitted?;
+                let mut spec = self.spec(computer);
+                (spec.ram_gb, spec.cpu, spec.disk_gb) = (ram_gb, cpu, disk_gb);
+                self.runtime.resize(&spec).await?;
+                self.store.set_size(&computer.id, ram_gb, cpu, disk_gb).await?;
+                Ok::<_, DesktopError>(())
+            };
+            admission.then(applied.await).await?;
+            (computer.ram_gb, computer.cpu, computer.disk_gb) = (ram_gb, cpu, Some(disk_gb));
+            Ok(())
+        };
+        turn.then(resized.await).await
     }
 
     pub async fn delete(&self, computer: &Computer) -> Result<(), DesktopError> {

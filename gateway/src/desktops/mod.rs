@@ -16,6 +16,7 @@ mod pool;
 mod reconcile;
 mod turn;
 
+pub use admission::Shape;
 pub use pool::{POOL_ACCOUNT, PoolState};
 
 use std::collections::HashMap;
@@ -141,8 +142,9 @@ impl Desktops {
     }
 
     /// The screen of a desktop, which its actions' coordinates are checked against.
-    pub fn screen(&self, _computer: &Computer) -> Screen {
-        Screen::new(self.config.screen_width, self.config.screen_height)
+    pub fn screen(&self, computer: &Computer) -> Screen {
+        let r = self.config.resolution_of(computer);
+        Screen::new(r.width, r.height)
     }
 
     /// Screenshots kept for links.

@@ -21,7 +21,7 @@
 
 use serde::Serialize;
 
-use super::admission::new_computer;
+use super::admission::{Shape, new_computer};
 use super::{DesktopError, Desktops, new_id, random_suffix, turn};
 use crate::config::PoolSize;
 use crate::store::{Account, Computer, Project, Status, StoreError, now};
@@ -98,10 +98,14 @@ impl Desktops {
         account: &Account,
         project: &Project,
         name: Option<&str>,
-        ram_gb: u32,
-        cpu: f64,
+        shape: &Shape,
     ) -> Result<Option<Computer>, DesktopError> {
-        let Some(size) = self.pool_size(ram_gb, cpu) else {
+        // Pooled desktops have the configured screen and home; any other is started afresh.
+        let pooled_shape = self.default_shape(shape.ram_gb, shape.cpu);
+        if (shape.resolution, shape.disk_gb) != (pooled_shape.resolution, pooled_shape.disk_gb) {
+            return Ok(None);
+        }
+        let Some(size) = self.pool_size(shape.ram_gb, shape.cpu) else {
             return Ok(None);
         };
         let (pool, _) = self.pool_owner().await?;
@@ -118,7 +122,10 @@ impl Desktops {
             };
             let claimed = match self.ended(&pooled.id).await {
                 Some(_) => Ok(None),
-                None => self.claim_in_turn(&pool, pooled, account, project, name).await,
+                None => {
+                    self.claim_in_turn(&pool, pooled, account, project, name, shape.auto_stop_minutes)
+                        .await
+                }
             };
             turn.end().await;
             if let Some(computer) = claimed? {
@@ -138,6 +145,7 @@ impl Desktops {
         account: &Account,
         project: &Project,
         name: Option<&str>,
+        auto_stop_minutes: Option<u32>,
     ) -> Result<Option<Computer>, DesktopError> {
         for _ in 0..NAME_TRIES {
             let chosen = name.map_or_else(|| format!("computer-{}", random_suffix()), str::to_string);
@@ -146,7 +154,12 @@ impl Desktops {
                 .claim_pooled(&pool.id, &pooled.id, &account.id, &project.id, &chosen, now())
                 .await;
             match claimed {
-                Ok(true) => return Ok(self.store.computer(&account.id, &pooled.id).await?),
+                Ok(true) => {
+                    if auto_stop_minutes.is_some() {
+                        self.store.set_auto_stop(&pooled.id, auto_stop_minutes).await?;
+                    }
+                    return Ok(self.store.computer(&account.id, &pooled.id).await?);
+                }
                 // Claimed by another create, or ended: the next one.
                 Ok(false) => return Ok(None),
                 Err(StoreError::Conflict(_)) if name.is_none() => continue,
@@ -252,8 +265,7 @@ impl Desktops {
         let mut computer = new_computer(
             project,
             format!("pool-{}", random_suffix()),
-            size.ram_gb,
-            size.cpu,
+            &self.default_shape(size.ram_gb, size.cpu),
         );
         let turn = self.wait_turn(&turn::of_computer(&computer.id)).await?;
         let made = async {

@@ -37,21 +37,18 @@ impl Computers {
             cpu: c.cpu,
             url: self.state.links.url(c),
             created_at: c.created_at,
-            screen_width: self.state.config.screen_width,
-            screen_height: self.state.config.screen_height,
+            screen_width: self.state.config.resolution_of(c).width,
+            screen_height: self.state.config.resolution_of(c).height,
         }
     }
 
     /// The caller's computer a request names.
     async fn find(&self, request: Request<pb::ComputerRef>) -> Result<(Account, Computer), Status> {
-        let account = caller(&self.state, request.metadata()).await?;
-        let computer = self
-            .state
-            .desktops
-            .find(&account.id, &request.into_inner().computer)
-            .await
-            .map_err(status)?;
-        Ok((account, computer))
+        let caller = caller(&self.state, request.metadata()).await?;
+        let computer = caller
+            .computer(&self.state, &request.into_inner().computer)
+            .await?;
+        Ok((caller.account, computer))
     }
 }
 
@@ -63,7 +60,7 @@ fn ttl_of(seconds: u32) -> Result<i64, ApiError> {
 #[tonic::async_trait]
 impl pb::computers_server::Computers for Computers {
     async fn create(&self, request: Request<pb::CreateRequest>) -> Answer<pb::Computer> {
-        let account = caller(&self.state, request.metadata()).await?;
+        let caller = caller(&self.state, request.metadata()).await?;
         let r = request.into_inner();
         let asked = CreateComputer {
             workspace_id: (!r.workspace_id.is_empty()).then_some(r.workspace_id),
@@ -72,22 +69,28 @@ impl pb::computers_server::Computers for Computers {
             cpu: (r.cpu != 0.0).then_some(r.cpu),
             ..Default::default()
         };
-        let computer = create_computer(&self.state, &account, asked).await?;
+        let computer = create_computer(&self.state, &caller, asked).await?;
         Ok(Response::new(self.computer(&computer)))
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Answer<pb::ListResponse> {
-        let account = caller(&self.state, request.metadata()).await?;
+        let caller = caller(&self.state, request.metadata()).await?;
+        let account = &caller.account;
         let workspace = request.into_inner().workspace_id;
         let store = &self.state.store;
         let computers = if workspace.is_empty() {
-            store.computers_of_account(&account.id).await.map_err(status)?
+            let all = store.computers_of_account(&account.id).await.map_err(status)?;
+            // A workspace-scoped key lists its workspace's only.
+            all.into_iter()
+                .filter(|c| caller.reaches(&c.project_id).is_ok())
+                .collect()
         } else {
             let project = store
                 .project(&account.id, &workspace)
                 .await
                 .map_err(status)?
                 .ok_or_else(|| status(ApiError::NotFound(format!("workspace {workspace:?} not found"))))?;
+            caller.reaches(&project.id)?;
             store
                 .computers_of_project(&account.id, &project.id)
                 .await
@@ -136,11 +139,11 @@ impl pb::computers_server::Computers for Computers {
     }
 
     async fn create_viewer_token(&self, request: Request<pb::ViewerTokenRequest>) -> Answer<pb::Token> {
-        let account = caller(&self.state, request.metadata()).await?;
+        let caller = caller(&self.state, request.metadata()).await?;
         let r = request.into_inner();
         let mode = viewer_mode((!r.mode.is_empty()).then_some(r.mode.as_str()))?;
         let ttl = ttl_of(r.ttl_seconds)?;
-        let (computer, grant, token) = issue_token(&self.state, &account, &r.computer, mode, ttl).await?;
+        let (computer, grant, token) = issue_token(&self.state, &caller, &r.computer, mode, ttl).await?;
         Ok(Response::new(pb::Token {
             url: self.state.links.viewer_url(&computer, &token),
             token,
@@ -151,11 +154,11 @@ impl pb::computers_server::Computers for Computers {
     }
 
     async fn create_desktop_token(&self, request: Request<pb::DesktopTokenRequest>) -> Answer<pb::Token> {
-        let account = caller(&self.state, request.metadata()).await?;
+        let caller = caller(&self.state, request.metadata()).await?;
         let r = request.into_inner();
         let ttl = ttl_of(r.ttl_seconds)?;
         let (computer, grant, token) =
-            issue_token(&self.state, &account, &r.computer, Mode::Desktop, ttl).await?;
+            issue_token(&self.state, &caller, &r.computer, Mode::Desktop, ttl).await?;
         Ok(Response::new(pb::Token {
             token,
             expires_at: grant.expires_at,

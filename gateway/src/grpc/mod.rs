@@ -21,10 +21,10 @@ use tower::ServiceExt;
 use orgo_proto::lifecycle::computers_server::ComputersServer;
 use orgo_proto::v1::agent_server::AgentServer;
 
-use crate::auth;
+use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{Account, Computer};
+use crate::store::Computer;
 use crate::token::Mode;
 
 /// The metadata key naming the computer (id or name) an `orgo.agent.v1.Agent` call drives.
@@ -102,8 +102,8 @@ fn authorization(metadata: &MetadataMap) -> Option<&str> {
         .map(|v| v.to_str().unwrap_or(""))
 }
 
-/// The account of a call's API key, its rate taken; desktop tokens open no lifecycle call.
-async fn caller(state: &AppState, metadata: &MetadataMap) -> Result<Account, ApiError> {
+/// The caller of a call's API key, its rate taken; desktop tokens open no lifecycle call.
+async fn caller(state: &AppState, metadata: &MetadataMap) -> Result<Caller, ApiError> {
     let credential = auth::bearer(authorization(metadata))?;
     if !auth::is_api_key(credential) {
         return Err(ApiError::Unauthorized(
@@ -127,13 +127,13 @@ async fn target(state: &AppState, metadata: &MetadataMap) -> Result<Computer, Ap
     }
     .filter(|n| !n.is_empty());
     if auth::is_api_key(credential) {
-        let account = auth::authenticate_key(state, credential).await?;
+        let caller = auth::authenticate_key(state, credential).await?;
         let named = named.ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "name the computer to drive with {COMPUTER} metadata (its id or name)"
             ))
         })?;
-        return Ok(state.desktops.find(&account.id, named).await?);
+        return caller.computer(state, named).await;
     }
     let grant = state.links.verify(credential)?;
     if grant.mode != Mode::Desktop {

@@ -12,7 +12,9 @@ fn code(e: &ApiError) -> Code {
     match e {
         ApiError::BadRequest(_) => Code::InvalidArgument,
         ApiError::Unauthorized(_) => Code::Unauthenticated,
-        ApiError::PlanLimit(_) | ApiError::Forbidden(_) => Code::PermissionDenied,
+        ApiError::PlanLimit(_) | ApiError::Forbidden(_) | ApiError::ScopeMismatch { .. } => {
+            Code::PermissionDenied
+        }
         ApiError::NotFound(_) => Code::NotFound,
         // Another change or program got there first (a name taken, the keymap changed).
         ApiError::Conflict(_) => Code::Aborted,

@@ -90,29 +90,36 @@ impl Cgroups {
 
     /// Makes a desktop's groups with its limits.
     pub fn create(&self, id: &str, ram_gb: u32, cpu: f64) -> Result<Groups, String> {
+        if let Cgroups::Unavailable(why) = self {
+            return Err(why.clone());
+        }
+        let dirs = self.dirs(id);
+        dirs.iter().try_for_each(|d| mkdir(d))?;
+        if let Cgroups::V1(_) = self {
+            write(&dirs[1].join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        }
+        self.limit(id, ram_gb, cpu)?;
+        write(&self.file(id, "pids")?, &PIDS_MAX.to_string())?;
+        Ok(Groups { dirs })
+    }
+
+    /// Sets the memory and CPU limits of a desktop's existing groups (at create, and live on a
+    /// resize: the kernel applies them to the processes already inside).
+    pub fn limit(&self, id: &str, ram_gb: u32, cpu: f64) -> Result<(), String> {
         let memory = (u64::from(ram_gb) << 30).to_string();
         let quota = ((cpu * CPU_PERIOD_US as f64) as u64).max(1000);
-        match self {
-            Cgroups::V2(_) => {
-                let dirs = self.dirs(id);
-                let dir = &dirs[0];
-                mkdir(dir)?;
-                write(&dir.join("memory.max"), &memory)?;
-                write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
-                write(&dir.join("pids.max"), &PIDS_MAX.to_string())?;
-                Ok(Groups { dirs })
-            }
-            Cgroups::V1(_) => {
-                let dirs = self.dirs(id);
-                dirs.iter().try_for_each(|d| mkdir(d))?;
-                write(&dirs[0].join("memory.limit_in_bytes"), &memory)?;
-                write(&dirs[1].join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                write(&dirs[1].join("cpu.cfs_quota_us"), &quota.to_string())?;
-                write(&dirs[2].join("pids.max"), &PIDS_MAX.to_string())?;
-                Ok(Groups { dirs })
-            }
-            Cgroups::Unavailable(why) => Err(why.clone()),
-        }
+        let cpu_value = match self {
+            Cgroups::V2(_) => format!("{quota} {CPU_PERIOD_US}"),
+            Cgroups::V1(_) => quota.to_string(),
+            Cgroups::Unavailable(why) => return Err(why.clone()),
+        };
+        write(&self.file(id, "memory")?, &memory)?;
+        write(&self.file(id, "cpu")?, &cpu_value)
+    }
+
+    fn file(&self, id: &str, what: &str) -> Result<PathBuf, String> {
+        self.limit_file(id, what)
+            .ok_or_else(|| format!("no {what} limit on this machine"))
     }
 }
 

@@ -406,6 +406,20 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn resize(&self, spec: &DesktopSpec) -> Result<(), RuntimeError> {
+        let memory = i64::from(spec.ram_gb) << 30;
+        let update = bollard::container::UpdateContainerOptions::<String> {
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some((spec.cpu * 1e9) as i64),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(&container_name(&spec.id), update)
+            .await
+            .map_err(engine)
+    }
+
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         self.pids.lock().await.remove(id);
         let name = container_name(id);

@@ -333,6 +333,24 @@ impl Runtime for LocalRuntime {
         }
     }
 
+    async fn resize(&self, spec: &DesktopSpec) -> Result<(), RuntimeError> {
+        if !self.running.lock().await.contains_key(&spec.id) {
+            return Err(RuntimeError::Failed(format!(
+                "desktop {} is not running here",
+                spec.id
+            )));
+        }
+        if let Cgroups::Unavailable(why) = &self.cgroups {
+            return Err(RuntimeError::Unsupported(format!(
+                "this machine gives desktops no cgroups to resize ({why})"
+            )));
+        }
+        // The home grows at the next start (its image is grown, never shrunk, then).
+        self.cgroups
+            .limit(&spec.id, spec.ram_gb, spec.cpu)
+            .map_err(|e| RuntimeError::Failed(format!("cannot change the desktop's cgroups: {e}")))
+    }
+
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         let desktop = self.running.lock().await.remove(id);
         if let Some(desktop) = desktop {

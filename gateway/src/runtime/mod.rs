@@ -26,6 +26,9 @@ pub enum RuntimeError {
     /// The desktop could not be made, started, stopped or removed.
     #[error("{0}")]
     Failed(String),
+    /// This runtime cannot do that to a desktop in its state; the sentence says what can.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What a desktop is made with.
@@ -55,6 +58,10 @@ pub trait Runtime: Send + Sync {
     async fn start(&self, spec: &DesktopSpec) -> Result<Target, RuntimeError>;
     /// Stops the desktop; its files stay.
     async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Gives the running desktop `spec`'s memory and CPUs at once (its cgroups, `docker
+    /// update`), and its home `spec.disk_gb` where the runtime sizes homes while they are in
+    /// use (else from its next start).
+    async fn resize(&self, spec: &DesktopSpec) -> Result<(), RuntimeError>;
     /// Stops the desktop if needed and deletes its files.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Why the desktop's processes ended by themselves, once the runtime is sure they did (out

@@ -106,13 +106,93 @@ pub struct Computer {
     /// memory, evicted, its node lost, an exit status) or why its start failed; none in any
     /// other status.
     pub ended: Option<String>,
+    /// The home's size limit in GiB; none for a desktop recorded before sizes were (the
+    /// gateway's `disk_size_gb` holds for it).
+    pub disk_gb: Option<u32>,
+    /// The screen; none for a desktop recorded before screens were (the gateway's configured
+    /// screen holds for it).
+    pub resolution: Option<Resolution>,
+    /// Minutes without API activity before it is stopped: 0 never; none: its plan's idle time.
+    pub auto_stop_minutes: Option<u32>,
+}
+
+/// A desktop's screen, `WxHxD` in its JSON and its row (Orgo's `resolution`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolution {
+    pub width: u32,
+    pub height: u32,
+    /// Bits per pixel; only 24 (what the agent captures).
+    pub depth: u32,
+}
+
+impl Resolution {
+    /// The sizes an X server here is started with: 320×240 to 7680×4320.
+    pub const WIDTHS: std::ops::RangeInclusive<u32> = 320..=7680;
+    pub const HEIGHTS: std::ops::RangeInclusive<u32> = 240..=4320;
+
+    /// A screen of that size, depth 24, if it is within [`Self::WIDTHS`] and
+    /// [`Self::HEIGHTS`]; else the sentence saying so.
+    pub fn new(width: u32, height: u32) -> Result<Resolution, String> {
+        if !Self::WIDTHS.contains(&width) || !Self::HEIGHTS.contains(&height) {
+            return Err(format!(
+                "a screen is 320x240 to 7680x4320 pixels, not {width}x{height}"
+            ));
+        }
+        Ok(Resolution {
+            width,
+            height,
+            depth: 24,
+        })
+    }
+
+    /// Parses `WxHxD` (or `WxH`, depth 24): errors are the sentence a client reads.
+    pub fn parse(text: &str) -> Result<Resolution, String> {
+        let bad = || format!("resolution must be WIDTHxHEIGHTxDEPTH such as 1280x720x24, not {text:?}");
+        let parts: Vec<&str> = text.split('x').collect();
+        let number = |s: &str| {
+            (!s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u32>().ok())
+                .flatten()
+        };
+        let (width, height, depth) = match parts[..] {
+            [w, h] => (number(w), number(h), Some(24)),
+            [w, h, d] => (number(w), number(h), number(d)),
+            _ => return Err(bad()),
+        };
+        let (Some(width), Some(height), Some(depth)) = (width, height, depth) else {
+            return Err(bad());
+        };
+        if depth != 24 {
+            return Err(format!(
+                "only depth 24 is available, not {depth} (resolution {text:?})"
+            ));
+        }
+        Resolution::new(width, height)
+    }
+}
+
+impl std::fmt::Display for Resolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.width, self.height, self.depth)
+    }
 }
 
 pub struct KeyRow {
     pub id: String,
     pub account: String,
+    /// The workspace (project id) the key is limited to, if it is.
+    pub workspace: Option<String>,
     pub created_at: i64,
     pub revoked: bool,
+}
+
+/// A key that is not revoked, as authentication reads it.
+pub struct LiveKey {
+    /// SHA-256 of the secret.
+    pub hash: Vec<u8>,
+    pub account: String,
+    /// The workspace (project id) it is limited to; none: the whole account.
+    pub workspace: Option<String>,
 }
 
 /// A lease held: `name` by `holder` until it expires, in its `epoch`, which grows by one each
@@ -158,9 +238,16 @@ pub trait Store: Send + Sync {
     /// account's plan is updated to `plan`).
     async fn ensure_account(&self, name: &str, plan: &str, id: &str) -> Result<Account, StoreError>;
 
-    async fn insert_key(&self, id: &str, account_id: &str, hash: &[u8]) -> Result<(), StoreError>;
-    /// The hash and account of a live (not revoked) key.
-    async fn live_key(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StoreError>;
+    /// A key of the account, limited to the project `workspace` if given.
+    async fn insert_key(
+        &self,
+        id: &str,
+        account_id: &str,
+        hash: &[u8],
+        workspace: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// A live (not revoked) key.
+    async fn live_key(&self, id: &str) -> Result<Option<LiveKey>, StoreError>;
     async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError>;
     /// Whether a live key was revoked.
     async fn revoke_key(&self, id: &str) -> Result<bool, StoreError>;
@@ -208,6 +295,12 @@ pub trait Store: Send + Sync {
         name: &str,
         at: i64,
     ) -> Result<bool, StoreError>;
+    /// Sets a computer's idle time (see [`Computer::auto_stop_minutes`]).
+    async fn set_auto_stop(&self, id: &str, minutes: Option<u32>) -> Result<(), StoreError>;
+    /// Records a computer's new size (a resize applied to its running desktop).
+    async fn set_size(&self, id: &str, ram_gb: u32, cpu: f64, disk_gb: u32) -> Result<(), StoreError>;
+    /// Moves a computer of `account` into its project `project`; false when either is gone.
+    async fn move_computer(&self, account: &str, id: &str, project: &str) -> Result<bool, StoreError>;
     /// Records activity at `at` (Unix seconds), keeping the latest of what replicas write.
     async fn touch(&self, id: &str, at: i64) -> Result<(), StoreError>;
     async fn delete_computer(&self, id: &str) -> Result<(), StoreError>;

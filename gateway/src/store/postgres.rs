@@ -8,7 +8,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
 use tokio_postgres::{NoTls, Row, types::ToSql};
 
-use super::{Account, Computer, Kept, KeyRow, Lease, Project, Status, Store, StoreError, mask_url};
+use super::{
+    Account, Computer, Kept, KeyRow, Lease, LiveKey, Project, Resolution, Status, Store, StoreError, mask_url,
+};
 
 /// Each is run once, in order; the number of those run is kept in `schema_migrations`.
 const MIGRATIONS: &[&str] = &[
@@ -68,6 +70,12 @@ const MIGRATIONS: &[&str] = &[
 ",
     "
     ALTER TABLE computers ADD COLUMN ended TEXT;
+",
+    "
+    ALTER TABLE computers ADD COLUMN disk_gb BIGINT;
+    ALTER TABLE computers ADD COLUMN resolution TEXT;
+    ALTER TABLE computers ADD COLUMN auto_stop_minutes BIGINT;
+    ALTER TABLE api_keys ADD COLUMN workspace_id TEXT;
 ",
 ];
 
@@ -154,17 +162,27 @@ fn computer_row(r: &Row) -> Computer {
         project_id: r.get(2),
         name: r.get(3),
         status: Status::parse(r.get(4)),
-        ram_gb: u32::try_from(r.get::<_, i64>(5)).unwrap_or(u32::MAX),
+        ram_gb: clamp_u32(r.get(5)),
         cpu: r.get(6),
         created_at: r.get(7),
         last_active: r.get(8),
         agent: r.get(9),
         generation: r.get(10),
         ended: r.get(11),
+        disk_gb: r.get::<_, Option<i64>>(12).map(clamp_u32),
+        resolution: r
+            .get::<_, Option<String>>(13)
+            .and_then(|t| Resolution::parse(&t).ok()),
+        auto_stop_minutes: r.get::<_, Option<i64>>(14).map(clamp_u32),
     }
 }
 
-const COMPUTER_COLUMNS: &str = "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation, ended";
+/// A BIGINT column read back as the u32 it was written from.
+fn clamp_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+const COMPUTER_COLUMNS: &str = "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation, ended, disk_gb, resolution, auto_stop_minutes";
 
 impl Postgres {
     /// Connects (one round trip proves the database answers) and runs the migrations it
@@ -325,32 +343,42 @@ impl Store for Postgres {
             .ok_or_else(|| StoreError::Database("no account after upsert".into()))
     }
 
-    async fn insert_key(&self, id: &str, account_id: &str, hash: &[u8]) -> Result<(), StoreError> {
+    async fn insert_key(
+        &self,
+        id: &str,
+        account_id: &str,
+        hash: &[u8],
+        workspace: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.execute(
-            "INSERT INTO api_keys (id, account_id, key_hash, created_at) VALUES ($1, $2, $3, $4)",
-            &[&id, &account_id, &hash, &super::now()],
+            "INSERT INTO api_keys (id, account_id, key_hash, created_at, workspace_id) VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &account_id, &hash, &super::now(), &workspace],
         )
         .await
         .map(drop)
     }
 
-    async fn live_key(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+    async fn live_key(&self, id: &str) -> Result<Option<LiveKey>, StoreError> {
         if !storable(id) {
             return Ok(None);
         }
         let row = self
             .query_opt(
-                "SELECT key_hash, account_id FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
+                "SELECT key_hash, account_id, workspace_id FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
                 &[&id],
             )
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        Ok(row.map(|r| LiveKey {
+            hash: r.get(0),
+            account: r.get(1),
+            workspace: r.get(2),
+        }))
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
         let rows = self
             .query(
-                "SELECT k.id, a.name, k.created_at, k.revoked_at IS NOT NULL
+                "SELECT k.id, a.name, k.created_at, k.revoked_at IS NOT NULL, k.workspace_id
                  FROM api_keys k JOIN accounts a ON a.id = k.account_id ORDER BY k.created_at, k.id",
                 &[],
             )
@@ -362,6 +390,7 @@ impl Store for Postgres {
                 account: r.get(1),
                 created_at: r.get(2),
                 revoked: r.get(3),
+                workspace: r.get(4),
             })
             .collect())
     }
@@ -429,7 +458,7 @@ impl Store for Postgres {
     async fn insert_computer(&self, m: &Computer) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO computers ({COMPUTER_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING"
         );
         let inserted = self
             .execute(
@@ -447,6 +476,9 @@ impl Store for Postgres {
                     &m.agent,
                     &m.generation,
                     &m.ended,
+                    &m.disk_gb.map(i64::from),
+                    &m.resolution.map(|r| r.to_string()),
+                    &m.auto_stop_minutes.map(i64::from),
                 ],
             )
             .await?;
@@ -564,6 +596,37 @@ impl Store for Postgres {
         self.execute(
             &sql,
             &[&id, &status.as_str(), &lease.name, &lease.holder, &lease.epoch],
+        )
+        .await
+        .map(|n| n > 0)
+    }
+
+    async fn set_auto_stop(&self, id: &str, minutes: Option<u32>) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE computers SET auto_stop_minutes = $2 WHERE id = $1",
+            &[&id, &minutes.map(i64::from)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_size(&self, id: &str, ram_gb: u32, cpu: f64, disk_gb: u32) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE computers SET ram_gb = $2, cpu = $3, disk_gb = $4 WHERE id = $1",
+            &[&id, &i64::from(ram_gb), &cpu, &i64::from(disk_gb)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn move_computer(&self, account: &str, id: &str, project: &str) -> Result<bool, StoreError> {
+        if !storable(project) {
+            return Ok(false);
+        }
+        self.execute(
+            "UPDATE computers SET project_id = $3 WHERE id = $2 AND account_id = $1
+             AND EXISTS (SELECT 1 FROM projects WHERE id = $3 AND account_id = $1)",
+            &[&account, &id, &project],
         )
         .await
         .map(|n| n > 0)

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Account, Computer, Kept, KeyRow, Lease, Project, Status, Store, StoreError};
+use super::{
+    Account, Computer, Kept, KeyRow, Lease, LiveKey, Project, Resolution, Status, Store, StoreError,
+};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -81,6 +83,12 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE computers ADD COLUMN ended TEXT;
 ",
+    "
+    ALTER TABLE computers ADD COLUMN disk_gb INTEGER;
+    ALTER TABLE computers ADD COLUMN resolution TEXT;
+    ALTER TABLE computers ADD COLUMN auto_stop_minutes INTEGER;
+    ALTER TABLE api_keys ADD COLUMN workspace_id TEXT;
+",
 ];
 
 pub struct Sqlite {
@@ -110,6 +118,11 @@ fn computer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Computer> {
         agent: r.get(9)?,
         generation: r.get(10)?,
         ended: r.get(11)?,
+        disk_gb: r.get(12)?,
+        resolution: r
+            .get::<_, Option<String>>(13)?
+            .and_then(|t| Resolution::parse(&t).ok()),
+        auto_stop_minutes: r.get(14)?,
     })
 }
 
@@ -122,7 +135,7 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
     })
 }
 
-const COMPUTER_COLUMNS: &str = "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation, ended";
+const COMPUTER_COLUMNS: &str = "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation, ended, disk_gb, resolution, auto_stop_minutes";
 
 /// Unix milliseconds now: lease expiry is kept finer than activity.
 fn now_ms() -> i64 {
@@ -254,20 +267,32 @@ impl Store for Sqlite {
         })
     }
 
-    async fn insert_key(&self, id: &str, account_id: &str, hash: &[u8]) -> Result<(), StoreError> {
+    async fn insert_key(
+        &self,
+        id: &str,
+        account_id: &str,
+        hash: &[u8],
+        workspace: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.execute(
-            "INSERT INTO api_keys (id, account_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![id, account_id, hash, super::now()],
+            "INSERT INTO api_keys (id, account_id, key_hash, created_at, workspace_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, account_id, hash, super::now(), workspace],
         )
         .map(drop)
     }
 
-    async fn live_key(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+    async fn live_key(&self, id: &str) -> Result<Option<LiveKey>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT key_hash, account_id FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
+                "SELECT key_hash, account_id, workspace_id FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(LiveKey {
+                        hash: r.get(0)?,
+                        account: r.get(1)?,
+                        workspace: r.get(2)?,
+                    })
+                },
             )
             .optional()
         })
@@ -276,7 +301,7 @@ impl Store for Sqlite {
     async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT k.id, a.name, k.created_at, k.revoked_at IS NOT NULL
+                "SELECT k.id, a.name, k.created_at, k.revoked_at IS NOT NULL, k.workspace_id
                  FROM api_keys k JOIN accounts a ON a.id = k.account_id ORDER BY k.created_at, k.id",
             )?;
             stmt.query_map([], |r| {
@@ -285,6 +310,7 @@ impl Store for Sqlite {
                     account: r.get(1)?,
                     created_at: r.get(2)?,
                     revoked: r.get(3)?,
+                    workspace: r.get(4)?,
                 })
             })?
             .collect()
@@ -348,7 +374,7 @@ impl Store for Sqlite {
         let inserted = self.execute(
             &format!(
                 "INSERT INTO computers ({COMPUTER_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT DO NOTHING"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT DO NOTHING"
             ),
             params![
                 m.id,
@@ -362,7 +388,10 @@ impl Store for Sqlite {
                 m.last_active,
                 m.agent,
                 m.generation,
-                m.ended
+                m.ended,
+                m.disk_gb,
+                m.resolution.map(|r| r.to_string()),
+                m.auto_stop_minutes
             ],
         )?;
         if inserted == 0 {
@@ -478,6 +507,31 @@ impl Store for Sqlite {
                 lease.epoch,
                 now_ms()
             ],
+        )
+        .map(|n| n > 0)
+    }
+
+    async fn set_auto_stop(&self, id: &str, minutes: Option<u32>) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE computers SET auto_stop_minutes = ?2 WHERE id = ?1",
+            params![id, minutes],
+        )
+        .map(drop)
+    }
+
+    async fn set_size(&self, id: &str, ram_gb: u32, cpu: f64, disk_gb: u32) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE computers SET ram_gb = ?2, cpu = ?3, disk_gb = ?4 WHERE id = ?1",
+            params![id, ram_gb, cpu, disk_gb],
+        )
+        .map(drop)
+    }
+
+    async fn move_computer(&self, account: &str, id: &str, project: &str) -> Result<bool, StoreError> {
+        self.execute(
+            "UPDATE computers SET project_id = ?3 WHERE id = ?2 AND account_id = ?1
+             AND EXISTS (SELECT 1 FROM projects WHERE id = ?3 AND account_id = ?1)",
+            params![account, id, project],
         )
         .map(|n| n > 0)
     }

@@ -100,6 +100,7 @@ impl Call {
 #[derive(Debug, Clone)]
 pub enum Event {
     Start(DesktopSpec),
+    Resize(DesktopSpec),
     Stop(String),
     Remove(String),
 }
@@ -326,6 +327,11 @@ impl Runtime for FakeRuntime {
             },
         );
         Ok(Target::Unix(socket))
+    }
+
+    async fn resize(&self, spec: &DesktopSpec) -> Result<(), RuntimeError> {
+        lock(&self.shared.events).push(Event::Resize(spec.clone()));
+        Ok(())
     }
 
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {

@@ -103,7 +103,7 @@ impl Gateway {
     }
 
     pub async fn key(&self, account: &str) -> String {
-        orgo_gateway::create_key(self.state.store.as_ref(), &self.state.config, account, None)
+        orgo_gateway::create_key(self.state.store.as_ref(), &self.state.config, account, None, None)
             .await
             .unwrap()
     }

@@ -366,6 +366,13 @@ impl Runtime for KubernetesRuntime {
         Err(failed)
     }
 
+    async fn resize(&self, _spec: &DesktopSpec) -> Result<(), RuntimeError> {
+        // In-place Pod resize is beta from Kubernetes 1.33; the Pods here keep to 1.20's fields.
+        Err(RuntimeError::Unsupported(
+            "the Kubernetes runtime cannot resize a running desktop: a Pod's resources are fixed while it runs".into(),
+        ))
+    }
+
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         self.delete_pod(id).await
     }
