@@ -123,7 +123,7 @@ async fn every_route_refuses_missing_bad_and_revoked_keys() {
             template
                 .replace(
                     "{id}",
-                    if template.starts_with("/projects") {
+                    if template.starts_with("/projects") || template.starts_with("/workspaces") {
                         &ws_id
                     } else {
                         &id
@@ -336,7 +336,14 @@ async fn another_accounts_things_are_404_like_missing_ones_and_reach_no_agent() 
         format!(
             "/api{}",
             template
-                .replace("{id}", if template.starts_with("/projects") { ws } else { id })
+                .replace(
+                    "{id}",
+                    if template.starts_with("/projects") || template.starts_with("/workspaces") {
+                        ws
+                    } else {
+                        id
+                    }
+                )
                 .replace("{name}", name)
                 .replace("{file}", &format!("{file}.jpg"))
         )

@@ -249,9 +249,10 @@ pub async fn set_auto_stop(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer {
+    // Found first: another account's computer is a 404 whatever the body.
+    let computer = caller.computer(&state, &id).await?;
     let req: AutoStop = parse_body(&body)?;
     let minutes = auto_stop_minutes(req.auto_stop_minutes)?;
-    let computer = caller.computer(&state, &id).await?;
     state.store.set_auto_stop(&computer.id, Some(minutes)).await?;
     Ok(Json(json!({ "success": true, "auto_stop_minutes": minutes })))
 }
@@ -287,12 +288,12 @@ pub async fn move_to(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer {
+    let computer = caller.computer(&state, &id).await?;
     let req: MoveRequest = parse_body(&body)?;
     let target = req
         .project_id
         .or(req.workspace_id)
         .ok_or_else(|| ApiError::BadRequest("project_id (the destination workspace) is required".into()))?;
-    let computer = caller.computer(&state, &id).await?;
     let account = &caller.account.id;
     let project = state
         .store
@@ -343,6 +344,7 @@ pub async fn resize(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer {
+    let mut computer = caller.computer(&state, &id).await?;
     let req: ResizeRequest = parse_body(&body)?;
     if let Some(field) = req.other.keys().next() {
         return Err(ApiError::BadRequest(format!(
@@ -354,7 +356,6 @@ pub async fn resize(
             "bandwidth_limit_mbps is not available on this gateway".into(),
         ));
     }
-    let mut computer = caller.computer(&state, &id).await?;
     let plan = plan(&state, &caller)?;
     let ram_gb = whole("mem_gb", req.mem_gb, computer.ram_gb, 1, 64, "GB")?;
     let cpu = match req.vcpus {
