@@ -1,11 +1,15 @@
-//! Generates the tonic/prost code of `orgo/agent/v1/agent.proto` (the agent's protocol) and
-//! `orgo/v1/computers.proto` (the gateway's lifecycle service) with a vendored `protoc`, so a
-//! fresh machine needs no protobuf compiler installed; and their file descriptor set, which
-//! the gateway's server reflection serves.
+//! Generates the tonic/prost code of `orgo/agent/v1/agent.proto` and `orgo/agent/v1/files.proto`
+//! (the agent's protocol) and `orgo/v1/computers.proto` (the gateway's lifecycle service) with a
+//! vendored `protoc`, so a fresh machine needs no protobuf compiler installed; and their file
+//! descriptor set, which the gateway's server reflection serves.
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["orgo/agent/v1/agent.proto", "orgo/v1/computers.proto"];
+const PROTOS: &[&str] = &[
+    "orgo/agent/v1/agent.proto",
+    "orgo/agent/v1/files.proto",
+    "orgo/v1/computers.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;

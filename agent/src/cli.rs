@@ -41,7 +41,8 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
-    /// Working directory and $HOME of commands (default: $HOME).
+    /// Working directory and $HOME of commands, and the one directory the Files service reaches
+    /// (default: $HOME). It must exist.
     #[arg(long)]
     pub home: Option<PathBuf>,
 

@@ -5,7 +5,8 @@ use tonic::{Code, Status};
 /// Everything an agent call can fail with; each variant says which gRPC code the caller sees.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The request itself is wrong: an unknown key name, a point off the screen, a bad region.
+    /// The request itself is wrong: an unknown key name, a point off the screen, a bad region, a
+    /// path with a NUL byte.
     #[error("{0}")]
     InvalidArgument(String),
     /// The X server is not answering (starting, restarting or gone); retrying later can work.
@@ -27,6 +28,23 @@ pub enum AgentError {
     /// Image encoding failed.
     #[error("image encoding failed: {0}")]
     Encode(String),
+    /// A file the call names does not exist; the message names the path.
+    #[error("{0}")]
+    NotFound(String),
+    /// The call may not touch what it names: a path leading outside the home, the home itself,
+    /// or a file the desktop user may not open. The message gives the reason.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// What the path names is not what the call acts on: a directory where a file is wanted, a
+    /// non-empty directory removed without `recursive`.
+    #[error("{0}")]
+    WrongKind(String),
+    /// More bytes than a limit allows, or no space left for them.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A file operation failed in a way the caller cannot fix (an I/O error, say).
+    #[error("file error: {0}")]
+    File(String),
 }
 
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
@@ -68,9 +86,12 @@ impl From<AgentError> for Status {
         let code = match &e {
             AgentError::InvalidArgument(_) => Code::InvalidArgument,
             AgentError::DisplayUnavailable(_) => Code::Unavailable,
-            AgentError::Unsupported(_) => Code::FailedPrecondition,
+            AgentError::Unsupported(_) | AgentError::WrongKind(_) => Code::FailedPrecondition,
             AgentError::KeymapChanged(_) => Code::Aborted,
-            AgentError::Process(_) | AgentError::X11(_) | AgentError::Encode(_) => {
+            AgentError::NotFound(_) => Code::NotFound,
+            AgentError::PermissionDenied(_) => Code::PermissionDenied,
+            AgentError::TooLarge(_) => Code::ResourceExhausted,
+            AgentError::Process(_) | AgentError::X11(_) | AgentError::Encode(_) | AgentError::File(_) => {
                 tracing::error!(error = %e, "agent call failed");
                 Code::Internal
             }

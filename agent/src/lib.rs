@@ -3,11 +3,12 @@
 //! with libjpeg-turbo, injects pointer and keyboard input with XTest (typing any Unicode text by
 //! borrowing spare keycodes), runs bash and Python with hard timeouts that kill everything the
 //! command started and output capped on character boundaries, reaps orphans, and serves all of
-//! it over gRPC.
+//! it over gRPC — with the desktop user's files, confined to the home, beside it.
 //!
 //! Layers, outside in: [`server`] (sockets, auth) → [`service`] (prost ↔ domain) → [`desktop`]
 //! (async operations) → [`capture`], [`encode`], [`input`], [`exec`] and [`output`] (the work)
-//! over [`x11`] connections; [`keys`] and [`keymap`] are pure planning logic.
+//! over [`x11`] connections; [`keys`] and [`keymap`] are pure planning logic. Files have a
+//! service of their own: [`server`] → [`files_service`] → [`files`].
 
 pub mod capture;
 pub mod cli;
@@ -17,6 +18,8 @@ pub mod desktop;
 pub mod encode;
 pub mod error;
 pub mod exec;
+pub mod files;
+pub mod files_service;
 pub mod inflight;
 pub mod input;
 pub mod keyboard;
@@ -37,6 +40,7 @@ use tokio::sync::watch;
 use crate::cli::Cli;
 use crate::desktop::{Desktop, DesktopConfig};
 use crate::exec::Runner;
+use crate::files::Home;
 use crate::input::InputTiming;
 use crate::output::Drains;
 use crate::reaper::Children;
@@ -61,6 +65,14 @@ async fn termination() {
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let token = cli.token()?;
+    let home = cli
+        .home
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(Into::into))
+        .unwrap_or_else(|| "/".into());
+    // Before the desktop starts: a home that cannot be opened is a configuration error.
+    let files =
+        Home::open(&home).map_err(|e| anyhow::anyhow!("cannot open the home {}: {e}", home.display()))?;
     let children = Children::default();
     reaper::start(children.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -88,11 +100,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             (display, watch::channel(true).1)
         }
     };
-    let home = cli
-        .home
-        .clone()
-        .or_else(|| std::env::var_os("HOME").map(Into::into))
-        .unwrap_or_else(|| "/".into());
     let runner = Runner {
         children,
         drains: Drains::default(),
@@ -124,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.listen.clone(),
         token,
         service::AgentService::new(desktop),
+        files_service::FilesService::new(files),
         async move {
             let _ = stopping.changed().await;
         },

@@ -1,15 +1,17 @@
-//! Serving the agent's gRPC API on a Unix socket (the local and Docker runtimes: access is the
-//! socket's file permissions) or on TCP with `TCP_NODELAY` and a bearer token compared in
-//! constant time (remote desktops).
+//! Serving the agent's gRPC services (`Agent` and `Files`) on a Unix socket (the local and
+//! Docker runtimes: access is the socket's file permissions) or on TCP with `TCP_NODELAY` and a
+//! bearer token compared in constant time (remote desktops).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use orgo_proto::v1::agent_server::AgentServer;
+use orgo_proto::v1::files_server::FilesServer;
 use subtle::ConstantTimeEq;
 use tonic::transport::Server;
 use tonic::{Request, Status};
 
+use crate::files_service::FilesService;
 use crate::service::AgentService;
 
 /// Where to listen.
@@ -63,11 +65,12 @@ fn check_token(expected: &Arc<Vec<u8>>, req: &Request<()>) -> Result<(), Status>
     }
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves `agent` and `files` until `shutdown` resolves.
 pub async fn serve(
     listen: Listen,
     token: Option<String>,
-    service: AgentService,
+    agent: AgentService,
+    files: FilesService,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     match listen {
@@ -85,7 +88,8 @@ pub async fn serve(
             tracing::info!(socket = %path.display(), "agent listening");
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             Server::builder()
-                .add_service(AgentServer::new(service))
+                .add_service(AgentServer::new(agent))
+                .add_service(FilesServer::new(files))
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await?;
         }
@@ -97,10 +101,10 @@ pub async fn serve(
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(%addr, "agent listening");
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let svc =
-                AgentServer::with_interceptor(service, move |req| check_token(&expected, &req).map(|()| req));
+            let auth = move |req: Request<()>| check_token(&expected, &req).map(|()| req);
             Server::builder()
-                .add_service(svc)
+                .add_service(AgentServer::with_interceptor(agent, auth.clone()))
+                .add_service(FilesServer::with_interceptor(files, auth))
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await?;
         }

@@ -39,10 +39,13 @@ impl AgentService {
     }
 }
 
-type Answer<T> = Result<Response<T>, Status>;
-type BoxStream<T> = Pin<Box<dyn FutStream<Item = Result<T, Status>> + Send>>;
+/// What a gRPC method answers.
+pub(crate) type Answer<T> = Result<Response<T>, Status>;
+/// The stream a server-streaming gRPC method answers.
+pub(crate) type BoxStream<T> = Pin<Box<dyn FutStream<Item = Result<T, Status>> + Send>>;
 
-fn invalid(msg: impl Into<String>) -> AgentError {
+/// An `InvalidArgument` error with `msg`.
+pub(crate) fn invalid(msg: impl Into<String>) -> AgentError {
     AgentError::InvalidArgument(msg.into())
 }
 

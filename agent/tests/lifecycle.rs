@@ -1,6 +1,6 @@
 //! The agent as a long-lived owner: Xvfb brought back after it dies, every display it serves
 //! set never to blank and to give xterm a TrueType face, and TCP serving that demands the bearer
-//! token.
+//! token (of the `Files` service too).
 
 mod common;
 
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::{Agent, Xvfb, children_named};
 use orgo_proto::v1 as pb;
 use orgo_proto::v1::agent_client::AgentClient;
+use orgo_proto::v1::files_client::FilesClient;
 
 /// What a display says, as `xset q` and `xrdb -query` would: the screen saver's timeout,
 /// whether DPMS is on (it is not where the server has no DPMS), and the resource database.
@@ -139,6 +140,7 @@ async fn tcp_needs_the_token() {
     let agent_on_tcp = || {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orgo-agent"));
         cmd.args(["--spawn-xvfb", "640x480", "--wm", "none", "--listen", &listen]);
+        cmd.arg("--home").arg(&dir);
         cmd
     };
     let refused = agent_on_tcp().env_remove("ORGO_AGENT_TOKEN").output().unwrap();
@@ -176,6 +178,10 @@ async fn tcp_needs_the_token() {
         wrong.health(pb::HealthRequest {}).await.unwrap_err().code(),
         tonic::Code::Unauthenticated
     );
+    let stat_home = || pb::StatRequest { path: "".into() };
+    let mut anonymous_files = FilesClient::new(channel.clone());
+    let err = anonymous_files.stat(stat_home()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
     // The shared connector, as the gateway reaches agents over TCP.
     let mut right = orgo_proto::connect::connect(&orgo_proto::connect::Target::Tcp {
@@ -190,6 +196,14 @@ async fn tcp_needs_the_token() {
         .unwrap()
         .into_inner();
     assert_eq!((info.width, info.height), (640, 480));
+    let mut files = orgo_proto::connect::connect_files(&orgo_proto::connect::Target::Tcp {
+        addr: format!("127.0.0.1:{port}"),
+        token: "tok-123".into(),
+    })
+    .await
+    .unwrap();
+    let home = files.stat(stat_home()).await.unwrap().into_inner();
+    assert_eq!(home.kind(), pb::entry::Kind::Directory);
 
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

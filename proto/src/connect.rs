@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::v1::agent_client::AgentClient;
+use crate::v1::files_client::FilesClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -40,6 +41,9 @@ impl Interceptor for Bearer {
 /// A connected agent client.
 pub type Agent = AgentClient<InterceptedService<Channel, Bearer>>;
 
+/// A connected client of the agent's `Files` service.
+pub type Files = FilesClient<InterceptedService<Channel, Bearer>>;
+
 /// Why an agent could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -49,8 +53,9 @@ pub enum ConnectError {
     Token,
 }
 
-/// Connects to the agent at `target`.
-pub async fn connect(target: &Target) -> Result<Agent, ConnectError> {
+/// A channel to the agent at `target`, with the interceptor its calls need: what every client
+/// of the agent's services is built on.
+async fn channel(target: &Target) -> Result<InterceptedService<Channel, Bearer>, ConnectError> {
     let (channel, bearer) = match target {
         Target::Unix(socket) => {
             let socket = socket.clone();
@@ -77,7 +82,18 @@ pub async fn connect(target: &Target) -> Result<Agent, ConnectError> {
             (channel, Bearer(Some(value)))
         }
     };
-    Ok(AgentClient::with_interceptor(channel, bearer).max_decoding_message_size(MAX_MESSAGE))
+    Ok(InterceptedService::new(channel, bearer))
+}
+
+/// Connects to the agent at `target`.
+pub async fn connect(target: &Target) -> Result<Agent, ConnectError> {
+    Ok(AgentClient::new(channel(target).await?).max_decoding_message_size(MAX_MESSAGE))
+}
+
+/// Connects to the `Files` service of the agent at `target` (a listing of a large directory
+/// can outgrow the default 4 MiB message bound).
+pub async fn connect_files(target: &Target) -> Result<Files, ConnectError> {
+    Ok(FilesClient::new(channel(target).await?).max_decoding_message_size(MAX_MESSAGE))
 }
 
 /// Connects to the agent listening on `socket`.
