@@ -38,11 +38,15 @@ impl Interceptor for Bearer {
     }
 }
 
+/// A connection to an agent with the interceptor its calls need, from which a client of each of
+/// its services is made ([`agent`], [`files`]); cheap to clone.
+pub type Link = InterceptedService<Channel, Bearer>;
+
 /// A connected agent client.
-pub type Agent = AgentClient<InterceptedService<Channel, Bearer>>;
+pub type Agent = AgentClient<Link>;
 
 /// A connected client of the agent's `Files` service.
-pub type Files = FilesClient<InterceptedService<Channel, Bearer>>;
+pub type Files = FilesClient<Link>;
 
 /// Why an agent could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +57,8 @@ pub enum ConnectError {
     Token,
 }
 
-/// A channel to the agent at `target`, with the interceptor its calls need: what every client
-/// of the agent's services is built on.
-async fn channel(target: &Target) -> Result<InterceptedService<Channel, Bearer>, ConnectError> {
+/// A link to the agent at `target`: what every client of the agent's services is built on.
+pub async fn link(target: &Target) -> Result<Link, ConnectError> {
     let (channel, bearer) = match target {
         Target::Unix(socket) => {
             let socket = socket.clone();
@@ -85,15 +88,25 @@ async fn channel(target: &Target) -> Result<InterceptedService<Channel, Bearer>,
     Ok(InterceptedService::new(channel, bearer))
 }
 
-/// Connects to the agent at `target`.
-pub async fn connect(target: &Target) -> Result<Agent, ConnectError> {
-    Ok(AgentClient::new(channel(target).await?).max_decoding_message_size(MAX_MESSAGE))
+/// The agent's own service over `link`.
+pub fn agent(link: Link) -> Agent {
+    AgentClient::new(link).max_decoding_message_size(MAX_MESSAGE)
 }
 
-/// Connects to the `Files` service of the agent at `target` (a listing of a large directory
-/// can outgrow the default 4 MiB message bound).
+/// The agent's `Files` service over `link` (a listing of a large directory can outgrow the
+/// default 4 MiB message bound).
+pub fn files(link: Link) -> Files {
+    FilesClient::new(link).max_decoding_message_size(MAX_MESSAGE)
+}
+
+/// Connects to the agent at `target`.
+pub async fn connect(target: &Target) -> Result<Agent, ConnectError> {
+    Ok(agent(link(target).await?))
+}
+
+/// Connects to the `Files` service of the agent at `target`.
 pub async fn connect_files(target: &Target) -> Result<Files, ConnectError> {
-    Ok(FilesClient::new(channel(target).await?).max_decoding_message_size(MAX_MESSAGE))
+    Ok(files(link(target).await?))
 }
 
 /// Connects to the agent listening on `socket`.

@@ -86,12 +86,12 @@ pub async fn call<T>(
     }
 }
 
-/// A channel to the agent at `target`, made within `deadline`.
+/// A link to the agent at `target`, made within `deadline`.
 pub(super) async fn connect(
     target: &Target,
     deadline: Duration,
-) -> Result<orgo_proto::connect::Agent, AgentError> {
-    match tokio::time::timeout(deadline, orgo_proto::connect::connect(target)).await {
+) -> Result<orgo_proto::connect::Link, AgentError> {
+    match tokio::time::timeout(deadline, orgo_proto::connect::link(target)).await {
         Ok(Ok(agent)) => Ok(agent),
         Ok(Err(e)) => Err(AgentError::Unreachable(format!("agent connect: {e}"))),
         Err(_) => Err(AgentError::TimedOut(format!(

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::time::{Duration, Instant};
 
-use orgo_proto::connect::Agent;
+use orgo_proto::connect::{Agent, Files, Link};
 use rand::Rng;
 use tokio::sync::Mutex;
 
@@ -77,7 +77,7 @@ pub struct Desktops {
     resigned: AtomicBool,
     /// Each running desktop's agent channel, with the target it was made for: a desktop
     /// started again (by any replica) gets a new channel when its target changed.
-    agents: Mutex<HashMap<String, (String, Agent)>>,
+    agents: Mutex<HashMap<String, (String, Link)>>,
     /// When each desktop's activity was last written, so a burst of actions costs one write.
     touched: std::sync::Mutex<HashMap<String, Instant>>,
     /// The warm pool's account and project, once made ([`pool`]).
@@ -167,6 +167,11 @@ impl Desktops {
 
     /// The agent of a running computer, or why there is none; the call counts as activity.
     pub async fn agent(&self, computer: &Computer) -> Result<Agent, DesktopError> {
+        Ok(orgo_proto::connect::agent(self.link(computer).await?))
+    }
+
+    /// The link to a running computer's agent, or why there is none; counts as activity.
+    async fn link(&self, computer: &Computer) -> Result<Link, DesktopError> {
         if computer.status == Status::Error {
             return Err(DesktopError::NotRunning(format!(
                 "computer {:?} stopped unexpectedly or failed to start ({}); start it again with POST /api/computers/{}/start",
@@ -225,9 +230,28 @@ impl Desktops {
         computer: &Computer,
         call: impl AsyncFnOnce(Agent) -> Result<T, DesktopError>,
     ) -> Result<T, DesktopError> {
+        self.using_link(computer, async |link| call(orgo_proto::connect::agent(link)).await)
+            .await
+    }
+
+    /// [`Desktops::using`] with the agent's `Files` service.
+    pub async fn using_files<T>(
+        &self,
+        computer: &Computer,
+        call: impl AsyncFnOnce(Files) -> Result<T, DesktopError>,
+    ) -> Result<T, DesktopError> {
+        self.using_link(computer, async |link| call(orgo_proto::connect::files(link)).await)
+            .await
+    }
+
+    async fn using_link<T>(
+        &self,
+        computer: &Computer,
+        call: impl AsyncFnOnce(Link) -> Result<T, DesktopError>,
+    ) -> Result<T, DesktopError> {
         // Reaching the agent can fail the same way: the store said running, and it stopped.
-        let result = match self.agent(computer).await {
-            Ok(agent) => call(agent).await,
+        let result = match self.link(computer).await {
+            Ok(link) => call(link).await,
             Err(e) => Err(e),
         };
         match result {
