@@ -27,6 +27,13 @@ pub struct Plan {
     /// one file written into it.
     #[serde(default = "default_max_disk")]
     pub max_disk_gb: u32,
+    /// The largest file one request writes into a desktop, in MiB.
+    #[serde(default = "default_max_file")]
+    pub max_file_mb: u64,
+}
+
+fn default_max_file() -> u64 {
+    2048
 }
 
 fn default_idle() -> u64 {
@@ -172,6 +179,7 @@ impl Default for Config {
             idle_stop_seconds: default_idle(),
             requests_per_second: default_rate(),
             max_disk_gb: 20,
+            max_file_mb: default_max_file(),
         };
         let pro = Plan {
             max_desktops: 10,
@@ -180,6 +188,7 @@ impl Default for Config {
             idle_stop_seconds: 3600,
             requests_per_second: 500,
             max_disk_gb: default_max_disk(),
+            max_file_mb: 8192,
         };
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),

@@ -93,6 +93,8 @@ impl From<AgentError> for ApiError {
         match e {
             AgentError::Refused(m) => ApiError::BadRequest(m),
             AgentError::Missing(m) => ApiError::NotFound(m),
+            AgentError::Forbidden(m) => ApiError::Forbidden(m),
+            AgentError::TooLarge(m) => ApiError::TooLarge(m),
             AgentError::Interrupted(m) => ApiError::Conflict(m),
             AgentError::Unreachable(d) => ApiError::NotReady(d),
             AgentError::TimedOut(d) => ApiError::AgentTimeout(d),

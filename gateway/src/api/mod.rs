@@ -6,6 +6,7 @@ mod actions;
 mod body;
 pub(crate) mod computers;
 mod edge;
+mod files;
 mod health;
 mod projects;
 pub(crate) mod viewers;
@@ -120,6 +121,8 @@ pub fn router(state: AppState) -> Router {
         .route("/computers/{id}/resize", patch(computers::resize))
         .route("/computers/{id}/viewer-token", post(viewers::issue))
         .route("/computers/{id}/desktop-token", post(viewers::issue_desktop))
+        .route("/computers/{id}/files", get(files::list).delete(files::remove))
+        .route("/computers/{id}/files/stat", get(files::stat))
         .merge(actions::routes())
         .route("/storage/screenshots/{file}", get(actions::stored_screenshot))
         .route(
@@ -127,6 +130,11 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
         )
         .fallback(|| async { ApiError::NotFound("no such API route".into()) });
+    // Bodies streamed through to a desktop, not read whole first: outside the body limit.
+    let streamed = Router::new().route(
+        "/api/computers/{id}/files/content",
+        get(files::read).put(files::write),
+    );
     Router::new()
         .nest("/api", api)
         .merge(crate::live::routes(crate::live::Live {
@@ -141,6 +149,7 @@ pub fn router(state: AppState) -> Router {
             limit,
             body::refuse_oversized,
         ))
+        .merge(streamed)
         .layer(axum::middleware::from_fn(edge::edge))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -268,6 +277,9 @@ mod tests {
             "resize",
             "viewer-token",
             "desktop-token",
+            "files",
+            "files/stat",
+            "files/content",
         ];
         for path in paths.keys() {
             if let Some(name) = path.strip_prefix("/computers/{id}/") {

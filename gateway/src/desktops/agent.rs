@@ -17,6 +17,12 @@ pub enum AgentError {
     /// The agent found nothing there (NOT_FOUND).
     #[error("{0}")]
     Missing(String),
+    /// The agent refused to reach that (a path leading outside the desktop's home).
+    #[error("{0}")]
+    Forbidden(String),
+    /// More than the agent was told to take (a file over its size limit).
+    #[error("{0}")]
+    TooLarge(String),
     /// Another program changed the desktop's keyboard mapping during the call; the message
     /// names what may not have arrived, and typing it again works.
     #[error("{0}")]
@@ -63,6 +69,8 @@ impl From<tonic::Status> for AgentError {
                 AgentError::Refused(s.message().to_string())
             }
             Code::NotFound => AgentError::Missing(s.message().to_string()),
+            Code::PermissionDenied => AgentError::Forbidden(s.message().to_string()),
+            Code::ResourceExhausted => AgentError::TooLarge(s.message().to_string()),
             Code::Aborted => AgentError::Interrupted(s.message().to_string()),
             Code::Unavailable => AgentError::Unreachable(detail()),
             Code::DeadlineExceeded | Code::Cancelled => AgentError::TimedOut(detail()),

@@ -9,6 +9,7 @@
 mod act;
 mod admission;
 mod agent;
+mod files;
 mod idle;
 mod leader;
 mod lifecycle;
@@ -17,6 +18,7 @@ mod reconcile;
 mod turn;
 
 pub use admission::Shape;
+pub use files::{BodyError, Upload};
 pub use pool::{POOL_ACCOUNT, PoolState};
 
 use std::collections::HashMap;
@@ -230,8 +232,10 @@ impl Desktops {
         computer: &Computer,
         call: impl AsyncFnOnce(Agent) -> Result<T, DesktopError>,
     ) -> Result<T, DesktopError> {
-        self.using_link(computer, async |link| call(orgo_proto::connect::agent(link)).await)
-            .await
+        self.using_link(computer, async |link| {
+            call(orgo_proto::connect::agent(link)).await
+        })
+        .await
     }
 
     /// [`Desktops::using`] with the agent's `Files` service.
@@ -240,8 +244,10 @@ impl Desktops {
         computer: &Computer,
         call: impl AsyncFnOnce(Files) -> Result<T, DesktopError>,
     ) -> Result<T, DesktopError> {
-        self.using_link(computer, async |link| call(orgo_proto::connect::files(link)).await)
-            .await
+        self.using_link(computer, async |link| {
+            call(orgo_proto::connect::files(link)).await
+        })
+        .await
     }
 
     async fn using_link<T>(

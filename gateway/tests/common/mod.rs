@@ -65,7 +65,7 @@ impl ApiDoc {
     }
 
     /// Every operation the document has: method (upper case), path template under `/api`,
-    /// and whether it takes a request body.
+    /// and whether it takes a JSON request body (a file's raw content is no JSON to break).
     pub fn operations(&self) -> Vec<(String, String, bool)> {
         let mut ops = Vec::new();
         for (path, item) in self.doc["paths"].as_object().unwrap() {
@@ -74,7 +74,7 @@ impl ApiDoc {
                     ops.push((
                         method.to_uppercase(),
                         path.clone(),
-                        op.get("requestBody").is_some(),
+                        op["requestBody"]["content"].get("application/json").is_some(),
                     ));
                 }
             }
@@ -217,7 +217,7 @@ pub fn new_key(env: &[(&'static str, String)], account: &str, plan: &str) -> Str
 pub struct Served {
     child: Option<std::process::Child>,
     pub base: String,
-    http: ureq::Agent,
+    pub http: ureq::Agent,
 }
 
 impl Served {
