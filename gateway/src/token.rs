@@ -1,6 +1,7 @@
 //! Tokens for one desktop: short-lived, signed grants to watch (or also drive) it in the
 //! browser (viewer tokens, the live view's), so the API key never reaches a page, or to make
-//! its gRPC `orgo.agent.v1.Agent` calls in place of the API key (desktop tokens). A token is `<computer>.<account>.<mode>.<expiry>.<mac>`,
+//! its gRPC `orgo.agent.v1.Agent` calls in place of the API key (desktop tokens); and download
+//! links of workspace files. A token is `<computer>.<account>.<mode>.<expiry>.<mac>`,
 //! HMAC-SHA256 under a secret kept in the store; nothing is stored per token, and a token
 //! survives a gateway restart until it expires.
 
@@ -30,6 +31,8 @@ pub enum Mode {
     Control,
     /// Every `orgo.agent.v1.Agent` call over gRPC (runs included); not the live view.
     Desktop,
+    /// Reading one workspace file (the grant's `computer` names the file): a download link.
+    Download,
 }
 
 impl Mode {
@@ -38,6 +41,7 @@ impl Mode {
             Mode::View => "view",
             Mode::Control => "control",
             Mode::Desktop => "desktop",
+            Mode::Download => "download",
         }
     }
 
@@ -46,6 +50,7 @@ impl Mode {
             "view" => Some(Mode::View),
             "control" => Some(Mode::Control),
             "desktop" => Some(Mode::Desktop),
+            "download" => Some(Mode::Download),
             _ => None,
         }
     }
@@ -54,6 +59,7 @@ impl Mode {
 /// What a valid token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
+    /// The computer it opens (the stored file, for [`Mode::Download`]).
     pub computer: String,
     pub account: String,
     pub mode: Mode,

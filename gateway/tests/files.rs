@@ -297,3 +297,220 @@ async fn files_are_byte_exact_confined_to_the_home_and_within_the_plan() {
     let (status, _, v) = send("PUT", format!("{c}/files/content?path=x&mode=999"), Vec::new()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
 }
+
+/// A multipart body of `fields` (name, value) and one `file` part: (its content type, bytes).
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    const BOUNDARY: &str = "orgo-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((filename, bytes)) = file {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+                 Content-Type: application/x-test\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_files_upload_export_list_and_open_by_signed_link() {
+    let gw = Gateway::new("files-workspace").await;
+    let key = gw.key("owner").await;
+    let auth = format!("Bearer {key}");
+    let ws = gw
+        .ok("POST", "/api/workspaces", &key, Some(json!({"name": "w"})))
+        .await;
+    let ws_id = ws["id"].as_str().unwrap().to_string();
+    let made = gw
+        .ok(
+            "POST",
+            "/api/computers",
+            &key,
+            Some(json!({"workspace_id": ws_id, "ram": 2})),
+        )
+        .await;
+    let id = made["id"].as_str().unwrap().to_string();
+    let c = format!("/api/computers/{id}");
+
+    // Into the computer's Desktop folder and its workspace's files, binary intact.
+    let content: Vec<u8> = (0..=255u8).rev().collect();
+    let (ctype, body) = multipart(&[], Some(("notes.bin", &content)));
+    let (status, _, up) = gw
+        .send_typed(
+            "POST",
+            &format!("{c}/files/upload"),
+            Some(&auth),
+            Some(&ctype),
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{up}");
+    assert_eq!(
+        (
+            up["file"]["filename"].clone(),
+            up["file"]["size_bytes"].clone(),
+            up["file"]["desktop_id"].clone()
+        ),
+        (json!("notes.bin"), json!(256), json!(id))
+    );
+    let inside = gw
+        .bash(
+            &key,
+            &c,
+            "od -An -tu1 -v Desktop/notes.bin | wc -w; head -c1 Desktop/notes.bin | od -An -tu1",
+            None,
+        )
+        .await;
+    assert_eq!(
+        inside["output"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["256", "255"]
+    );
+
+    // Into the workspace only; listed per workspace and per desktop.
+    let (ctype, body) = multipart(&[("projectId", &ws_id)], Some(("plan.txt", b"the plan")));
+    let (status, _, plan) = gw
+        .send_typed("POST", "/api/files/upload", Some(&auth), Some(&ctype), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    let all = gw
+        .ok("GET", &format!("/api/files?projectId={ws_id}"), &key, None)
+        .await;
+    assert_eq!(all["files"].as_array().unwrap().len(), 2);
+    let mine = gw
+        .ok(
+            "GET",
+            &format!("/api/files?projectId={ws_id}&desktopId={id}"),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(mine["files"][0]["filename"], "notes.bin");
+    let (ctype, body) = multipart(
+        &[("projectId", &ws_id)],
+        Some(("big.bin", &vec![0u8; (10 << 20) + 1])),
+    );
+    let (status, _, v) = gw
+        .send_typed("POST", "/api/files/upload", Some(&auth), Some(&ctype), body)
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let (ctype, body) = multipart(&[("projectId", &ws_id)], Some(("../up", b"x")));
+    let (status, _, v) = gw
+        .send_typed("POST", "/api/files/upload", Some(&auth), Some(&ctype), body)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+
+    // Exported from the desktop's home, opened by its signed link without the API key.
+    gw.bash(&key, &c, "printf exported > out.txt", None).await;
+    let exported = gw
+        .ok(
+            "POST",
+            "/api/files/export",
+            &key,
+            Some(json!({"desktopId": id, "path": "~/out.txt"})),
+        )
+        .await;
+    assert_eq!(
+        (
+            exported["file"]["source"].clone(),
+            exported["file"]["size_bytes"].clone()
+        ),
+        (json!("export"), json!(8))
+    );
+    let url = exported["url"].as_str().unwrap();
+    let link = &url[url.find("/api/").unwrap()..];
+    let (status, headers, v) = gw.send_raw("GET", link, None, Vec::new()).await;
+    assert_eq!((status, v["raw"].clone()), (StatusCode::OK, json!("exported")));
+    assert!(
+        headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("out.txt")
+    );
+    let tampered = link.replace("token=", "token=x");
+    assert_eq!(
+        gw.send_raw("GET", &tampered, None, Vec::new()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let other = format!(
+        "/api/files/{}/content?{}",
+        plan["file"]["id"].as_str().unwrap(),
+        link.split_once('?').unwrap().1
+    );
+    assert_eq!(
+        gw.send_raw("GET", &other, None, Vec::new()).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a link opens its own file only"
+    );
+    let (status, _, v) = gw
+        .send_raw(
+            "POST",
+            "/api/files/export",
+            Some(&auth),
+            json!({"desktopId": id, "path": "/etc/passwd"})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+
+    // A fresh link by id; a deleted file's link opens nothing; another account sees nothing.
+    let plan_id = plan["file"]["id"].as_str().unwrap();
+    let fresh = gw
+        .ok("GET", &format!("/api/files/download?id={plan_id}"), &key, None)
+        .await;
+    let fresh = fresh["url"].as_str().unwrap();
+    let fresh = &fresh[fresh.find("/api/").unwrap()..];
+    assert_eq!(
+        gw.send_raw("GET", fresh, None, Vec::new()).await.2["raw"],
+        "the plan"
+    );
+    let stranger = gw.key("stranger").await;
+    let (status, v) = gw
+        .send(
+            "GET",
+            &format!("/api/files/download?id={plan_id}"),
+            Some(&stranger),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    gw.ok("DELETE", &format!("/api/files/{plan_id}"), &key, None)
+        .await;
+    assert_eq!(
+        gw.send_raw("GET", fresh, None, Vec::new()).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // A workspace's files go with it.
+    gw.ok("DELETE", &format!("/api/workspaces/{ws_id}"), &key, None)
+        .await;
+    let (status, _) = gw
+        .send("GET", &format!("/api/files?projectId={ws_id}"), Some(&key), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let gone = gw
+        .state
+        .store
+        .file(
+            &gw.state.store.account_by_name("owner").await.unwrap().unwrap().id,
+            exported["file"]["id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(gone.is_none(), "deleted with its workspace");
+}

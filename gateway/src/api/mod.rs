@@ -11,6 +11,7 @@ mod health;
 mod projects;
 pub(crate) mod viewers;
 pub(crate) mod wire;
+mod workspace_files;
 
 use axum::Router;
 use axum::http::header;
@@ -123,6 +124,11 @@ pub fn router(state: AppState) -> Router {
         .route("/computers/{id}/desktop-token", post(viewers::issue_desktop))
         .route("/computers/{id}/files", get(files::list).delete(files::remove))
         .route("/computers/{id}/files/stat", get(files::stat))
+        .route("/files", get(workspace_files::list))
+        .route("/files/export", post(workspace_files::export))
+        .route("/files/download", get(workspace_files::download))
+        .route("/files/{id}", axum::routing::delete(workspace_files::delete))
+        .route("/files/{id}/content", get(workspace_files::content))
         .merge(actions::routes())
         .route("/storage/screenshots/{file}", get(actions::stored_screenshot))
         .route(
@@ -131,10 +137,23 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::NotFound("no such API route".into()) });
     // Bodies streamed through to a desktop, not read whole first: outside the body limit.
-    let streamed = Router::new().route(
-        "/api/computers/{id}/files/content",
-        get(files::read).put(files::write),
-    );
+    let streamed = Router::new()
+        .route(
+            "/api/computers/{id}/files/content",
+            get(files::read).put(files::write),
+        )
+        .merge(
+            // Multipart uploads: read part by part, the file counted while read.
+            Router::new()
+                .route("/api/files/upload", post(workspace_files::upload))
+                .route(
+                    "/api/computers/{id}/files/upload",
+                    post(workspace_files::upload_to_computer),
+                )
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    workspace_files::MAX_FILE + (64 << 10),
+                )),
+        );
     Router::new()
         .nest("/api", api)
         .merge(crate::live::routes(crate::live::Live {
@@ -280,6 +299,7 @@ mod tests {
             "files",
             "files/stat",
             "files/content",
+            "files/upload",
         ];
         for path in paths.keys() {
             if let Some(name) = path.strip_prefix("/computers/{id}/") {

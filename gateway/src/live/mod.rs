@@ -72,9 +72,9 @@ async fn admit(live: &Live, name: &str, token: Option<&str>) -> Result<(Grant, C
         )
     })?;
     let grant = live.links.verify(token)?;
-    if grant.mode == crate::token::Mode::Desktop {
+    if !matches!(grant.mode, crate::token::Mode::View | crate::token::Mode::Control) {
         return Err(ApiError::Unauthorized(
-            "a desktop token opens gRPC calls, not the live view; create a viewer token with POST /api/computers/{id}/viewer-token".into(),
+            "this token opens gRPC calls or a file, not the live view; create a viewer token with POST /api/computers/{id}/viewer-token".into(),
         ));
     }
     let computer = live

@@ -213,6 +213,24 @@ pub struct Kept {
     pub bytes: Vec<u8>,
 }
 
+/// A file kept in a workspace (Orgo's files: uploaded, or exported from a desktop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    pub id: String,
+    pub account_id: String,
+    pub project_id: String,
+    /// The desktop it was uploaded to or exported from, if any.
+    pub desktop_id: Option<String>,
+    pub filename: String,
+    pub content_type: String,
+    /// `upload` or `export`.
+    pub source: String,
+    /// Bytes.
+    pub size: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
 /// Unix seconds now, by this machine's clock.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -257,6 +275,7 @@ pub trait Store: Send + Sync {
     async fn projects(&self, account: &str) -> Result<Vec<Project>, StoreError>;
     /// A project of the account, by id or by name (an id wins).
     async fn project(&self, account: &str, id_or_name: &str) -> Result<Option<Project>, StoreError>;
+    /// Deletes a project and the files kept in it.
     async fn delete_project(&self, account: &str, id: &str) -> Result<(), StoreError>;
 
     /// Errors with [`StoreError::Conflict`] when the account has a computer of that name.
@@ -328,6 +347,20 @@ pub trait Store: Send + Sync {
     async fn screenshot(&self, account: &str, id: &str) -> Result<Option<Kept>, StoreError>;
     /// Drops screenshots kept before `before` (Unix seconds); answers how many.
     async fn forget_screenshots(&self, before: i64) -> Result<u64, StoreError>;
+
+    /// Keeps a workspace file and its bytes.
+    async fn keep_file(&self, file: &StoredFile, bytes: &[u8]) -> Result<(), StoreError>;
+    /// The files of a workspace of `account` (of one of its desktops if given), oldest first.
+    async fn files(
+        &self,
+        account: &str,
+        project: &str,
+        desktop: Option<&str>,
+    ) -> Result<Vec<StoredFile>, StoreError>;
+    /// A file of `account` and its bytes.
+    async fn file(&self, account: &str, id: &str) -> Result<Option<(StoredFile, Vec<u8>)>, StoreError>;
+    /// Drops a file of `account`; answers whether there was one.
+    async fn delete_file(&self, account: &str, id: &str) -> Result<bool, StoreError>;
 }
 
 /// Opens the store a config names: PostgreSQL when `database_url` is set, else SQLite at

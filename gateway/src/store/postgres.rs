@@ -9,7 +9,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::{NoTls, Row, types::ToSql};
 
 use super::{
-    Account, Computer, Kept, KeyRow, Lease, LiveKey, Project, Resolution, Status, Store, StoreError, mask_url,
+    Account, Computer, Kept, KeyRow, Lease, LiveKey, Project, Resolution, Status, Store, StoreError,
+    StoredFile, mask_url,
 };
 
 /// Each is run once, in order; the number of those run is kept in `schema_migrations`.
@@ -76,6 +77,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE computers ADD COLUMN resolution TEXT;
     ALTER TABLE computers ADD COLUMN auto_stop_minutes BIGINT;
     ALTER TABLE api_keys ADD COLUMN workspace_id TEXT;
+    CREATE TABLE files (
+        id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        project_id TEXT NOT NULL,
+        desktop_id TEXT,
+        filename TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        bytes BYTEA NOT NULL,
+        PRIMARY KEY (account_id, id)
+    );
+    CREATE INDEX files_of_project ON files (account_id, project_id);
 ",
 ];
 
@@ -181,6 +196,23 @@ fn computer_row(r: &Row) -> Computer {
 fn clamp_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
+
+fn file_row(r: &Row) -> StoredFile {
+    StoredFile {
+        id: r.get(0),
+        account_id: r.get(1),
+        project_id: r.get(2),
+        desktop_id: r.get(3),
+        filename: r.get(4),
+        content_type: r.get(5),
+        source: r.get(6),
+        size: u64::try_from(r.get::<_, i64>(7)).unwrap_or(0),
+        created_at: r.get(8),
+    }
+}
+
+const FILE_COLUMNS: &str =
+    "id, account_id, project_id, desktop_id, filename, content_type, source, size, created_at";
 
 const COMPUTER_COLUMNS: &str = "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation, ended, disk_gb, resolution, auto_stop_minutes";
 
@@ -447,6 +479,11 @@ impl Store for Postgres {
     }
 
     async fn delete_project(&self, account: &str, id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM files WHERE account_id = $1 AND project_id = $2",
+            &[&account, &id],
+        )
+        .await?;
         self.execute(
             "DELETE FROM projects WHERE account_id = $1 AND id = $2",
             &[&account, &id],
@@ -741,5 +778,66 @@ impl Store for Postgres {
     async fn forget_screenshots(&self, before: i64) -> Result<u64, StoreError> {
         self.execute("DELETE FROM screenshots WHERE created_at < $1", &[&before])
             .await
+    }
+
+    async fn keep_file(&self, f: &StoredFile, bytes: &[u8]) -> Result<(), StoreError> {
+        let size = i64::try_from(f.size).unwrap_or(i64::MAX);
+        self.execute(
+            &format!(
+                "INSERT INTO files ({FILE_COLUMNS}, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ),
+            &[
+                &f.id,
+                &f.account_id,
+                &f.project_id,
+                &f.desktop_id,
+                &f.filename,
+                &f.content_type,
+                &f.source,
+                &size,
+                &f.created_at,
+                &bytes,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn files(
+        &self,
+        account: &str,
+        project: &str,
+        desktop: Option<&str>,
+    ) -> Result<Vec<StoredFile>, StoreError> {
+        if !storable(project) || desktop.is_some_and(|d| !storable(d)) {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE account_id = $1 AND project_id = $2
+             AND ($3::text IS NULL OR desktop_id = $3) ORDER BY created_at, id"
+        );
+        let rows = self.query(&sql, &[&account, &project, &desktop]).await?;
+        Ok(rows.iter().map(file_row).collect())
+    }
+
+    async fn file(&self, account: &str, id: &str) -> Result<Option<(StoredFile, Vec<u8>)>, StoreError> {
+        if !storable(id) {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {FILE_COLUMNS}, bytes FROM files WHERE account_id = $1 AND id = $2");
+        let row = self.query_opt(&sql, &[&account, &id]).await?;
+        Ok(row.map(|r| (file_row(&r), r.get(9))))
+    }
+
+    async fn delete_file(&self, account: &str, id: &str) -> Result<bool, StoreError> {
+        if !storable(id) {
+            return Ok(false);
+        }
+        self.execute(
+            "DELETE FROM files WHERE account_id = $1 AND id = $2",
+            &[&account, &id],
+        )
+        .await
+        .map(|n| n > 0)
     }
 }

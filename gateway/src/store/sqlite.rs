@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Account, Computer, Kept, KeyRow, Lease, LiveKey, Project, Resolution, Status, Store, StoreError,
+    StoredFile,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -88,6 +89,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE computers ADD COLUMN resolution TEXT;
     ALTER TABLE computers ADD COLUMN auto_stop_minutes INTEGER;
     ALTER TABLE api_keys ADD COLUMN workspace_id TEXT;
+    CREATE TABLE files (
+        id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        project_id TEXT NOT NULL,
+        desktop_id TEXT,
+        filename TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        bytes BLOB NOT NULL,
+        PRIMARY KEY (account_id, id)
+    );
+    CREATE INDEX files_of_project ON files (account_id, project_id);
 ",
 ];
 
@@ -134,6 +149,23 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
         created_at: r.get(3)?,
     })
 }
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFile> {
+    Ok(StoredFile {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        project_id: r.get(2)?,
+        desktop_id: r.get(3)?,
+        filename: r.get(4)?,
+        content_type: r.get(5)?,
+        source: r.get(6)?,
+        size: r.get(7)?,
+        created_at: r.get(8)?,
+    })
+}
+
+const FILE_COLUMNS: &str =
+    "id, account_id, project_id, desktop_id, filename, content_type, source, size, created_at";
 
 const COMPUTER_COLUMNS: &str = "id, account_id, project_id, name, status, ram_gb, cpu, created_at, last_active, agent, generation, ended, disk_gb, resolution, auto_stop_minutes";
 
@@ -363,10 +395,16 @@ impl Store for Sqlite {
     }
 
     async fn delete_project(&self, account: &str, id: &str) -> Result<(), StoreError> {
-        self.execute(
-            "DELETE FROM projects WHERE account_id = ?1 AND id = ?2",
-            [account, id],
-        )
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM files WHERE account_id = ?1 AND project_id = ?2",
+                [account, id],
+            )?;
+            c.execute(
+                "DELETE FROM projects WHERE account_id = ?1 AND id = ?2",
+                [account, id],
+            )
+        })
         .map(drop)
     }
 
@@ -634,5 +672,61 @@ impl Store for Sqlite {
     async fn forget_screenshots(&self, before: i64) -> Result<u64, StoreError> {
         self.execute("DELETE FROM screenshots WHERE created_at < ?1", [before])
             .map(|n| n as u64)
+    }
+
+    async fn keep_file(&self, f: &StoredFile, bytes: &[u8]) -> Result<(), StoreError> {
+        self.execute(
+            &format!(
+                "INSERT INTO files ({FILE_COLUMNS}, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
+            params![
+                f.id,
+                f.account_id,
+                f.project_id,
+                f.desktop_id,
+                f.filename,
+                f.content_type,
+                f.source,
+                f.size,
+                f.created_at,
+                bytes
+            ],
+        )
+        .map(drop)
+    }
+
+    async fn files(
+        &self,
+        account: &str,
+        project: &str,
+        desktop: Option<&str>,
+    ) -> Result<Vec<StoredFile>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {FILE_COLUMNS} FROM files WHERE account_id = ?1 AND project_id = ?2
+                 AND (?3 IS NULL OR desktop_id = ?3) ORDER BY created_at, id"
+            ))?;
+            stmt.query_map(params![account, project, desktop], file_row)?
+                .collect()
+        })
+    }
+
+    async fn file(&self, account: &str, id: &str) -> Result<Option<(StoredFile, Vec<u8>)>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {FILE_COLUMNS}, bytes FROM files WHERE account_id = ?1 AND id = ?2"),
+                [account, id],
+                |r| Ok((file_row(r)?, r.get(9)?)),
+            )
+            .optional()
+        })
+    }
+
+    async fn delete_file(&self, account: &str, id: &str) -> Result<bool, StoreError> {
+        self.execute(
+            "DELETE FROM files WHERE account_id = ?1 AND id = ?2",
+            [account, id],
+        )
+        .map(|n| n > 0)
     }
 }

@@ -130,9 +130,24 @@ impl Gateway {
         authorization: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, HeaderMap, Value) {
+        self.send_typed(method, path, authorization, None, body).await
+    }
+
+    /// [`Gateway::send_raw`] with a `Content-Type` (a multipart upload's).
+    pub async fn send_typed(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(a) = authorization {
             req = req.header(header::AUTHORIZATION, a);
+        }
+        if let Some(t) = content_type {
+            req = req.header(header::CONTENT_TYPE, t);
         }
         let resp = self
             .router

@@ -64,13 +64,15 @@ impl ApiDoc {
         }
     }
 
-    /// Every operation the document has: method (upper case), path template under `/api`,
-    /// and whether it takes a JSON request body (a file's raw content is no JSON to break).
+    /// Every operation the document has that takes the API key (not a download link's, whose
+    /// token is its credential): method (upper case), path template under `/api`, and whether
+    /// it takes a JSON request body (a file's raw content is no JSON to break).
     pub fn operations(&self) -> Vec<(String, String, bool)> {
         let mut ops = Vec::new();
         for (path, item) in self.doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
-                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                let keyless = op["security"].as_array().is_some_and(Vec::is_empty);
+                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) && !keyless {
                     ops.push((
                         method.to_uppercase(),
                         path.clone(),
