@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::postgres::Cluster;
-use orgo_gateway::store::{self, Computer, Kept, Project, Resolution, Status, Store, StoreError};
+use orgo_gateway::store::{self, Computer, Kept, Project, Resolution, Status, Store, StoreError, StoredFile};
 
 /// Two handles on one fresh SQLite file, opened together.
 async fn sqlite(tag: &str) -> (Arc<dyn Store>, Arc<dyn Store>) {
@@ -183,7 +183,34 @@ async fn records(a: &dyn Store, b: &dyn Store) {
         "p4"
     );
     a.delete_computer("c9").await.unwrap();
+
+    // Workspace files: listed per workspace and desktop, read back byte-exact, scoped by
+    // account, gone with their workspace.
+    let file = |id: &str, desktop: Option<&str>| StoredFile {
+        id: id.into(),
+        account_id: alice.id.clone(),
+        project_id: "p4".into(),
+        desktop_id: desktop.map(String::from),
+        filename: "a.bin".into(),
+        content_type: "application/octet-stream".into(),
+        source: "upload".into(),
+        size: 3,
+        created_at: 7,
+    };
+    a.keep_file(&file("f1", None), &[0, 255, 10]).await.unwrap();
+    a.keep_file(&file("f2", Some("c9")), b"abc").await.unwrap();
+    assert_eq!(b.files(&alice.id, "p4", None).await.unwrap().len(), 2);
+    assert_eq!(b.files(&alice.id, "p4", Some("c9")).await.unwrap(), vec![file("f2", Some("c9"))]);
+    assert_eq!(b.files(&bob.id, "p4", None).await.unwrap(), vec![]);
+    assert_eq!(
+        b.file(&alice.id, "f1").await.unwrap(),
+        Some((file("f1", None), vec![0, 255, 10]))
+    );
+    assert_eq!(b.file(&bob.id, "f1").await.unwrap(), None, "another account's");
+    assert!(b.delete_file(&alice.id, "f2").await.unwrap());
+    assert!(!b.delete_file(&alice.id, "f2").await.unwrap());
     a.delete_project(&alice.id, "p4").await.unwrap();
+    assert_eq!(b.file(&alice.id, "f1").await.unwrap(), None, "deleted with its workspace");
 
     // A run: running with its agent, a stop clears the agent and counts, activity keeps
     // the latest of what replicas write.
