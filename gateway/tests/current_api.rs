@@ -499,3 +499,104 @@ async fn todays_clients_make_change_move_and_scope_computers() {
         json!([])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_has_its_sources_files_size_and_screen_and_counts_against_the_plan() {
+    let gw = Gateway::new("current-clone").await;
+    let key = gw.key("cloner").await;
+    let ws = gw
+        .ok("POST", "/api/workspaces", &key, Some(json!({"name": "w"})))
+        .await;
+    let ws_id = ws["id"].as_str().unwrap().to_string();
+    let made = gw
+        .ok(
+            "POST",
+            "/api/computers",
+            &key,
+            Some(
+                json!({"workspace_id": ws_id, "name": "desk", "ram": 1, "cpu": 1, "resolution": "1024x768"}),
+            ),
+        )
+        .await;
+    let c = format!("/api/computers/{}", made["id"].as_str().unwrap());
+    gw.bash(
+        &key,
+        &c,
+        "mkdir -p work && printf 'kept\\n' > work/notes.txt",
+        None,
+    )
+    .await;
+
+    // Cloned while it runs: the file is there, the size and screen too; the name says so.
+    let clone = gw.ok("POST", &format!("{c}/clone"), &key, None).await;
+    assert_eq!(
+        (clone["name"].clone(), clone["status"].clone()),
+        (json!("desk (clone)"), json!("running"))
+    );
+    assert_ne!(clone["id"], made["id"]);
+    assert_eq!(
+        (clone["ram"].clone(), clone["resolution"].clone()),
+        (json!(1), json!("1024x768x24"))
+    );
+    assert!(
+        clone["connection_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/desktops/desk%20%28clone%29"),
+        "{clone}"
+    );
+    let cc = format!("/api/computers/{}", clone["id"].as_str().unwrap());
+    let read = gw.bash(&key, &cc, "cat work/notes.txt", None).await;
+    assert_eq!(read["output"], "kept\n");
+    // The two homes are apart from then on.
+    let wrote = gw.bash(&key, &cc, "echo clone-only > work/notes.txt", None).await;
+    assert_eq!(wrote["exit_code"], 0, "the clone's user owns its copy: {wrote}");
+    assert_eq!(
+        gw.bash(&key, &c, "cat work/notes.txt", None).await["output"],
+        "kept\n"
+    );
+
+    // The free plan's two desktops are running: a third is refused and nothing is made.
+    let (status, v) = gw.send("POST", &format!("{c}/clone"), Some(&key), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let listed = gw
+        .ok("GET", &format!("/api/workspaces/{ws_id}"), &key, None)
+        .await;
+    assert_eq!(listed["desktops"].as_array().unwrap().len(), 2);
+
+    // A stopped source clones too, under the name asked for, into another workspace.
+    gw.ok("POST", &format!("{cc}/stop"), &key, None).await;
+    let other = gw
+        .ok("POST", "/api/workspaces", &key, Some(json!({"name": "other"})))
+        .await;
+    let again = gw
+        .ok(
+            "POST",
+            &format!("{cc}/clone"),
+            &key,
+            Some(json!({"name": "copy2", "targetProjectId": other["id"]})),
+        )
+        .await;
+    assert_eq!(
+        (again["name"].clone(), again["workspace_id"].clone()),
+        (json!("copy2"), other["id"].clone())
+    );
+    let read = gw
+        .bash(
+            &key,
+            &format!("/api/computers/{}", again["id"].as_str().unwrap()),
+            "cat work/notes.txt",
+            None,
+        )
+        .await;
+    assert_eq!(read["output"], "clone-only\n");
+    let (status, v) = gw
+        .send(
+            "POST",
+            &format!("{c}/clone"),
+            Some(&key),
+            Some(json!({"name": "bad name"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+}

@@ -200,7 +200,10 @@ async fn records(a: &dyn Store, b: &dyn Store) {
     a.keep_file(&file("f1", None), &[0, 255, 10]).await.unwrap();
     a.keep_file(&file("f2", Some("c9")), b"abc").await.unwrap();
     assert_eq!(b.files(&alice.id, "p4", None).await.unwrap().len(), 2);
-    assert_eq!(b.files(&alice.id, "p4", Some("c9")).await.unwrap(), vec![file("f2", Some("c9"))]);
+    assert_eq!(
+        b.files(&alice.id, "p4", Some("c9")).await.unwrap(),
+        vec![file("f2", Some("c9"))]
+    );
     assert_eq!(b.files(&bob.id, "p4", None).await.unwrap(), vec![]);
     assert_eq!(
         b.file(&alice.id, "f1").await.unwrap(),
@@ -210,7 +213,11 @@ async fn records(a: &dyn Store, b: &dyn Store) {
     assert!(b.delete_file(&alice.id, "f2").await.unwrap());
     assert!(!b.delete_file(&alice.id, "f2").await.unwrap());
     a.delete_project(&alice.id, "p4").await.unwrap();
-    assert_eq!(b.file(&alice.id, "f1").await.unwrap(), None, "deleted with its workspace");
+    assert_eq!(
+        b.file(&alice.id, "f1").await.unwrap(),
+        None,
+        "deleted with its workspace"
+    );
 
     // A run: running with its agent, a stop clears the agent and counts, activity keeps
     // the latest of what replicas write.

@@ -58,6 +58,22 @@ fn whole(
     }
 }
 
+/// A computer name as asked for: 1–64 letters, digits, '-' or '_' (clones' generated names
+/// add ` (clone)`).
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        return Err(ApiError::BadRequest(
+            "name must be 1–64 letters, digits, '-' or '_'".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `auto_stop_minutes`: a whole number of minutes, 0 (never) to a week.
 fn auto_stop_minutes(value: f64) -> Result<u32, ApiError> {
     if value.fract() != 0.0 || !(0.0..=MAX_AUTO_STOP_MINUTES).contains(&value) {
@@ -121,16 +137,7 @@ pub async fn create_computer(
     }
     check_image(state, req.image.as_deref())?;
     if let Some(name) = &req.name {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok {
-            return Err(ApiError::BadRequest(
-                "name must be 1–64 letters, digits, '-' or '_'".into(),
-            ));
-        }
+        check_name(name)?;
     }
     let account = &caller.account;
     let plan = plan(state, caller)?;
@@ -269,6 +276,44 @@ pub async fn vnc_password(State(state): State<AppState>, caller: Caller, Path(id
         "desktop_api_token": desktop,
         "expires_at": grant.expires_at,
     })))
+}
+
+/// `POST /api/computers/{id}/clone`'s body (Orgo's MCP server sends `targetProjectId`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloneRequest {
+    name: Option<String>,
+    #[serde(rename = "targetProjectId", alias = "project_id", alias = "workspace_id")]
+    target: Option<String>,
+}
+
+/// `POST /api/computers/{id}/clone` `{name?, targetProjectId?}`: a new running computer with a
+/// copy of this one's home (files, installed software, browser profiles), size and screen, in
+/// its workspace or another of the account's; counted against the plan (403 at its limit).
+/// Answers the new computer (`{id, name, status, …}`).
+pub async fn clone(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let source = caller.computer(&state, &id).await?;
+    let req: CloneRequest = parse_body(&body)?;
+    if let Some(name) = &req.name {
+        check_name(name)?;
+    }
+    let target = req.target.unwrap_or_else(|| source.project_id.clone());
+    let project = state
+        .store
+        .project(&caller.account.id, &target)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("workspace {target:?} not found")))?;
+    caller.reaches(&project.id)?;
+    let computer = state
+        .desktops
+        .clone_computer(&caller.account, &source, &project, req.name)
+        .await?;
+    Ok(Json(lifecycle_answer(&state, &computer)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -120,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .route("/computers/{id}/vnc-password", get(computers::vnc_password))
         .route("/computers/{id}/move", patch(computers::move_to))
         .route("/computers/{id}/resize", patch(computers::resize))
+        .route("/computers/{id}/clone", post(computers::clone))
         .route("/computers/{id}/viewer-token", post(viewers::issue))
         .route("/computers/{id}/desktop-token", post(viewers::issue_desktop))
         .route("/computers/{id}/files", get(files::list).delete(files::remove))
@@ -300,6 +301,7 @@ mod tests {
             "files/stat",
             "files/content",
             "files/upload",
+            "clone",
         ];
         for path in paths.keys() {
             if let Some(name) = path.strip_prefix("/computers/{id}/") {

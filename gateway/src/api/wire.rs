@@ -54,7 +54,7 @@ impl ComputerView<'_> {
         let config = self.config;
         let resolution = config.resolution_of(c).to_string();
         let public = config.public_url();
-        let connection_url = format!("{public}/desktops/{}", c.name);
+        let connection_url = self.links.page_url(c);
         let (host, port) = public_host_port(&public);
         json!({
             "id": c.id,

@@ -6,6 +6,9 @@ use super::turn;
 use super::{DesktopError, Desktops, new_id, random_suffix};
 use crate::store::{Account, Computer, Project, Resolution, Status, StoreError, now};
 
+/// How many names `… (clone N)` a clone tries before it gives up (409).
+const CLONE_NAME_TRIES: u32 = 50;
+
 /// What a new computer is made with, checked by the way it was asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
@@ -144,6 +147,63 @@ impl Desktops {
         let booted = self.boot(&mut computer).await;
         turn.then(booted).await?;
         Ok(computer)
+    }
+
+    /// A new running computer in `project` with a copy of `source`'s home and its size and
+    /// screen, counted against the plan: named `name`, else `<source> (clone)`, `(clone 2)`, ….
+    /// The source is held in its turn while its home is copied (no stop or delete meanwhile).
+    /// A copy that fails leaves nothing behind.
+    pub async fn clone_computer(
+        &self,
+        account: &Account,
+        source: &Computer,
+        project: &Project,
+        name: Option<String>,
+    ) -> Result<Computer, DesktopError> {
+        let mut source = source.clone();
+        let source_turn = self.turn(&mut source).await?;
+        let cloned = async {
+            let shape = Shape {
+                ram_gb: source.ram_gb,
+                cpu: source.cpu,
+                disk_gb: self.config.disk_gb_of(&source),
+                resolution: self.config.resolution_of(&source),
+                auto_stop_minutes: source.auto_stop_minutes,
+            };
+            let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
+            if let Err(e) = self.admit(account, shape.ram_gb, shape.cpu, None).await {
+                return admission.then(Err(e)).await;
+            }
+            let mut computer = new_computer(project, String::new(), &shape);
+            let turn = self.wait_turn(&turn::of_computer(&computer.id)).await?;
+            let mut inserted = Err(StoreError::Conflict("no free clone name was found".into()));
+            for n in 1..=CLONE_NAME_TRIES {
+                computer.name = match (&name, n) {
+                    (Some(given), _) => given.clone(),
+                    (None, 1) => format!("{} (clone)", source.name),
+                    (None, n) => format!("{} (clone {n})", source.name),
+                };
+                inserted = self.store.insert_computer(&computer).await;
+                if name.is_some() || !matches!(inserted, Err(StoreError::Conflict(_))) {
+                    break;
+                }
+            }
+            admission.end().await;
+            if let Err(e) = inserted {
+                return turn.then(Err(e.into())).await;
+            }
+            let made = async {
+                if let Err(e) = self.runtime.copy_home(&source.id, &self.spec(&computer)).await {
+                    let _ = self.runtime.remove(&computer.id).await;
+                    self.store.delete_computer(&computer.id).await?;
+                    return Err(e.into());
+                }
+                self.boot(&mut computer).await
+            };
+            turn.then(made.await).await?;
+            Ok(computer)
+        };
+        source_turn.then(cloned.await).await
     }
 
     /// The seed's `POST /projects`: a project named like its one desktop.

@@ -6,6 +6,12 @@ use crate::store::{Computer, now};
 
 use crate::token::{Grant, Mode, Signer, TokenError};
 
+/// What a name escapes in a URL path segment: all but letters, digits, `-`, `_` and `.`.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
+
 pub struct Links {
     signer: Signer,
     public_url: String,
@@ -34,9 +40,16 @@ impl Links {
         self.viewer_url(computer, &self.signer.issue(&grant))
     }
 
+    /// The live view's page of a computer (its `connection_url`), named by the computer's
+    /// name, escaped for a path (a clone's name holds a space and parentheses).
+    pub fn page_url(&self, computer: &Computer) -> String {
+        let name = percent_encoding::utf8_percent_encode(&computer.name, PATH_SEGMENT);
+        format!("{}/desktops/{name}", self.public_url)
+    }
+
     /// The live view of a computer opened with `token`.
     pub fn viewer_url(&self, computer: &Computer, token: &str) -> String {
-        format!("{}/desktops/{}#token={token}", self.public_url, computer.name)
+        format!("{}#token={token}", self.page_url(computer))
     }
 
     /// A token for `grant`.

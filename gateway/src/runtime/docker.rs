@@ -274,6 +274,26 @@ impl DockerRuntime {
             .map_err(engine)
     }
 
+    /// Creates the desktop's container (with its agent token, for TCP) unless it exists.
+    async fn create(&self, spec: &DesktopSpec) -> Result<(), RuntimeError> {
+        let name = container_name(&spec.id);
+        if self.docker.inspect_container(&name, None).await.is_ok() {
+            return Ok(());
+        }
+        let options = CreateContainerOptions {
+            name: name.clone(),
+            platform: None,
+        };
+        self.docker
+            .create_container(Some(options), self.config(spec))
+            .await
+            .map_err(engine)?;
+        if self.transport == DockerTransport::Tcp {
+            self.install_token(&spec.id, &name).await?;
+        }
+        Ok(())
+    }
+
     /// Where the agent of a desktop (whose container runs) listens.
     async fn target(&self, id: &str) -> Option<Target> {
         match self.transport {
@@ -353,19 +373,7 @@ impl Runtime for DockerRuntime {
                 .await;
         }
         let _ = std::fs::remove_file(run.join("agent.sock"));
-        if self.docker.inspect_container(&name, None).await.is_err() {
-            let options = CreateContainerOptions {
-                name: name.clone(),
-                platform: None,
-            };
-            self.docker
-                .create_container(Some(options), self.config(spec))
-                .await
-                .map_err(engine)?;
-            if self.transport == DockerTransport::Tcp {
-                self.install_token(&spec.id, &name).await?;
-            }
-        }
+        self.create(spec).await?;
         self.docker
             .start_container::<String>(&name, None)
             .await
@@ -404,6 +412,46 @@ impl Runtime for DockerRuntime {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    async fn copy_home(&self, from: &str, to: &DesktopSpec) -> Result<(), RuntimeError> {
+        let run = self.run_dir(&to.id);
+        std::fs::create_dir_all(&run).map_err(|e| RuntimeError::Failed(format!("desktop dir: {e}")))?;
+        std::os::unix::fs::chown(&run, Some(DESKTOP_UID), Some(DESKTOP_UID))
+            .map_err(|e| RuntimeError::Failed(format!("chown desktop dir: {e}")))?;
+        self.create(to).await?;
+        // The source's /home/user as a tar stream (its owners and modes kept), straight into
+        // the new container's /home: a task forwards it, so a failure mid-way is known.
+        let (tx, rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(4);
+        let docker = self.docker.clone();
+        let source = container_name(from);
+        let forward = tokio::spawn(async move {
+            let options = bollard::container::DownloadFromContainerOptions { path: "/home/user" };
+            let mut archive = std::pin::pin!(docker.download_from_container(&source, Some(options)));
+            while let Some(piece) = futures::StreamExt::next(&mut archive).await {
+                if tx.send(piece?).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, bollard::errors::Error>(())
+        });
+        let options = UploadToContainerOptions {
+            path: "/home",
+            ..Default::default()
+        };
+        let uploaded = self
+            .docker
+            .upload_to_container_streaming(
+                &container_name(&to.id),
+                Some(options),
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )
+            .await;
+        let read = forward
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("copying the home: {e}")))?;
+        read.map_err(engine)?;
+        uploaded.map_err(engine)
     }
 
     async fn resize(&self, spec: &DesktopSpec) -> Result<(), RuntimeError> {

@@ -71,18 +71,7 @@ impl Homes {
         if is_mounted(&home) {
             self.unmount(desktop).await;
         }
-        // A lazily unmounted home is let go once the previous run's last process is gone: a
-        // restart right after a stop waits for that rather than refusing.
-        let mut waited = 0;
-        while in_use(&image).await {
-            if waited == RELEASE_WAIT_STEPS {
-                return Err(RuntimeError::Busy(
-                    "the desktop's home is still in use by its previous run; try again in a moment".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            waited += 1;
-        }
+        released(&image).await?;
         let size = u64::from(size_gb) << 30;
         let old = desktop.join("home.old");
         if !image.exists() {
@@ -114,6 +103,12 @@ impl Homes {
         if std::fs::metadata(&lost).is_ok_and(|m| m.uid() == 0 && owner.uid != 0) {
             let _ = std::fs::remove_dir(&lost);
         }
+        if std::fs::metadata(&home).is_ok_and(|m| m.uid() != owner.uid) {
+            // Another desktop's files (a clone's copy of its source's home): made this
+            // desktop user's, or they would be nobody's inside.
+            let owner = format!("{}:{}", owner.uid, owner.gid);
+            run("chown", &["-R".as_ref(), owner.as_ref(), home.as_os_str()]).await?;
+        }
         if old.exists() {
             // Files from before images: into the image, owned by the desktop's user.
             let copied = format!("{}/.", old.display());
@@ -123,6 +118,50 @@ impl Homes {
             std::fs::remove_dir_all(&old).map_err(|e| failed("remove the old home", e))?;
         }
         Ok(home)
+    }
+
+    /// Copies the home of the desktop whose files are in `from` to a new desktop's `to`
+    /// (nothing when it never started). An image in use is frozen (`fsfreeze`) while it is
+    /// copied, so the copy is what its file system holds at one instant; sparse stays sparse.
+    pub async fn copy(&self, from: &Path, to: &Path) -> Result<(), RuntimeError> {
+        std::fs::create_dir_all(to).map_err(|e| failed("create the new desktop's dir", e))?;
+        let home = from.join("home");
+        if *self == Homes::Checked {
+            if !home.exists() {
+                return Ok(());
+            }
+            let copied = format!("{}/.", home.display());
+            let target = to.join("home");
+            std::fs::create_dir_all(&target).map_err(|e| failed("create the new home", e))?;
+            return run("cp", &["-a".as_ref(), copied.as_ref(), target.as_os_str()]).await;
+        }
+        let image = from.join("home.img");
+        if !image.exists() {
+            return Ok(());
+        }
+        let frozen = is_mounted(&home);
+        if !frozen {
+            // Stopped: its file system's last writes land in the image once its lazy unmount
+            // completes.
+            released(&image).await?;
+        }
+        if frozen {
+            run("fsfreeze", &["--freeze".as_ref(), home.as_os_str()]).await?;
+        }
+        let copied = run(
+            "cp",
+            &[
+                "--sparse=always".as_ref(),
+                image.as_os_str(),
+                to.join("home.img").as_os_str(),
+            ],
+        )
+        .await;
+        if frozen {
+            // Always thawed, or the source desktop's writes would hang for good.
+            run("fsfreeze", &["--unfreeze".as_ref(), home.as_os_str()]).await?;
+        }
+        copied
     }
 
     /// Unmounts the desktop's home, if mounted. A stopped desktop's last process may still be
@@ -297,6 +336,23 @@ fn is_mounted(dir: &Path) -> bool {
 
 fn has_entries(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+/// Waits until no loop device holds `image`: a lazily unmounted home is let go (its last
+/// writes in the image) once the previous run's last process is gone, so a start or copy right
+/// after a stop waits for that rather than refusing or reading it half-written.
+async fn released(image: &Path) -> Result<(), RuntimeError> {
+    let mut waited = 0;
+    while in_use(image).await {
+        if waited == RELEASE_WAIT_STEPS {
+            return Err(RuntimeError::Busy(
+                "the desktop's home is still in use by its previous run; try again in a moment".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    Ok(())
 }
 
 async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), RuntimeError> {

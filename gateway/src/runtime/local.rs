@@ -333,6 +333,10 @@ impl Runtime for LocalRuntime {
         }
     }
 
+    async fn copy_home(&self, from: &str, to: &DesktopSpec) -> Result<(), RuntimeError> {
+        self.homes.copy(&self.dir(from), &self.dir(&to.id)).await
+    }
+
     async fn resize(&self, spec: &DesktopSpec) -> Result<(), RuntimeError> {
         if !self.running.lock().await.contains_key(&spec.id) {
             return Err(RuntimeError::Failed(format!(

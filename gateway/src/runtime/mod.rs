@@ -62,6 +62,9 @@ pub trait Runtime: Send + Sync {
     /// update`), and its home `spec.disk_gb` where the runtime sizes homes while they are in
     /// use (else from its next start).
     async fn resize(&self, spec: &DesktopSpec) -> Result<(), RuntimeError>;
+    /// Gives the desktop `to`, recorded but never started, a copy of desktop `from`'s home (its
+    /// files as they are now, running or stopped): a clone's. Its next `start` runs on it.
+    async fn copy_home(&self, from: &str, to: &DesktopSpec) -> Result<(), RuntimeError>;
     /// Stops the desktop if needed and deletes its files.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Why the desktop's processes ended by themselves, once the runtime is sure they did (out

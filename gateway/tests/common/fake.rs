@@ -101,6 +101,7 @@ impl Call {
 pub enum Event {
     Start(DesktopSpec),
     Resize(DesktopSpec),
+    CopyHome(String, String),
     Stop(String),
     Remove(String),
 }
@@ -327,6 +328,11 @@ impl Runtime for FakeRuntime {
             },
         );
         Ok(Target::Unix(socket))
+    }
+
+    async fn copy_home(&self, from: &str, to: &DesktopSpec) -> Result<(), RuntimeError> {
+        lock(&self.shared.events).push(Event::CopyHome(from.to_string(), to.id.clone()));
+        Ok(())
     }
 
     async fn resize(&self, spec: &DesktopSpec) -> Result<(), RuntimeError> {

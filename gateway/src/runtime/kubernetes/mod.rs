@@ -366,6 +366,14 @@ impl Runtime for KubernetesRuntime {
         Err(failed)
     }
 
+    async fn copy_home(&self, _from: &str, _to: &DesktopSpec) -> Result<(), RuntimeError> {
+        // A PVC's dataSource clone needs a CSI driver that can clone; the test cluster's
+        // storage cannot, and a copy through a helper Pod is not built yet.
+        Err(RuntimeError::Unsupported(
+            "the Kubernetes runtime cannot clone a desktop yet: its home is a claim that would need a cloning storage class".into(),
+        ))
+    }
+
     async fn resize(&self, _spec: &DesktopSpec) -> Result<(), RuntimeError> {
         // In-place Pod resize is beta from Kubernetes 1.33; the Pods here keep to 1.20's fields.
         Err(RuntimeError::Unsupported(
