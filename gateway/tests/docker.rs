@@ -631,3 +631,114 @@ async fn a_docker_pool_outlives_its_gateway_and_hands_out_running_containers() {
     }
     assert!(docker_inspect(&container).is_none());
 }
+
+/// Today's Orgo lifecycle on Docker: a live resize reaches the container (`docker inspect`)
+/// and is seen inside (its cgroup's memory and CPU limits), a clone carries the home's files
+/// (owners kept) into a new container, a desktop's own screen size is the X server's, and a
+/// file streams in and out through the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_desktops_resize_live_clone_with_their_files_and_keep_their_screen() {
+    let gw = Gateway::with("docker-today", |c| {
+        c.runtime = orgo_gateway::config::RuntimeKind::Docker;
+        c.default_plan = "pro".into();
+    })
+    .await;
+    let key = gw.key("today").await;
+    let ws = gw
+        .ok("POST", "/api/workspaces", &key, Some(json!({"name": "w"})))
+        .await;
+    let made = gw
+        .ok(
+            "POST",
+            "/api/computers",
+            &key,
+            Some(json!({"workspace_id": ws["id"], "name": "box", "ram": 1, "cpu": 1, "resolution": "1024x768x24"})),
+        )
+        .await;
+    let id = made["id"].as_str().unwrap().to_string();
+    let c = format!("/api/computers/{id}");
+    let screen = gw.bash(&key, &c, "xdpyinfo | grep dimensions", None).await;
+    assert!(
+        screen["output"].as_str().unwrap().contains("1024x768 pixels"),
+        "{screen}"
+    );
+
+    gw.ok(
+        "PATCH",
+        &format!("{c}/resize"),
+        &key,
+        Some(json!({"mem_gb": 2, "vcpus": 2})),
+    )
+    .await;
+    let host = docker_inspect(&format!("orgo-{id}")).unwrap()["HostConfig"].clone();
+    assert_eq!(
+        (host["Memory"].as_i64(), host["NanoCpus"].as_i64()),
+        (Some(2 << 30), Some(2_000_000_000))
+    );
+    let inside = gw
+        .bash(
+            &key,
+            &c,
+            "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max",
+            None,
+        )
+        .await;
+    assert_eq!(
+        inside["output"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["2147483648", "200000", "100000"],
+        "{inside}"
+    );
+
+    gw.bash(
+        &key,
+        &c,
+        "mkdir -p keep && echo carried > keep/f && chmod 640 keep/f",
+        None,
+    )
+    .await;
+    let clone = gw.ok("POST", &format!("{c}/clone"), &key, None).await;
+    assert_eq!(clone["name"], "box (clone)");
+    let cc = format!("/api/computers/{}", clone["id"].as_str().unwrap());
+    let read = gw
+        .bash(&key, &cc, "cat keep/f; stat -c '%U %a' keep/f", None)
+        .await;
+    assert_eq!(read["output"], "carried\nuser 640\n");
+    let shot = gw
+        .ok(
+            "GET",
+            &format!("{cc}/screenshot?response_format=base64"),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (shot["width"].clone(), shot["height"].clone()),
+        (json!(1024), json!(768))
+    );
+
+    let (status, _, v) = gw
+        .send_raw(
+            "PUT",
+            &format!("{cc}/files/content?path=up.bin"),
+            Some(&format!("Bearer {key}")),
+            vec![0, 1, 255],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let od = gw.bash(&key, &cc, "od -An -tu1 up.bin", None).await;
+    assert_eq!(
+        od["output"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "1", "255"]
+    );
+    for computer in [&cc, &c] {
+        gw.ok("DELETE", computer, &key, None).await;
+    }
+}
