@@ -21,8 +21,8 @@ use axum::routing::{get, patch, post};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Every request body the API parses, by route: the three creating routes and every action
-/// that takes a body. The property tests and the cargo-fuzz target (`fuzz/`) feed each of them
+/// Every request body the API parses, by route: the creating routes, the settings and files
+/// routes and every action that takes a body (the names are this table's, not paths). The property tests and the cargo-fuzz target (`fuzz/`) feed each of them
 /// bytes.
 #[cfg(any(test, fuzzing))]
 pub fn body_routes() -> Vec<&'static str> {
@@ -30,10 +30,21 @@ pub fn body_routes() -> Vec<&'static str> {
         .iter()
         .filter(|f| f.method == crate::action::Method::Post)
         .map(|f| f.name);
-    ["projects", "computers", "viewer-token", "desktop-token"]
-        .into_iter()
-        .chain(actions)
-        .collect()
+    [
+        "projects",
+        "workspaces",
+        "computers",
+        "viewer-token",
+        "desktop-token",
+        "auto-stop",
+        "resize",
+        "computer-move",
+        "clone",
+        "files-export",
+    ]
+    .into_iter()
+    .chain(actions)
+    .collect()
 }
 
 /// Parses a body as route `route` (one of [`body_routes`]) does before any desktop is touched:
@@ -46,6 +57,12 @@ pub fn check_body(route: &str, body: &[u8]) -> Result<(), ApiError> {
         "computers" => parse_body::<wire::CreateComputer>(body).map(drop)?,
         "viewer-token" => parse_body::<viewers::TokenRequest>(body).map(drop)?,
         "desktop-token" => parse_body::<viewers::DesktopTokenRequest>(body).map(drop)?,
+        "workspaces" => parse_body::<projects::CreateWorkspace>(body).map(drop)?,
+        "auto-stop" => parse_body::<computers::AutoStop>(body).map(drop)?,
+        "resize" => parse_body::<computers::ResizeRequest>(body).map(drop)?,
+        "computer-move" => parse_body::<computers::MoveRequest>(body).map(drop)?,
+        "clone" => parse_body::<computers::CloneRequest>(body).map(drop)?,
+        "files-export" => parse_body::<workspace_files::Export>(body).map(drop)?,
         action => {
             let form = crate::action::form(action).expect("a route of body_routes()");
             let input = crate::action::Input { body, query: "" };
