@@ -140,11 +140,14 @@ fn relative(given: &str, homes: &[PathBuf]) -> Result<PathBuf> {
     } else {
         Path::new(given)
     };
+    // Rebuilt from its components: `a/./b` is `a/b`, and a trailing `/` goes, so `link/`
+    // names the link itself (which `remove` must not follow), not the directory behind it.
+    let rel: PathBuf = rel.components().collect();
     // cap-std reads an empty path as an error, "." as the directory itself.
     Ok(if rel.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
-        rel.to_path_buf()
+        rel
     })
 }
 
@@ -169,6 +172,10 @@ fn io_error(given: &str, e: io::Error) -> AgentError {
         (K::DirectoryNotEmpty, _) => AgentError::WrongKind(format!(
             "directory {given:?} is not empty; pass `recursive` to remove it with everything in it"
         )),
+        (K::AlreadyExists, _) => AgentError::WrongKind(format!(
+            "something that is not a directory is in the way of {given:?}"
+        )),
+        (K::InvalidInput, _) => AgentError::InvalidArgument(format!("{given:?}: {e}")),
         (K::ReadOnlyFilesystem, _) => {
             AgentError::PermissionDenied(format!("{given:?} is on a read-only file system"))
         }
@@ -288,8 +295,12 @@ impl Home {
                         OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK),
                     )
                     .map_err(|e| named.fail(e))?;
-                named.regular(&file.metadata().map_err(|e| named.fail(e))?)?;
+                let opened = file.metadata().map_err(|e| named.fail(e))?;
+                named.regular(&opened)?;
                 let mut file = file.into_std();
+                // Past the end reads nothing; an offset beyond what lseek takes (2^63) is past
+                // any end.
+                let offset = offset.min(opened.len());
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(|e| named.fail(e))?;
                 Ok((named, file))
             })
@@ -435,6 +446,11 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// Bytes appended so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Appends `data`. Errors: `TooLarge` naming the limit once the upload exceeds it (then
     /// drop the upload: nothing was written).
     pub async fn append(&mut self, data: &[u8]) -> Result<()> {

@@ -127,17 +127,36 @@ impl Files for FilesService {
         let options = write_options(&start)?;
         // Dropped on any early return (an error, the client gone): the old file stays as it was.
         let mut upload = self.home.write(start.path, options).await?;
-        while let Some(chunk) = chunks.message().await? {
+        // Committed only on `finish` with every byte there: a stream that merely ends may be a
+        // client cut short whose end-of-stream arrived before its reset.
+        loop {
+            let Some(chunk) = chunks.message().await? else {
+                return Err(invalid("the write ended without `finish`; nothing was written").into());
+            };
             match chunk.part {
                 Some(Part::Data(data)) => upload.append(&data).await?,
+                Some(Part::Finish(finish)) => {
+                    if finish.size != upload.written() {
+                        return Err(invalid(format!(
+                            "the write's `finish` says {} bytes but {} arrived; nothing was written",
+                            finish.size,
+                            upload.written()
+                        ))
+                        .into());
+                    }
+                    let size = upload.finish().await?;
+                    return Ok(Response::new(pb::WriteResponse { size }));
+                }
                 Some(Part::Start(_)) => {
                     return Err(invalid("`start` may only be the first message of a write").into());
                 }
-                None => return Err(invalid("a message of a write carries neither `start` nor `data`").into()),
+                None => {
+                    return Err(
+                        invalid("a message of a write carries no `start`, `data` or `finish`").into(),
+                    );
+                }
             }
         }
-        let size = upload.finish().await?;
-        Ok(Response::new(pb::WriteResponse { size }))
     }
 
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Answer<pb::RemoveResponse> {

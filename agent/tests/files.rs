@@ -42,7 +42,15 @@ impl Desk {
         let rest = data.chunks(64 << 10).map(|c| pb::WriteChunk {
             part: Some(Part::Data(c.to_vec())),
         });
-        let messages: Vec<_> = std::iter::once(first).chain(rest).collect();
+        let finish = pb::WriteChunk {
+            part: Some(Part::Finish(pb::WriteFinish {
+                size: data.len() as u64,
+            })),
+        };
+        let messages: Vec<_> = std::iter::once(first)
+            .chain(rest)
+            .chain(std::iter::once(finish))
+            .collect();
         let answer = self.files.write(tokio_stream::iter(messages)).await?;
         Ok(answer.into_inner().size)
     }
@@ -403,6 +411,30 @@ async fn uploads_over_their_limit_or_cancelled_leave_the_old_file() {
     );
     assert_eq!(std::fs::read(home.join("keep.txt")).unwrap(), b"old");
     assert!(!home.join("fresh.txt").exists());
+    assert_eq!(partials(&home), Vec::<String>::new());
+
+    // A stream that ends without `finish` (a client cut short whose end of stream came before
+    // its reset), or whose `finish` counts other bytes, writes nothing.
+    let unfinished = [Part::Start(start("keep.txt")), Part::Data(b"trunc".to_vec())]
+        .map(|part| pb::WriteChunk { part: Some(part) });
+    assert_eq!(
+        failure(desk.files.write(tokio_stream::iter(unfinished)).await),
+        (
+            Code::InvalidArgument,
+            "the write ended without `finish`; nothing was written".into()
+        )
+    );
+    let miscounted = [
+        Part::Start(start("keep.txt")),
+        Part::Data(b"trunc".to_vec()),
+        Part::Finish(pb::WriteFinish { size: 9 }),
+    ]
+    .map(|part| pb::WriteChunk { part: Some(part) });
+    assert_eq!(
+        failure(desk.files.write(tokio_stream::iter(miscounted)).await).0,
+        Code::InvalidArgument
+    );
+    assert_eq!(std::fs::read(home.join("keep.txt")).unwrap(), b"old");
     assert_eq!(partials(&home), Vec::<String>::new());
 
     // A client that goes away mid-upload.

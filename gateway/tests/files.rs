@@ -149,6 +149,36 @@ fn a_gigabyte_streams_in_and_out_of_a_desktop_in_little_gateway_memory() {
         inside["output"].as_str().unwrap().starts_with(&expected),
         "{inside}"
     );
+    // A client that goes away 3 MB into a 10 MB upload: the file stays as it was.
+    {
+        use std::io::Write;
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let path = format!(
+            "/api/computers/{}/files/content?path=big/noise.bin",
+            made["id"].as_str().unwrap()
+        );
+        write!(
+            socket,
+            "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 10000000\r\n\r\n"
+        )
+        .unwrap();
+        socket.write_all(&vec![b'z'; 3 << 20]).unwrap();
+        socket.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (_, after) = served.call(
+        &key,
+        "POST",
+        &format!("/computers/{}/bash", made["id"].as_str().unwrap()),
+        Some(json!({"command": "sha256sum big/noise.bin; ls -a big"})),
+    );
+    let out = after["output"].as_str().unwrap();
+    assert!(out.starts_with(&expected), "the old file stays whole: {after}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("orgo-upload")).count(),
+        0,
+        "no partial file left: {out}"
+    );
     let grown = peak_in.max(peak_out).saturating_sub(before);
     assert!(
         grown < 50 << 20,
@@ -381,6 +411,22 @@ async fn workspace_files_upload_export_list_and_open_by_signed_link() {
         ["256", "255"]
     );
 
+    // More than one gRPC message's worth (4 MiB), whole.
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (ctype, body) = multipart(&[], Some(("big.bin", &big)));
+    let (status, _, up) = gw
+        .send_typed(
+            "POST",
+            &format!("{c}/files/upload"),
+            Some(&auth),
+            Some(&ctype),
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{up}");
+    let size = gw.bash(&key, &c, "stat -c %s Desktop/big.bin", None).await;
+    assert_eq!(size["output"], "5000000\n");
+
     // Into the workspace only; listed per workspace and per desktop.
     let (ctype, body) = multipart(&[("projectId", &ws_id)], Some(("plan.txt", b"the plan")));
     let (status, _, plan) = gw
@@ -390,7 +436,7 @@ async fn workspace_files_upload_export_list_and_open_by_signed_link() {
     let all = gw
         .ok("GET", &format!("/api/files?projectId={ws_id}"), &key, None)
         .await;
-    assert_eq!(all["files"].as_array().unwrap().len(), 2);
+    assert_eq!(all["files"].as_array().unwrap().len(), 3);
     let mine = gw
         .ok(
             "GET",
@@ -399,7 +445,14 @@ async fn workspace_files_upload_export_list_and_open_by_signed_link() {
             None,
         )
         .await;
-    assert_eq!(mine["files"][0]["filename"], "notes.bin");
+    let mut names: Vec<_> = mine["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filename"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["big.bin", "notes.bin"]);
     let (ctype, body) = multipart(
         &[("projectId", &ws_id)],
         Some(("big.bin", &vec![0u8; (10 << 20) + 1])),

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use super::{
-    Action, Input, MAX_COMBO_BYTES, MAX_REPEAT, MAX_RUN, MAX_TEXT_CHARS, MAX_TYPE_DELAY, Press, Screen,
+    Action, Input, MAX_COMBO_BYTES, MAX_REPEAT, MAX_TEXT_CHARS, MAX_TYPE_DELAY, MAX_WAIT, Press, Screen,
 };
 use crate::json::{Invalid, parse_body};
 
@@ -45,14 +45,14 @@ pub fn combo(key: String) -> Result<String, Invalid> {
 }
 
 /// The pause after each typed character: at most [`MAX_TYPE_DELAY`], and all the pauses of
-/// `text` together at most [`MAX_RUN`].
+/// `text` together at most [`MAX_WAIT`] (a typed text waits no longer than a wait may).
 pub fn type_delay(text: &str, delay: Duration) -> Result<Duration, Invalid> {
     let total = delay.saturating_mul(text.chars().count() as u32);
-    if delay > MAX_TYPE_DELAY || total > MAX_RUN {
+    if delay > MAX_TYPE_DELAY || total > MAX_WAIT {
         return Err(Invalid(format!(
             "delay must be at most {} ms a character and {} s for the whole text",
             MAX_TYPE_DELAY.as_millis(),
-            MAX_RUN.as_secs()
+            MAX_WAIT.as_secs()
         )));
     }
     Ok(delay)

@@ -120,7 +120,7 @@ pub enum Action {
     Type {
         text: String,
         /// A pause after each character (0 to [`MAX_TYPE_DELAY`]; characters × pause at most
-        /// [`MAX_RUN`]); zero types as fast as the X server takes it.
+        /// [`MAX_WAIT`]); zero types as fast as the X server takes it.
         delay: Duration,
     },
     /// A key or combo (`ctrl+c`) pressed and released (`repeat` times, 1 to [`MAX_REPEAT`]),

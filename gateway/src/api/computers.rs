@@ -91,21 +91,22 @@ fn plan<'a>(state: &'a AppState, caller: &Caller) -> Result<&'a Plan, ApiError> 
     })
 }
 
-fn view(state: &AppState) -> ComputerView<'_> {
+fn view<'a>(state: &'a AppState, caller: &'a Caller) -> ComputerView<'a> {
     ComputerView {
         links: &state.links,
         config: &state.config,
+        plan: &caller.account.plan,
     }
 }
 
 /// A computer as every answer shows it.
-pub fn render(state: &AppState, c: &Computer) -> Value {
-    view(state).computer(c)
+pub fn render(state: &AppState, caller: &Caller, c: &Computer) -> Value {
+    view(state, caller).computer(c)
 }
 
 /// A lifecycle answer: the computer, plus Orgo's `{success, status}`.
-fn lifecycle_answer(state: &AppState, c: &Computer) -> Value {
-    let mut answer = render(state, c);
+fn lifecycle_answer(state: &AppState, caller: &Caller, c: &Computer) -> Value {
+    let mut answer = render(state, caller, c);
     answer["success"] = json!(true);
     answer
 }
@@ -113,7 +114,7 @@ fn lifecycle_answer(state: &AppState, c: &Computer) -> Value {
 pub async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) -> Answer {
     let req: CreateComputer = parse_body(&body)?;
     let computer = create_computer(&state, &caller, req).await?;
-    Ok(Json(render(&state, &computer)))
+    Ok(Json(render(&state, &caller, &computer)))
 }
 
 /// A new computer of the caller as `req` asks (checked as REST's `POST /api/computers` checks
@@ -195,7 +196,11 @@ fn check_image(state: &AppState, image: Option<&str>) -> Result<(), ApiError> {
 }
 
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
-    Ok(Json(render(&state, &caller.computer(&state, &id).await?)))
+    Ok(Json(render(
+        &state,
+        &caller,
+        &caller.computer(&state, &id).await?,
+    )))
 }
 
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
@@ -208,7 +213,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
 pub async fn start(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
     let mut computer = caller.computer(&state, &id).await?;
     state.desktops.start(&caller.account, &mut computer).await?;
-    Ok(Json(lifecycle_answer(&state, &computer)))
+    Ok(Json(lifecycle_answer(&state, &caller, &computer)))
 }
 
 /// `POST /api/computers/{id}/ensure-running`: started if it is not running; answers it with
@@ -221,14 +226,14 @@ pub async fn ensure_running(State(state): State<AppState>, caller: Caller, Path(
 pub async fn stop(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
     let mut computer = caller.computer(&state, &id).await?;
     state.desktops.stop(&mut computer).await?;
-    Ok(Json(lifecycle_answer(&state, &computer)))
+    Ok(Json(lifecycle_answer(&state, &caller, &computer)))
 }
 
 /// `POST /api/computers/{id}/restart`: stop, then start, in one turn.
 pub async fn restart(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Answer {
     let mut computer = caller.computer(&state, &id).await?;
     state.desktops.restart(&caller.account, &mut computer).await?;
-    Ok(Json(lifecycle_answer(&state, &computer)))
+    Ok(Json(lifecycle_answer(&state, &caller, &computer)))
 }
 
 /// `GET /api/computers/{id}/auto-stop`: `{auto_stop_minutes (0 never), configurable,
@@ -313,7 +318,7 @@ pub async fn clone(
         .desktops
         .clone_computer(&caller.account, &source, &project, req.name)
         .await?;
-    Ok(Json(lifecycle_answer(&state, &computer)))
+    Ok(Json(lifecycle_answer(&state, &caller, &computer)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,7 +436,7 @@ pub async fn resize(
         .await?;
     Ok(Json(json!({
         "success": true,
-        "vcpus": render(&state, &computer)["cpu"],
+        "vcpus": render(&state, &caller, &computer)["cpu"],
         "mem_gb": computer.ram_gb,
         "disk_size_gb": state.config.disk_gb_of(&computer),
         "bandwidth_limit_mbps": null,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::desktops::{DesktopError, Upload};
+use crate::desktops::Upload;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -114,10 +114,24 @@ pub async fn write(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let computer = caller.computer(&state, &id).await?;
+    let name = &caller.account.plan;
     let max_mb = state
         .config
-        .plan(&caller.account.plan)
-        .map_or(0, |p| p.max_file_mb);
+        .plan(name)
+        .ok_or_else(|| {
+            ApiError::PlanLimit(format!("account plan {name:?} is not configured on this gateway"))
+        })?
+        .max_file_mb;
+    // A body that says its length is refused before anything moves; one that does not is
+    // counted by the agent, which refuses it at the limit with its own sentence.
+    if axum::body::HttpBody::size_hint(&body)
+        .exact()
+        .is_some_and(|n| n > max_mb << 20)
+    {
+        return Err(ApiError::TooLarge(format!(
+            "a file written into a desktop may be at most {max_mb} MiB on this plan"
+        )));
+    }
     let mode = match at.mode.as_deref() {
         None => 0,
         Some(m) => u32::from_str_radix(m, 8)
@@ -138,13 +152,7 @@ pub async fn write(
     let size = state
         .desktops
         .write_file(&computer, upload, body.into_data_stream())
-        .await
-        .map_err(|e| match e {
-            DesktopError::Agent(crate::desktops::AgentError::TooLarge(_)) => ApiError::TooLarge(format!(
-                "a file written into a desktop may be at most {max_mb} MiB on this plan"
-            )),
-            other => other.into(),
-        })?;
+        .await?;
     Ok(Json(json!({ "success": true, "path": at.path, "size": size })))
 }
 

@@ -28,6 +28,7 @@ async fn render(state: &AppState, caller: &Caller, project: &Project) -> Result<
     let view = ComputerView {
         links: &state.links,
         config: &state.config,
+        plan: &caller.account.plan,
     };
     Ok(view.project(project, &computers))
 }

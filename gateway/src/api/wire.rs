@@ -47,6 +47,8 @@ pub struct CreateComputer {
 pub struct ComputerView<'a> {
     pub links: &'a Links,
     pub config: &'a Config,
+    /// The plan of the account whose computers these are (their default idle time).
+    pub plan: &'a str,
 }
 
 impl ComputerView<'_> {
@@ -72,7 +74,8 @@ impl ComputerView<'_> {
             "disk_size_gb": config.disk_gb_of(c),
             "url": self.links.url(c),
             "resolution": resolution,
-            "auto_stop_minutes": c.auto_stop_minutes.filter(|m| *m > 0),
+            // What is in force, its own or its plan's; null: it never stops by itself.
+            "auto_stop_minutes": config.auto_stop(c, self.plan).map(|d| d.as_secs() / 60),
             // The id is already short-lived-proof: stable across restarts, accepted in every path.
             "instance_id": c.id,
             "fly_instance_id": c.id,

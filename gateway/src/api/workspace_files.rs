@@ -46,11 +46,15 @@ fn file_json(f: &StoredFile) -> Value {
 /// A file name as kept and as written on a desktop: one path component of 1–255 bytes.
 fn filename(name: Option<&str>) -> Result<String, ApiError> {
     let name = name.unwrap_or("").trim();
-    let ok =
-        !name.is_empty() && name.len() <= 255 && name != "." && name != ".." && !name.contains(['/', '\0']);
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(char::is_control);
     if !ok {
         return Err(ApiError::BadRequest(
-            "the file part needs a file name of 1–255 bytes without '/' or NUL".into(),
+            "a file name is 1–255 bytes without '/' or control characters".into(),
         ));
     }
     Ok(name.to_string())
@@ -194,7 +198,7 @@ pub struct ListQuery {
     desktop: Option<String>,
 }
 
-/// `GET /api/files?projectId=&desktopId=`: `{files}`, oldest first.
+/// `GET /api/files?projectId=&desktopId=`: `{files}`, oldest first (by the second).
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -361,10 +365,17 @@ pub async fn content(
         .file(&grant.account, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound("this file was deleted".into()))?;
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        file.filename.replace(['"', '\\'], "_")
-    );
+    // The name in ASCII for old clients, and whole in RFC 5987's UTF-8 form.
+    let ascii: String = file
+        .filename
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    let utf8 = percent_encoding::utf8_percent_encode(&file.filename, percent_encoding::NON_ALPHANUMERIC);
+    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{utf8}");
     Ok((
         [
             (header::CONTENT_TYPE, file.content_type),

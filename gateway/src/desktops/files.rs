@@ -18,6 +18,9 @@ use crate::store::Computer;
 /// writes it.
 const UPLOAD_QUEUE: usize = 4;
 
+/// The most bytes of one upload message (the agent takes gRPC's default 4 MiB at most).
+const MESSAGE_BYTES: usize = 256 << 10;
+
 /// How a file is written.
 #[derive(Debug, Clone, Default)]
 pub struct Upload {
@@ -82,8 +85,8 @@ impl Desktops {
     }
 
     /// Writes `body` to a file as `upload` says: answers its size. The agent writes beside the
-    /// file and renames over it at the end, so a body that fails mid-way (its error ends the
-    /// call, which the agent sees cut short) leaves the old file as it was.
+    /// file and renames over it only on the closing `finish`, sent once the body was read to
+    /// its end: a body that fails mid-way leaves the old file as it was.
     pub async fn write_file<S, E>(
         &self,
         computer: &Computer,
@@ -108,13 +111,20 @@ impl Desktops {
             let call = files.write(tokio_stream::wrappers::ReceiverStream::new(rx));
             let pump = async move {
                 let mut body = std::pin::pin!(body);
+                let mut size = 0u64;
                 while let Some(piece) = body.next().await {
                     let piece = piece.map_err(|e| BodyError(e.to_string()))?;
-                    if tx.send(chunk(Part::Data(piece.to_vec()))).await.is_err() {
-                        // The agent ended the call (it refused the upload): its answer says why.
-                        break;
+                    for data in piece.chunks(MESSAGE_BYTES) {
+                        size += data.len() as u64;
+                        if tx.send(chunk(Part::Data(data.to_vec()))).await.is_err() {
+                            // The agent ended the call (it refused the upload): its answer
+                            // says why.
+                            return Ok(());
+                        }
                     }
                 }
+                // Only a body read to its end is committed.
+                let _ = tx.send(chunk(Part::Finish(pb::WriteFinish { size }))).await;
                 Ok::<_, BodyError>(())
             };
             let mut call = std::pin::pin!(call);

@@ -4,6 +4,7 @@
 
 use super::turn::{self, Turn};
 use super::{DesktopError, Desktops, agent};
+use crate::json::Invalid;
 use crate::runtime::{DesktopSpec, RuntimeError};
 use crate::store::{Account, Computer, Status, now};
 
@@ -127,15 +128,36 @@ impl Desktops {
                     computer.status.as_str()
                 )));
             }
+            // Judged again as it now is: another resize may have grown the home meanwhile.
+            let home = self.config.disk_gb_of(computer);
+            if disk_gb < home {
+                return Err(DesktopError::Invalid(Invalid(format!(
+                    "disk_size_gb only grows: it is {home} GB, not {disk_gb}"
+                ))));
+            }
             let admission = self.wait_turn(&turn::of_admission(&account.id)).await?;
             let admitted = self.admit(account, ram_gb, cpu, Some(&computer.id)).await;
             let applied = async {
                 admitted?;
-                let mut spec = self.spec(computer);
+                let old = self.spec(computer);
+                let mut spec = old.clone();
                 (spec.ram_gb, spec.cpu, spec.disk_gb) = (ram_gb, cpu, disk_gb);
-                self.runtime.resize(&spec).await?;
-                self.store.set_size(&computer.id, ram_gb, cpu, disk_gb).await?;
-                Ok::<_, DesktopError>(())
+                let recorded = match self.runtime.resize(&spec).await {
+                    Ok(()) => self
+                        .store
+                        .set_size(&computer.id, ram_gb, cpu, disk_gb)
+                        .await
+                        .map_err(DesktopError::from),
+                    Err(e) => Err(e.into()),
+                };
+                if recorded.is_err() {
+                    // Back to the size on record (a half-applied change, or one not recorded),
+                    // so what runs is what the plan counts.
+                    if let Err(e) = self.runtime.resize(&old).await {
+                        tracing::warn!(computer = %computer.name, error = %e, "cannot restore a desktop's size after a failed resize");
+                    }
+                }
+                recorded
             };
             admission.then(applied.await).await?;
             (computer.ram_gb, computer.cpu, computer.disk_gb) = (ram_gb, cpu, Some(disk_gb));

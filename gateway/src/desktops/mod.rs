@@ -169,11 +169,14 @@ impl Desktops {
 
     /// The agent of a running computer, or why there is none; the call counts as activity.
     pub async fn agent(&self, computer: &Computer) -> Result<Agent, DesktopError> {
-        Ok(orgo_proto::connect::agent(self.link(computer).await?))
+        Ok(orgo_proto::connect::agent(self.link(computer, true).await?))
     }
 
     /// The link to a running computer's agent, or why there is none; counts as activity.
-    async fn link(&self, computer: &Computer) -> Result<Link, DesktopError> {
+    /// `shared`: the one cached link all of its calls share; else a link of its own, for
+    /// streams of files, which could otherwise hold the shared link's flow-control window
+    /// while their client reads slowly and stall every other call to the desktop.
+    async fn link(&self, computer: &Computer, shared: bool) -> Result<Link, DesktopError> {
         if computer.status == Status::Error {
             return Err(DesktopError::NotRunning(format!(
                 "computer {:?} stopped unexpectedly or failed to start ({}); start it again with POST /api/computers/{}/start",
@@ -206,17 +209,22 @@ impl Desktops {
                 .await?;
             return Err(lost(&why));
         }
-        let cached = self.agents.lock().await.get(&computer.id).cloned();
+        let cached = match shared {
+            true => self.agents.lock().await.get(&computer.id).cloned(),
+            false => None,
+        };
         let client = match cached {
             Some((made_for, client)) if made_for == target => client,
             _ => {
                 let address = agent::parse_target(target)
                     .ok_or_else(|| lost("where its agent listens is not recorded"))?;
                 let client = agent::connect(&address, self.deadline()).await?;
-                self.agents
-                    .lock()
-                    .await
-                    .insert(computer.id.clone(), (target.to_string(), client.clone()));
+                if shared {
+                    self.agents
+                        .lock()
+                        .await
+                        .insert(computer.id.clone(), (target.to_string(), client.clone()));
+                }
                 client
             }
         };
@@ -232,19 +240,19 @@ impl Desktops {
         computer: &Computer,
         call: impl AsyncFnOnce(Agent) -> Result<T, DesktopError>,
     ) -> Result<T, DesktopError> {
-        self.using_link(computer, async |link| {
+        self.using_link(computer, true, async |link| {
             call(orgo_proto::connect::agent(link)).await
         })
         .await
     }
 
-    /// [`Desktops::using`] with the agent's `Files` service.
+    /// [`Desktops::using`] with the agent's `Files` service, on a link of its own.
     pub async fn using_files<T>(
         &self,
         computer: &Computer,
         call: impl AsyncFnOnce(Files) -> Result<T, DesktopError>,
     ) -> Result<T, DesktopError> {
-        self.using_link(computer, async |link| {
+        self.using_link(computer, false, async |link| {
             call(orgo_proto::connect::files(link)).await
         })
         .await
@@ -253,10 +261,11 @@ impl Desktops {
     async fn using_link<T>(
         &self,
         computer: &Computer,
+        shared: bool,
         call: impl AsyncFnOnce(Link) -> Result<T, DesktopError>,
     ) -> Result<T, DesktopError> {
         // Reaching the agent can fail the same way: the store said running, and it stopped.
-        let result = match self.link(computer).await {
+        let result = match self.link(computer, shared).await {
             Ok(link) => call(link).await,
             Err(e) => Err(e),
         };

@@ -139,29 +139,31 @@ impl Homes {
         if !image.exists() {
             return Ok(());
         }
-        let frozen = is_mounted(&home);
-        if !frozen {
+        if !is_mounted(&home) {
             // Stopped: its file system's last writes land in the image once its lazy unmount
             // completes.
             released(&image).await?;
+            return copy_image(&image, &to.join("home.img")).await;
         }
-        if frozen {
+        // In a task of its own: a request dropped mid-copy (its client gone) must not leave the
+        // source frozen, its every write hanging.
+        let target = to.join("home.img");
+        tokio::spawn(async move {
             run("fsfreeze", &["--freeze".as_ref(), home.as_os_str()]).await?;
-        }
-        let copied = run(
-            "cp",
-            &[
-                "--sparse=always".as_ref(),
-                image.as_os_str(),
-                to.join("home.img").as_os_str(),
-            ],
-        )
-        .await;
-        if frozen {
-            // Always thawed, or the source desktop's writes would hang for good.
-            run("fsfreeze", &["--unfreeze".as_ref(), home.as_os_str()]).await?;
-        }
-        copied
+            let copied = copy_image(&image, &target).await;
+            let mut thawed = run("fsfreeze", &["--unfreeze".as_ref(), home.as_os_str()]).await;
+            for _ in 0..THAW_TRIES {
+                if thawed.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                thawed = run("fsfreeze", &["--unfreeze".as_ref(), home.as_os_str()]).await;
+            }
+            thawed?;
+            copied
+        })
+        .await
+        .map_err(|e| RuntimeError::Failed(format!("copying the home: {e}")))?
     }
 
     /// Unmounts the desktop's home, if mounted. A stopped desktop's last process may still be
@@ -353,6 +355,18 @@ async fn released(image: &Path) -> Result<(), RuntimeError> {
         waited += 1;
     }
     Ok(())
+}
+
+/// How many more times a frozen home is thawed after a failed try.
+const THAW_TRIES: u32 = 20;
+
+/// A home image copied sparse (only the blocks it uses take space).
+async fn copy_image(image: &Path, target: &Path) -> Result<(), RuntimeError> {
+    run(
+        "cp",
+        &["--sparse=always".as_ref(), image.as_os_str(), target.as_os_str()],
+    )
+    .await
 }
 
 async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), RuntimeError> {

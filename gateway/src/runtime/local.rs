@@ -350,9 +350,12 @@ impl Runtime for LocalRuntime {
             )));
         }
         // The home grows at the next start (its image is grown, never shrunk, then).
-        self.cgroups
-            .limit(&spec.id, spec.ram_gb, spec.cpu)
-            .map_err(|e| RuntimeError::Failed(format!("cannot change the desktop's cgroups: {e}")))
+        // The kernel refuses a memory limit below what the desktop uses now (cgroup v1: EBUSY).
+        self.cgroups.limit(&spec.id, spec.ram_gb, spec.cpu).map_err(|e| {
+            RuntimeError::Unsupported(format!(
+                "the desktop's cgroup refused the new limits (less memory than it uses now?): {e}"
+            ))
+        })
     }
 
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {

@@ -350,7 +350,8 @@ pub trait Store: Send + Sync {
 
     /// Keeps a workspace file and its bytes.
     async fn keep_file(&self, file: &StoredFile, bytes: &[u8]) -> Result<(), StoreError>;
-    /// The files of a workspace of `account` (of one of its desktops if given), oldest first.
+    /// The files of a workspace of `account` (of one of its desktops if given), oldest first
+    /// (by the second they were kept, then by id).
     async fn files(
         &self,
         account: &str,
