@@ -129,13 +129,19 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) 
     }
 }
 
-/// Other fields (Orgo's `icon_url`) are ignored: no icon is kept.
+/// Other fields are ignored, as unknown fields are everywhere.
 #[derive(Debug, Deserialize)]
 pub struct CreateWorkspace {
     name: String,
+    /// Orgo's: checked, not kept (no icon is shown anywhere here).
+    #[serde(default)]
+    icon_url: Option<String>,
     #[serde(default)]
     status: Option<String>,
 }
+
+/// The longest `icon_url`.
+const MAX_ICON_URL: usize = 2048;
 
 /// `POST /api/workspaces` `{name, icon_url?, status? ("active")}`: an empty workspace; a
 /// duplicate name is a 400.
@@ -143,6 +149,11 @@ pub async fn create_workspace(State(state): State<AppState>, caller: Caller, bod
     let req: CreateWorkspace = parse_body(&body)?;
     may_create(&caller)?;
     check_name(&req.name)?;
+    if req.icon_url.as_ref().is_some_and(|u| u.len() > MAX_ICON_URL) {
+        return Err(ApiError::BadRequest(format!(
+            "icon_url must be at most {MAX_ICON_URL} bytes"
+        )));
+    }
     if req.status.as_deref().is_some_and(|s| s != "active") {
         return Err(ApiError::BadRequest(
             "status must be \"active\" (inactive workspaces are not available)".into(),
