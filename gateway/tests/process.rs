@@ -63,6 +63,8 @@ fn sigterm_stops_desktops_cleanly_and_a_new_gateway_starts_them_again() {
     );
     assert_eq!(out["output"], "kept\n");
 
+    let (ok, _, err) = keys(&["create", "--account", "scoped", "--workspace", "nowhere"]);
+    assert!(!ok && err.contains("has no workspace \"nowhere\""), "{err}");
     let (ok, list, _) = keys(&["list"]);
     let key_id = key.split('_').nth(1).unwrap();
     assert!(ok && list.contains(key_id) && list.contains("live"), "{list}");
