@@ -68,18 +68,17 @@ check("the project lists it", [c["id"] for c in project.list_computers()] == [co
 
 check("bash output", computer.bash("echo hello") == "hello\n")
 computer.bash("xev -geometry 700x500+0+0 -name orgo-probe > /tmp/xev.log 2>&1 &")
-# Mapped, not only created: the window manager maps it when it gets to it, which on a loaded
-# machine (a test cluster beside) can take a while.
 deadline = time.time() + 20
-while "IsViewable" not in computer.bash("xwininfo -name orgo-probe 2>/dev/null | grep 'Map State' || true"):
+while "orgo-probe" not in computer.bash("xwininfo -root -tree 2>/dev/null | grep orgo-probe || true"):
     check("the probe window appears", time.time() < deadline)
     time.sleep(0.2)
 
 img = computer.screenshot()
 check("screenshot decodes with PIL at 1280x800", img.size == (1280, 800), img.size)
-# Painted by the X server once mapped; polled, since "viewable" is read on another connection than
-# the capture's. A screenshot kept from before the window (a stale answer) would stay black and fail.
-deadline = time.time() + 10
+# Drawn once the window manager has mapped it, which on a loaded machine (a test cluster beside)
+# takes a while: polled, bounded. A screenshot kept from before the window (a stale answer of the
+# agent's unchanged-screen reuse) would stay black and fail this.
+deadline = time.time() + 20
 while img.convert("RGB").getpixel((300, 250)) == (0, 0, 0) and time.time() < deadline:
     time.sleep(0.2)
     img = computer.screenshot()
