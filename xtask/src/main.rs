@@ -140,7 +140,11 @@ fn ci() -> Result<()> {
     )?;
     // The Docker runtime's tests need the desktop image; a second build is skipped.
     image("minimal")?;
-    // The Kubernetes runtime's tests run on the real cluster of this machine (built once).
+    // The Kubernetes runtime's tests run on the real cluster of this machine (built once),
+    // started afresh: what an earlier run left on a cluster still up (a test that failed before
+    // deleting its desktop) holds the nodes' CPUs and volumes, and the next run's desktops
+    // found no room.
+    k8s::command(&["down"])?;
     k8s::command(&["up"])?;
     test_workspace()?;
     fuzz::api(fuzz::SHORT, fuzz::Backing::Sqlite)?;
