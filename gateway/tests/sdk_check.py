@@ -82,7 +82,11 @@ deadline = time.time() + 20
 while img.convert("RGB").getpixel((300, 250)) == (0, 0, 0) and time.time() < deadline:
     time.sleep(0.2)
     img = computer.screenshot()
-check("screenshot shows the probe window", img.convert("RGB").getpixel((300, 250)) != (0, 0, 0))
+check(
+    "screenshot shows the probe window",
+    img.convert("RGB").getpixel((300, 250)) != (0, 0, 0),
+    computer.bash("xwininfo -name orgo-probe 2>&1 | grep -E 'Map State|Absolute|error'; pgrep -a openbox; pgrep -a xev"),
+)
 
 seen = len(events(computer))
 computer.left_click(300, 250)
