@@ -17,7 +17,7 @@ pub enum Cgroups {
 }
 
 /// The groups one desktop's processes are put in.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Groups {
     pub dirs: Vec<PathBuf>,
 }

@@ -54,7 +54,7 @@ impl LocalRuntime {
     pub fn new(data_dir: &Path, agent_bin: PathBuf, sandbox: LocalSandbox) -> anyhow::Result<Self> {
         let data_dir = std::fs::canonicalize(data_dir)?;
         let sandbox = Sandbox::prepare(&data_dir, sandbox)?;
-        let homes = Homes::detect()?;
+        let homes = Homes::detect(&data_dir)?;
         let cgroups = Cgroups::detect();
         let ids: Vec<String> = std::fs::read_dir(data_dir.join("desktops"))
             .into_iter()
@@ -102,8 +102,9 @@ impl LocalRuntime {
         cmd
     }
 
-    /// Takes a spawned desktop from its gate to an agent that answers: into its cgroups, its
-    /// user mapped (strict), its network connected, and answers where the agent listens.
+    /// Takes a spawned desktop (in its cgroups, its home mounted) from its gate to an agent
+    /// that answers: its user mapped (strict), its network connected, and answers where the
+    /// agent listens.
     async fn bring_up(
         &self,
         desktop: &mut Running,
@@ -111,11 +112,6 @@ impl LocalRuntime {
         owner: Owner,
     ) -> Result<Target, RuntimeError> {
         let exited = || RuntimeError::Failed("bubblewrap exited during start-up".into());
-        if let Some(pid) = desktop.child.id()
-            && let Err(e) = desktop.groups.join(pid)
-        {
-            tracing::warn!(error = %e, desktop = %spec.id, "cannot put the desktop in its cgroups");
-        }
         // Open the gate: bubblewrap starts, inside the groups.
         let mut gate = desktop.child.stdin.take().ok_or_else(exited)?;
         gate.write_all(b"\n").await.map_err(|_| exited())?;
@@ -170,7 +166,7 @@ impl LocalRuntime {
                     "desktop did not become ready in time".into(),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -278,7 +274,6 @@ impl Runtime for LocalRuntime {
             self.stop_running(&spec.id, old).await;
         }
         let owner = self.sandbox.owner(&dir)?;
-        let home = self.homes.mount(&dir, spec.disk_gb, owner).await?;
         // Before /tmp and the run dir were tmpfs they were directories here.
         for legacy in ["tmp", "run"] {
             let _ = std::fs::remove_dir_all(dir.join(legacy));
@@ -296,14 +291,36 @@ impl Runtime for LocalRuntime {
         if self.sandbox.mode() == LocalSandbox::None {
             tracing::warn!(desktop = %spec.id, "local_sandbox = \"none\": this desktop runs unsandboxed, as the gateway's user with the host's files and network");
         }
+        let home = Homes::path(&dir);
         let mut child = match self.command(spec, &home, owner).spawn() {
             Ok(child) => child,
             Err(e) => {
                 groups.remove().await;
-                self.homes.unmount(&dir).await;
                 return Err(RuntimeError::Failed(format!("cannot start bubblewrap: {e}")));
             }
         };
+        // While the home is mounted the desktop waits at its gate and joins its cgroups: the
+        // first move into a cgroup v1 group waits ~10 ms for the kernel (an RCU grace period),
+        // as long as a mount, so the two go side by side.
+        let joining = child.id().map(|pid| {
+            let groups = groups.clone();
+            tokio::task::spawn_blocking(move || groups.join(pid))
+        });
+        let mounted = self.homes.mount(&dir, spec.disk_gb, owner).await;
+        let joined = match joining {
+            Some(joining) => joining.await.unwrap_or_else(|e| Err(e.to_string())),
+            None => Ok(()),
+        };
+        if let Err(e) = joined {
+            tracing::warn!(error = %e, desktop = %spec.id, "cannot put the desktop in its cgroups");
+        }
+        if let Err(e) = mounted {
+            // Still at its gate: nothing inside has started.
+            let _ = child.kill().await;
+            groups.remove().await;
+            self.homes.unmount(&dir).await;
+            return Err(e);
+        }
         if let Some(output) = child.stderr.take() {
             tokio::spawn(forward_output(spec.id.clone(), output));
         }
