@@ -194,7 +194,15 @@ def wait_running(computers, name):
 
 def drive(channel, computers, agent, name):
     created = computers.Create(
-        computers_pb2.CreateRequest(workspace_id=WORKSPACE, name=name, ram_gb=2, cpu=1),
+        computers_pb2.CreateRequest(
+            workspace_id=WORKSPACE,
+            name=name,
+            ram_gb=2,
+            cpu=1,
+            resolution="1024x768x24",
+            disk_size_gb=3,
+            auto_stop_minutes=0,
+        ),
         metadata=auth(KEY),
         timeout=DEADLINE * 2,
     )
@@ -203,7 +211,12 @@ def drive(channel, computers, agent, name):
         created.name == name
         and created.workspace_id == WORKSPACE
         and created.ram_gb == 2
-        and created.cpu == 1,
+        and created.cpu == 1
+        and created.resolution == "1024x768x24"
+        and (created.screen_width, created.screen_height) == (1024, 768)
+        and created.disk_size_gb == 3
+        # 0: it never stops by itself, so no idle time is in force.
+        and not created.HasField("auto_stop_minutes"),
         repr(created),
     )
     computer = wait_running(computers, name)
@@ -380,6 +393,16 @@ def drive(channel, computers, agent, name):
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
         ["at.x", "5000"],
+    )
+    rejected(
+        "Computers.Create with a resolution that is not WIDTHxHEIGHTxDEPTH",
+        lambda: computers.Create(
+            computers_pb2.CreateRequest(workspace_id=WORKSPACE, resolution="1024 by 768"),
+            metadata=auth(KEY),
+            timeout=DEADLINE,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["resolution", "WIDTHxHEIGHTxDEPTH"],
     )
     rejected(
         "Agent.ScreenInfo naming no computer",

@@ -26,7 +26,10 @@ impl Computers {
         Computers { state }
     }
 
-    fn computer(&self, c: &Computer) -> pb::Computer {
+    /// A computer of an account on `plan` (whose idle time it may take).
+    fn computer(&self, c: &Computer, plan: &str) -> pb::Computer {
+        let config = &self.state.config;
+        let screen = config.resolution_of(c);
         pb::Computer {
             id: c.id.clone(),
             name: c.name.clone(),
@@ -37,8 +40,13 @@ impl Computers {
             cpu: c.cpu,
             url: self.state.links.url(c),
             created_at: c.created_at,
-            screen_width: self.state.config.resolution_of(c).width,
-            screen_height: self.state.config.resolution_of(c).height,
+            screen_width: screen.width,
+            screen_height: screen.height,
+            resolution: screen.to_string(),
+            disk_size_gb: config.disk_gb_of(c),
+            auto_stop_minutes: config
+                .auto_stop(c, plan)
+                .map(|d| u32::try_from(d.as_secs() / 60).unwrap_or(u32::MAX)),
         }
     }
 
@@ -67,10 +75,13 @@ impl pb::computers_server::Computers for Computers {
             name: (!r.name.is_empty()).then_some(r.name),
             ram: (r.ram_gb != 0).then_some(f64::from(r.ram_gb)),
             cpu: (r.cpu != 0.0).then_some(r.cpu),
+            resolution: (!r.resolution.is_empty()).then_some(r.resolution),
+            disk_size_gb: (r.disk_size_gb != 0).then_some(f64::from(r.disk_size_gb)),
+            auto_stop_minutes: r.auto_stop_minutes.map(f64::from),
             ..Default::default()
         };
         let computer = create_computer(&self.state, &caller, asked).await?;
-        Ok(Response::new(self.computer(&computer)))
+        Ok(Response::new(self.computer(&computer, &caller.account.plan)))
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Answer<pb::ListResponse> {
@@ -97,13 +108,16 @@ impl pb::computers_server::Computers for Computers {
                 .map_err(status)?
         };
         Ok(Response::new(pb::ListResponse {
-            computers: computers.iter().map(|c| self.computer(c)).collect(),
+            computers: computers
+                .iter()
+                .map(|c| self.computer(c, &account.plan))
+                .collect(),
         }))
     }
 
     async fn get(&self, request: Request<pb::ComputerRef>) -> Answer<pb::Computer> {
-        let (_, computer) = self.find(request).await?;
-        Ok(Response::new(self.computer(&computer)))
+        let (account, computer) = self.find(request).await?;
+        Ok(Response::new(self.computer(&computer, &account.plan)))
     }
 
     async fn start(&self, request: Request<pb::ComputerRef>) -> Answer<pb::Computer> {
@@ -113,13 +127,13 @@ impl pb::computers_server::Computers for Computers {
             .start(&account, &mut computer)
             .await
             .map_err(status)?;
-        Ok(Response::new(self.computer(&computer)))
+        Ok(Response::new(self.computer(&computer, &account.plan)))
     }
 
     async fn stop(&self, request: Request<pb::ComputerRef>) -> Answer<pb::Computer> {
-        let (_, mut computer) = self.find(request).await?;
+        let (account, mut computer) = self.find(request).await?;
         self.state.desktops.stop(&mut computer).await.map_err(status)?;
-        Ok(Response::new(self.computer(&computer)))
+        Ok(Response::new(self.computer(&computer, &account.plan)))
     }
 
     async fn restart(&self, request: Request<pb::ComputerRef>) -> Answer<pb::Computer> {
@@ -129,7 +143,7 @@ impl pb::computers_server::Computers for Computers {
             .restart(&account, &mut computer)
             .await
             .map_err(status)?;
-        Ok(Response::new(self.computer(&computer)))
+        Ok(Response::new(self.computer(&computer, &account.plan)))
     }
 
     async fn delete(&self, request: Request<pb::ComputerRef>) -> Answer<pb::DeleteResponse> {
