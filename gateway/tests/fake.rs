@@ -1036,6 +1036,11 @@ async fn agent_errors_map_to_http_statuses() {
         ("POST", "key-up", "key_up", Some(json!({"key": "a"}))),
         ("POST", "bash", "exec", Some(json!({"command": "a"}))),
         ("POST", "exec", "exec", Some(json!({"code": "a"}))),
+        ("GET", "files?path=.", "files_list", None),
+        ("GET", "files/stat?path=a", "files_stat", None),
+        ("GET", "files/content?path=a", "files_read", None),
+        ("PUT", "files/content?path=a", "files_write", Some(json!("bytes"))),
+        ("DELETE", "files?path=a", "files_remove", None),
     ];
     for (method, action, rpc, body) in routes {
         let path = format!("{c}/{action}");
@@ -1064,6 +1069,19 @@ async fn agent_errors_map_to_http_statuses() {
     // A failed call leaves the desktop running and usable.
     assert_eq!(gw.ok("GET", &c, &key, None).await["status"], "running");
     gw.ok("POST", &click, &key, Some(json!({"x": 1, "y": 2}))).await;
+
+    // A write reaches the Files service with its path, the plan's limit and every byte.
+    gw.runtime().clear_calls();
+    let path = format!("{c}/files/content?path=notes/a.txt");
+    let (status, v) = gw.send("PUT", &path, Some(&key), Some(json!("12345"))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    match &gw.runtime().calls(&id)[..] {
+        [Call::FilesWrite(start, size)] => {
+            assert_eq!((start.path.as_str(), *size), ("notes/a.txt", 7));
+            assert!(start.max_bytes > 0, "{start:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// An agent that does not answer within the deadline is a 504 once the deadline passes, and the

@@ -25,6 +25,7 @@ use orgo_gateway::runtime::{DesktopSpec, Found, Runtime};
 use orgo_proto::connect::Target;
 use orgo_proto::v1 as pb;
 use orgo_proto::v1::agent_server::{Agent, AgentServer};
+use orgo_proto::v1::files_server::{Files, FilesServer};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
@@ -48,9 +49,16 @@ pub enum Call {
     KeyUp(pb::KeyRequest),
     Exec(pb::ExecRequest),
     ExecStream(pb::ExecRequest),
+    FilesList(pb::ListRequest),
+    FilesStat(pb::StatRequest),
+    FilesRead(pb::ReadRequest),
+    /// A whole write: its start, and the bytes it carried.
+    FilesWrite(pb::WriteStart, u64),
+    FilesRemove(pb::RemoveRequest),
 }
 
-/// Every method name [`Call::method`] answers: the generated client's method names.
+/// Every method name [`Call::method`] answers: the generated clients' method names, those of
+/// the `Files` service prefixed `files_`.
 pub const METHODS: &[&str] = &[
     "health",
     "screen_info",
@@ -69,6 +77,11 @@ pub const METHODS: &[&str] = &[
     "key_up",
     "exec",
     "exec_stream",
+    "files_list",
+    "files_stat",
+    "files_read",
+    "files_write",
+    "files_remove",
 ];
 
 impl Call {
@@ -92,6 +105,11 @@ impl Call {
             Call::KeyUp(_) => "key_up",
             Call::Exec(_) => "exec",
             Call::ExecStream(_) => "exec_stream",
+            Call::FilesList(_) => "files_list",
+            Call::FilesStat(_) => "files_stat",
+            Call::FilesRead(_) => "files_read",
+            Call::FilesWrite(..) => "files_write",
+            Call::FilesRemove(_) => "files_remove",
         }
     }
 }
@@ -309,6 +327,7 @@ impl Runtime for FakeRuntime {
             dead: dead_rx.clone(),
             cursor: Arc::new(Mutex::new((spec.width as i32 / 2, spec.height as i32 / 2))),
         };
+        let files = FakeFiles(stub.clone());
         let incoming = futures::stream::unfold(listener, |listener| async move {
             let next = listener.accept().await.map(|(stream, _)| stream);
             Some((next, listener))
@@ -316,6 +335,7 @@ impl Runtime for FakeRuntime {
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(AgentServer::new(stub))
+                .add_service(FilesServer::new(files))
                 .serve_with_incoming_shutdown(incoming, until_dead(dead_rx))
                 .await;
         });
@@ -399,6 +419,7 @@ pub fn tiny_png() -> &'static [u8] {
 }
 
 /// The agent service of one fake desktop.
+#[derive(Clone)]
 struct Stub {
     desktop: String,
     width: u32,
@@ -643,5 +664,67 @@ impl Agent for Stub {
             event: Some(pb::exec_event::Event::Exit(exit)),
         }));
         Ok(Response::new(Box::pin(futures::stream::iter(events))))
+    }
+}
+
+/// The files service of one fake desktop: every path names an 8-byte file `"fake"` holds
+/// twice, directories list nothing, writes take what they are sent.
+struct FakeFiles(Stub);
+
+const FAKE_FILE: &[u8] = b"fakefake";
+
+fn fake_entry(path: &str) -> pb::Entry {
+    pb::Entry {
+        name: path.rsplit('/').next().unwrap_or(path).to_string(),
+        kind: pb::entry::Kind::File as i32,
+        size: FAKE_FILE.len() as u64,
+        mode: 0o644,
+        modified_unix_ms: 0,
+    }
+}
+
+#[tonic::async_trait]
+impl Files for FakeFiles {
+    async fn list(&self, req: Request<pb::ListRequest>) -> Answer<pb::ListResponse> {
+        self.0.record(Call::FilesList(req.into_inner())).await?;
+        Ok(Response::new(pb::ListResponse::default()))
+    }
+
+    async fn stat(&self, req: Request<pb::StatRequest>) -> Answer<pb::Entry> {
+        let r = req.into_inner();
+        let entry = fake_entry(&r.path);
+        self.0.record(Call::FilesStat(r)).await?;
+        Ok(Response::new(entry))
+    }
+
+    type ReadStream = BoxStream<pb::Chunk>;
+
+    async fn read(&self, req: Request<pb::ReadRequest>) -> Answer<Self::ReadStream> {
+        self.0.record(Call::FilesRead(req.into_inner())).await?;
+        let chunk = pb::Chunk {
+            data: FAKE_FILE.to_vec(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(chunk)]))))
+    }
+
+    /// Takes the whole stream first, so a queued failure answers a write the gateway sent.
+    async fn write(&self, req: Request<tonic::Streaming<pb::WriteChunk>>) -> Answer<pb::WriteResponse> {
+        use pb::write_chunk::Part;
+        let mut parts = req.into_inner();
+        let (mut start, mut size) = (pb::WriteStart::default(), 0u64);
+        while let Some(chunk) = parts.next().await {
+            match chunk?.part {
+                Some(Part::Start(s)) => start = s,
+                Some(Part::Data(data)) => size += data.len() as u64,
+                Some(Part::Finish(_)) | None => {}
+            }
+        }
+        self.0.record(Call::FilesWrite(start, size)).await?;
+        Ok(Response::new(pb::WriteResponse { size }))
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Answer<pb::RemoveResponse> {
+        self.0.record(Call::FilesRemove(req.into_inner())).await?;
+        Ok(Response::new(pb::RemoveResponse {}))
     }
 }
