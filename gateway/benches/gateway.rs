@@ -1,6 +1,6 @@
 //! `cargo xtask bench gateway` (and `bench docker`, `bench kubernetes`): the REST API over real
-//! HTTP on real desktops of each runtime named in `ORGO_BENCH_RUNTIMES` (`local`, `local,docker`
-//! or `kubernetes`: the test cluster of `cargo xtask k8s up`, desktops of half a core and 1 GB
+//! HTTP on real desktops of each runtime named in `ORGO_BENCH_RUNTIMES` (`local`, `local,docker`,
+//! `local-unsandboxed,local` for what the local sandbox costs, or `kubernetes`: the test cluster of `cargo xtask k8s up`, desktops of half a core and 1 GB
 //! since its two nodes share two cores; 2 cores and 2 GB elsewhere), next to the
 //! reference stack (xdotool, `scrot -q 100` + base64, a spawned `/usr/bin/python3 -c`) on an Xvfb of its own
 //! in the same run; desktop create → ready and stop → start; idle memory of a desktop; and
@@ -136,15 +136,20 @@ fn desktop_size(runtime: &str) -> Value {
 /// The size the bench's warm pool keeps (`ORGO_POOL=1`: the SDK's).
 const POOLED: (u32, u32) = (2, 2);
 
+/// Waits until the warm pool has its desktop ready.
+fn wait_for_pool(api: &Api) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while api.served.health()["pool"][0]["ready"].as_u64() != Some(1) {
+        assert!(Instant::now() < deadline, "the warm pool never refilled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Creates of the pooled size, each once the pool has one ready again (then deleted).
 fn pooled_creates(api: &Api, n: usize) -> Vec<Duration> {
     (0..n)
         .map(|_| {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while api.served.health()["pool"][0]["ready"].as_u64() != Some(1) {
-                assert!(Instant::now() < deadline, "the warm pool never refilled");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_for_pool(api);
             let t = Instant::now();
             let p = api.ok(
                 "POST",
@@ -236,12 +241,19 @@ fn reference_commands(shot: &std::path::Path) -> Vec<Box<dyn Fn(usize) -> String
     ]
 }
 
-/// Lifecycle, actions and throughput on one gateway serving desktops of `runtime`.
-fn measure(runtime: &str, n: usize) -> Measured {
-    let dir: PathBuf = common::scratch(&format!("bench-{runtime}"));
+/// Lifecycle, actions and throughput on one gateway serving desktops of `column`: a runtime,
+/// or `local-unsandboxed` (the local runtime with `local_sandbox = "none"`, to show what the
+/// sandbox costs in the same run).
+fn measure(column: &str, n: usize) -> Measured {
+    let (runtime, sandbox) = match column {
+        "local-unsandboxed" => ("local", "none"),
+        other => (other, "strict"),
+    };
+    let dir: PathBuf = common::scratch(&format!("bench-{column}"));
     let port = common::free_port();
     let mut env = common::gateway_env(&dir, port);
     env.push(("ORGO_RUNTIME", runtime.to_string()));
+    env.push(("ORGO_LOCAL_SANDBOX", sandbox.to_string()));
     // One desktop of the SDK's size kept warm (the test cluster has no room for one).
     let pooling = runtime != "kubernetes";
     if pooling {
@@ -249,6 +261,7 @@ fn measure(runtime: &str, n: usize) -> Measured {
     }
     // The test cluster's namespace of a Kubernetes run, deleted at the end.
     let mut cluster = None;
+    let mut config = None;
     let api = Arc::new(if runtime == "kubernetes" {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -256,11 +269,13 @@ fn measure(runtime: &str, n: usize) -> Measured {
             .unwrap();
         let client = rt.block_on(common::k8s::client());
         let ns = rt.block_on(common::k8s::scratch_namespace(&client, "bench"));
-        let config = common::k8s::write_config(&dir, &ns, "");
+        let written = common::k8s::write_config(&dir, &ns, "");
         cluster = Some((rt, client, ns));
+        let served = common::Served::start_with(&env, port, &["--config", written.to_str().unwrap()]);
+        config = Some(written);
         Api {
-            key: common::k8s::new_key_with(&env, &config, "pro"),
-            served: common::Served::start_with(&env, port, &["--config", config.to_str().unwrap()]),
+            key: common::k8s::new_key_with(&env, config.as_ref().unwrap(), "pro"),
+            served,
         }
     } else {
         Api {
@@ -268,8 +283,17 @@ fn measure(runtime: &str, n: usize) -> Measured {
             served: common::Served::start(&env, port),
         }
     });
+    // Keys of the bench's account, on the store the gateway serves.
+    let new_key = || match &config {
+        Some(config) => common::k8s::new_key_with(&env, config, "pro"),
+        None => common::new_key(&env, "bench", "pro"),
+    };
     let size = desktop_size(runtime);
     let pooled = pooling.then(|| median_p90(pooled_creates(&api, 5)));
+    // The pool boots its next desktop after the last pooled create: not beside the booted ones.
+    if pooling {
+        wait_for_pool(&api);
+    }
 
     let (mut create, mut restart) = (vec![], vec![]);
     let mut projects = vec![];
@@ -301,7 +325,8 @@ fn measure(runtime: &str, n: usize) -> Measured {
         .iter()
         .map(|(_, action)| median_p90((0..n).map(|i| action(&api, &c, i)).collect()))
         .collect();
-    let throughput = throughput(&api, name, &size);
+    let keys: Vec<String> = (0..32).map(|_| new_key()).collect();
+    let throughput = throughput(&api, &keys, name, &size);
     // Docker desktops outlive their gateway: remove them all first.
     let listed = api.ok("GET", "/projects", None);
     for p in listed["projects"].as_array().unwrap() {
@@ -317,7 +342,7 @@ fn measure(runtime: &str, n: usize) -> Measured {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Measured {
-        runtime: runtime.to_string(),
+        runtime: column.to_string(),
         create: median_p90(create),
         pooled,
         restart: median_p90(restart),
@@ -327,21 +352,15 @@ fn measure(runtime: &str, n: usize) -> Measured {
     }
 }
 
-/// 8 desktops, 32 clients, mixed actions for a fixed time: a line of figures.
-fn throughput(api: &Arc<Api>, first: String, size: &Value) -> String {
+/// 8 desktops, 32 clients (each with a key of its own: a key's request rate is limited), mixed
+/// actions for a fixed time: a line of figures.
+fn throughput(api: &Arc<Api>, keys: &[String], first: String, size: &Value) -> String {
     let mut names = vec![first];
     while names.len() < 8 {
         let p = api.ok("POST", "/projects", Some(json!({ "config": size })));
         names.push(p["name"].as_str().unwrap().to_string());
     }
-    common::load::run(
-        &api.served,
-        std::slice::from_ref(&api.key),
-        &names,
-        32,
-        Duration::from_secs(10),
-    )
-    .summary()
+    common::load::run(&api.served, keys, &names, 32, Duration::from_secs(10)).summary()
 }
 
 fn main() {

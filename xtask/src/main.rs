@@ -6,9 +6,9 @@
 //!   the short API and parser fuzzing runs.
 //! - `cargo xtask image [minimal|desktop]` — a desktop image built offline, imported to Docker.
 //! - `cargo xtask image gateway` — the gateway's image, for Kubernetes (`deploy/kubernetes/`).
-//! - `cargo xtask bench [agent|gateway|docker|kubernetes]` — the agent, and the REST API (on
-//!   local, on local and Docker desktops, or on the test cluster's Pods), against the reference
-//!   stack, side by side.
+//! - `cargo xtask bench [agent|gateway|sandbox|docker|kubernetes]` — the agent, and the REST
+//!   API (on local desktops, unsandboxed and sandboxed ones, local and Docker desktops, or the
+//!   test cluster's Pods), against the reference stack, side by side.
 //! - `cargo xtask bench grpc` — the gateway's gRPC beside its REST API and the agent's socket.
 //! - `cargo xtask bench view` — the live view in a real browser.
 //! - `cargo xtask load …` and `cargo xtask soak --minutes N` — load and leak checks.
@@ -47,6 +47,8 @@ commands:
                 same way, for deploy/kubernetes/
   bench agent   benchmark the agent against xdotool + scrot + a spawned python3
   bench gateway benchmark the REST API on local desktops against the same reference stack
+  bench sandbox the same on local desktops with local_sandbox = \"none\" beside sandboxed ones,
+                in one run: what the sandbox costs
   bench docker  the same on Docker desktops, beside local ones, in one run
   bench kubernetes  the same on Pods of the test cluster (cargo xtask k8s up)
   bench grpc    the gateway's gRPC against its REST API and the agent's own socket on a local
@@ -96,6 +98,7 @@ fn main() {
             .parse()
             .map_err(|_| anyhow::anyhow!("--seconds takes a whole number, not {n:?}"))
             .and_then(fuzz::parsers),
+        ["bench", "sandbox"] => bench_gateway("local-unsandboxed,local"),
         ["bench", "docker"] => image("minimal").and_then(|()| bench_gateway("local,docker")),
         ["bench", "kubernetes"] => k8s::command(&["up"]).and_then(|()| bench_gateway("kubernetes")),
         ["help"] | ["--help"] | ["-h"] | [] => {
