@@ -28,11 +28,12 @@ impl Storage {
         Storage { store }
     }
 
-    /// Keeps a screenshot `id` (hex) of `account`; answers its path in links
-    /// (`screenshots/ID.EXT`).
+    /// Keeps a screenshot `id` (hex) taken on a desktop of `account` in workspace `project`;
+    /// answers its path in links (`screenshots/ID.EXT`).
     pub async fn keep(
         &self,
         account: &str,
+        project: &str,
         id: &str,
         format: ImageFormat,
         bytes: &[u8],
@@ -40,13 +41,15 @@ impl Storage {
         let kept = Kept {
             format: format.extension().to_string(),
             bytes: bytes.to_vec(),
+            project_id: Some(project.to_string()),
         };
         self.store.keep_screenshot(account, id, &kept).await?;
         Ok(format!("screenshots/{id}.{}", format.extension()))
     }
 
-    /// A kept screenshot of `account` by file name (`ID.EXT`), with its format.
-    pub async fn read(&self, account: &str, file: &str) -> Result<(ImageFormat, Vec<u8>), StorageError> {
+    /// A kept screenshot of `account` by file name (`ID.EXT`), with its format (its bytes and
+    /// workspace in the `Kept`).
+    pub async fn read(&self, account: &str, file: &str) -> Result<(ImageFormat, Kept), StorageError> {
         let (stem, ext) = file.rsplit_once('.').unwrap_or((file, ""));
         let format = match ext {
             "jpg" => ImageFormat::Jpeg,
@@ -57,7 +60,7 @@ impl Storage {
             return Err(StorageError::Missing);
         }
         match self.store.screenshot(account, stem).await? {
-            Some(kept) if kept.format == ext => Ok((format, kept.bytes)),
+            Some(kept) if kept.format == ext => Ok((format, kept)),
             _ => Err(StorageError::Missing),
         }
     }
@@ -79,13 +82,14 @@ mod tests {
         let store = crate::store::Sqlite::open(&dir.join("gateway.db")).unwrap();
         let storage = Storage::new(Arc::new(store));
         let path = storage
-            .keep("acct", "00ff", ImageFormat::Png, b"png")
+            .keep("acct", "ws", "00ff", ImageFormat::Png, b"png")
             .await
             .unwrap();
         assert_eq!(path, "screenshots/00ff.png");
+        let (format, kept) = storage.read("acct", "00ff.png").await.unwrap();
         assert_eq!(
-            storage.read("acct", "00ff.png").await.unwrap(),
-            (ImageFormat::Png, b"png".to_vec())
+            (format, kept.bytes, kept.project_id),
+            (ImageFormat::Png, b"png".to_vec(), Some("ws".to_string()))
         );
         for (account, file) in [
             ("other", "00ff.png"),

@@ -294,6 +294,46 @@ async fn plans_cap_running_desktops_ram_and_cpu() {
     assert_eq!(gw.runtime().running().len(), 2 + 3);
 }
 
+/// A workspace-scoped key reads the stored screenshots of its workspace's desktops only:
+/// another workspace's is a 403 naming both, as every other route of that workspace is.
+#[tokio::test]
+async fn a_scoped_key_reads_its_workspaces_stored_screenshots_only() {
+    let gw = unlimited("fake-scoped-shots").await;
+    let key = gw.key("scoped").await;
+    let (team, _, team_c) = computer(&gw, &key, "team", "t").await;
+    let (lab, _, lab_c) = computer(&gw, &key, "lab", "l").await;
+    let stored = |c: String| {
+        let gw = &gw;
+        let key = &key;
+        async move {
+            let shot = gw
+                .ok("GET", &format!("{c}/screenshot?response_format=url"), key, None)
+                .await;
+            shot["image"].as_str().unwrap().to_string()
+        }
+    };
+    let (team_shot, lab_shot) = (stored(team_c).await, stored(lab_c).await);
+    let scoped = orgo_gateway::create_key(
+        gw.state.store.as_ref(),
+        &gw.state.config,
+        "scoped",
+        None,
+        Some(&team),
+    )
+    .await
+    .unwrap();
+    let (status, _) = gw.send("GET", &team_shot, Some(&scoped), None).await;
+    assert_eq!(status, StatusCode::OK, "its own workspace's");
+    let (status, v) = gw.send("GET", &lab_shot, Some(&scoped), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(
+        (&v["code"], &v["key_workspace_id"], &v["target_workspace_id"]),
+        (&json!("workspace_scope_mismatch"), &json!(team), &json!(lab))
+    );
+    let (status, _) = gw.send("GET", &lab_shot, Some(&key), None).await;
+    assert_eq!(status, StatusCode::OK, "the account's unscoped key reads both");
+}
+
 /// Another account's computers, workspaces and stored screenshots answer 404 exactly as missing
 /// ones do, on every documented route, and none of those requests reaches the owner's agent or
 /// changes the owner's desktop.

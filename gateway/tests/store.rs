@@ -361,6 +361,7 @@ async fn secrets_and_screenshots(a: &dyn Store, b: &dyn Store) {
     let kept = Kept {
         format: "png".into(),
         bytes: vec![0x89, b'P', b'N', b'G', 0, 255],
+        project_id: Some("ws".into()),
     };
     a.keep_screenshot("acct", "00ff", &kept).await.unwrap();
     assert_eq!(b.screenshot("acct", "00ff").await.unwrap(), Some(kept));

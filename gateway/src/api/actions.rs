@@ -225,14 +225,21 @@ fn image_json(image: Image) -> Value {
 }
 
 /// `GET /api/storage/screenshots/{file}`: a screenshot kept by `?response_format=url`,
-/// readable by the account that took it only.
+/// readable by the account that took it only; a workspace-scoped key reads its workspace's
+/// (403 `workspace_scope_mismatch` for another's; one kept before workspaces were recorded is
+/// not found for it).
 pub async fn stored_screenshot(
     State(state): State<AppState>,
-    Caller { account, .. }: Caller,
+    caller: Caller,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (format, bytes) = state.desktops.storage().read(&account.id, &file).await?;
-    Ok(([(header::CONTENT_TYPE, format.mime())], bytes).into_response())
+    let (format, kept) = state.desktops.storage().read(&caller.account.id, &file).await?;
+    match (&kept.project_id, &caller.workspace) {
+        (Some(project), _) => caller.reaches(project)?,
+        (None, Some(_)) => return Err(crate::storage::StorageError::Missing.into()),
+        (None, None) => {}
+    }
+    Ok(([(header::CONTENT_TYPE, format.mime())], kept.bytes).into_response())
 }
 
 #[cfg(test)]

@@ -47,7 +47,13 @@ impl Desktops {
         match outcome {
             Outcome::Screenshot(image) if image.kept => {
                 self.storage
-                    .keep(&computer.account_id, &image.id, image.format, &image.bytes)
+                    .keep(
+                        &computer.account_id,
+                        &computer.project_id,
+                        &image.id,
+                        image.format,
+                        &image.bytes,
+                    )
                     .await?;
                 Ok(Outcome::Screenshot(image))
             }

@@ -211,6 +211,9 @@ pub struct Kept {
     /// The file extension it is served with: `jpg` or `png`.
     pub format: String,
     pub bytes: Vec<u8>,
+    /// The workspace of the desktop it was taken on (unknown for those kept before it was
+    /// recorded).
+    pub project_id: Option<String>,
 }
 
 /// A file kept in a workspace (Orgo's files: uploaded, or exported from a desktop).

@@ -92,6 +92,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX files_of_project ON files (account_id, project_id);
 ",
+    "
+    ALTER TABLE screenshots ADD COLUMN project_id TEXT;
+",
 ];
 
 /// The advisory lock migrations run under (any constant every replica agrees on).
@@ -752,8 +755,8 @@ impl Store for Postgres {
 
     async fn keep_screenshot(&self, account: &str, id: &str, kept: &Kept) -> Result<(), StoreError> {
         self.execute(
-            "INSERT INTO screenshots (account_id, id, format, bytes, created_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&account, &id, &kept.format, &kept.bytes, &super::now()],
+            "INSERT INTO screenshots (account_id, id, format, bytes, created_at, project_id) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&account, &id, &kept.format, &kept.bytes, &super::now(), &kept.project_id],
         )
         .await
         .map(drop)
@@ -765,13 +768,14 @@ impl Store for Postgres {
         }
         let row = self
             .query_opt(
-                "SELECT format, bytes FROM screenshots WHERE account_id = $1 AND id = $2",
+                "SELECT format, bytes, project_id FROM screenshots WHERE account_id = $1 AND id = $2",
                 &[&account, &id],
             )
             .await?;
         Ok(row.map(|r| Kept {
             format: r.get(0),
             bytes: r.get(1),
+            project_id: r.get(2),
         }))
     }
 

@@ -104,6 +104,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX files_of_project ON files (account_id, project_id);
 ",
+    "
+    ALTER TABLE screenshots ADD COLUMN project_id TEXT;
+",
 ];
 
 pub struct Sqlite {
@@ -647,8 +650,8 @@ impl Store for Sqlite {
 
     async fn keep_screenshot(&self, account: &str, id: &str, kept: &Kept) -> Result<(), StoreError> {
         self.execute(
-            "INSERT INTO screenshots (account_id, id, format, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![account, id, kept.format, kept.bytes, super::now()],
+            "INSERT INTO screenshots (account_id, id, format, bytes, created_at, project_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![account, id, kept.format, kept.bytes, super::now(), kept.project_id],
         )
         .map(drop)
     }
@@ -656,12 +659,13 @@ impl Store for Sqlite {
     async fn screenshot(&self, account: &str, id: &str) -> Result<Option<Kept>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT format, bytes FROM screenshots WHERE account_id = ?1 AND id = ?2",
+                "SELECT format, bytes, project_id FROM screenshots WHERE account_id = ?1 AND id = ?2",
                 [account, id],
                 |r| {
                     Ok(Kept {
                         format: r.get(0)?,
                         bytes: r.get(1)?,
+                        project_id: r.get(2)?,
                     })
                 },
             )
