@@ -109,26 +109,55 @@ fn start_wm(
     }
 }
 
-/// Waits until a window manager owns the `WM_S0` selection (ICCCM), so the desktop is only
-/// reported ready once windows get managed and focus no longer jumps at start-up.
+/// How long a window manager that took `WM_S0` has to finish its start-up (`MANAGED_MARK`).
+const MANAGING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The root window property a window manager sets once it manages new windows: openbox takes
+/// `WM_S0` (and redirects map requests) long before; a window mapped in between was left
+/// unmapped for good (seen on half-core Kubernetes Pods, reproduced with openbox under a 20 %
+/// CPU quota). EWMH window managers set it; one that does not costs `MANAGING_TIMEOUT` once.
+const MANAGED_MARK: &[u8] = b"_NET_DESKTOP_NAMES";
+
+/// Waits until a window manager owns the `WM_S0` selection (ICCCM) and has finished starting
+/// (`MANAGED_MARK`), so the desktop is only reported ready once windows get managed and focus
+/// no longer jumps at start-up.
 async fn wait_for_wm(display: String) {
-    let waited = tokio::task::spawn_blocking(move || -> Result<bool> {
-        use x11rb::protocol::xproto::ConnectionExt as _;
+    let waited = tokio::task::spawn_blocking(move || -> Result<(bool, bool)> {
+        use x11rb::protocol::xproto::{AtomEnum, ConnectionExt as _};
         let x = crate::x11::XConn::open(&display)?;
         let atom = x.conn.intern_atom(false, b"WM_S0")?.reply()?.atom;
-        let deadline = std::time::Instant::now() + READY_TIMEOUT;
-        while std::time::Instant::now() < deadline {
-            if x.conn.get_selection_owner(atom)?.reply()?.owner != x11rb::NONE {
-                return Ok(true);
+        let mark = x.conn.intern_atom(false, MANAGED_MARK)?.reply()?.atom;
+        // A round trip costs ~0.1 ms: polled every 2 ms.
+        let poll = |timeout: Duration, done: &dyn Fn() -> Result<bool>| -> Result<bool> {
+            let deadline = std::time::Instant::now() + timeout;
+            while std::time::Instant::now() < deadline {
+                if done()? {
+                    return Ok(true);
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
-            // A round trip costs ~0.1 ms; the desktop is ready within a step of the WM's start.
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(false)
+            Ok(false)
+        };
+        let owned = poll(READY_TIMEOUT, &|| {
+            Ok(x.conn.get_selection_owner(atom)?.reply()?.owner != x11rb::NONE)
+        })?;
+        let managing = owned
+            && poll(MANAGING_TIMEOUT, &|| {
+                let reply = x
+                    .conn
+                    .get_property(false, x.root, mark, AtomEnum::ANY, 0, 0)?
+                    .reply()?;
+                Ok(reply.type_ != x11rb::NONE)
+            })?;
+        Ok((owned, managing))
     })
     .await;
-    if !matches!(waited, Ok(Ok(true))) {
-        tracing::warn!("the window manager did not take WM_S0; going on without waiting");
+    match waited {
+        Ok(Ok((true, true))) => {}
+        Ok(Ok((true, false))) => tracing::warn!(
+            "the window manager took WM_S0 but did not set _NET_DESKTOP_NAMES; going on without waiting"
+        ),
+        _ => tracing::warn!("the window manager did not take WM_S0; going on without waiting"),
     }
 }
 
