@@ -152,6 +152,9 @@ pub struct Config {
     /// The desktop image of the Docker runtime.
     pub image: String,
     pub docker_transport: DockerTransport,
+    /// How often the Docker runtime measures what each running desktop wrote against its
+    /// `disk_size_gb`, stopping one that went over (the engine cannot cap it here), in seconds.
+    pub disk_check_seconds: u64,
     /// How the local runtime contains its desktops.
     pub local_sandbox: LocalSandbox,
     /// The home size of a desktop whose create names none (`disk_size_gb`), in GiB.
@@ -206,6 +209,7 @@ impl Default for Config {
             database_url: None,
             kubernetes: Kubernetes::default(),
             docker_transport: DockerTransport::Unix,
+            disk_check_seconds: 30,
             local_sandbox: LocalSandbox::Strict,
             disk_size_gb: 10,
             image: format!("orgo/desktop-minimal:{}", env!("CARGO_PKG_VERSION")),
@@ -268,6 +272,11 @@ impl Config {
                 .parse()
                 .map_err(|_| anyhow::anyhow!("ORGO_DISK_SIZE_GB={v:?} must be a whole number of GiB"))?;
         }
+        if let Some(v) = var("ORGO_DISK_CHECK_SECONDS") {
+            self.disk_check_seconds = v.parse().map_err(|_| {
+                anyhow::anyhow!("ORGO_DISK_CHECK_SECONDS={v:?} must be a whole number of seconds")
+            })?;
+        }
         if let Some(v) = var("ORGO_PUBLIC_URL") {
             self.public_url = Some(v);
         }
@@ -318,6 +327,12 @@ impl Config {
             anyhow::bail!(
                 "viewer_link_seconds must be from 60 to 604800, not {}",
                 self.viewer_link_seconds
+            );
+        }
+        if !(1..=86_400).contains(&self.disk_check_seconds) {
+            anyhow::bail!(
+                "disk_check_seconds must be from 1 to 86400, not {}",
+                self.disk_check_seconds
             );
         }
         if !(1..=65_536).contains(&self.disk_size_gb) {

@@ -48,9 +48,15 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             config.agent_bin(),
             config.local_sandbox,
         )?),
-        RuntimeKind::Docker => {
-            Arc::new(DockerRuntime::connect(&config.data_dir, &config.image, config.docker_transport).await?)
-        }
+        RuntimeKind::Docker => Arc::new(
+            DockerRuntime::connect(
+                &config.data_dir,
+                &config.image,
+                config.docker_transport,
+                std::time::Duration::from_secs(config.disk_check_seconds),
+            )
+            .await?,
+        ),
         RuntimeKind::Kubernetes => {
             let k = &config.kubernetes;
             Arc::new(

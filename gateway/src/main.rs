@@ -20,7 +20,7 @@ struct Cli {
 enum Cmd {
     /// Serve the REST API. Environment overrides of the config: ORGO_LISTEN, ORGO_DATA_DIR,
     /// ORGO_RUNTIME, ORGO_PUBLIC_URL, ORGO_AGENT_BIN, ORGO_IMAGE, ORGO_DOCKER_TRANSPORT,
-    /// ORGO_LOCAL_SANDBOX, ORGO_DISK_SIZE_GB, ORGO_DATABASE_URL, ORGO_POOL.
+    /// ORGO_LOCAL_SANDBOX, ORGO_DISK_SIZE_GB, ORGO_DISK_CHECK_SECONDS, ORGO_DATABASE_URL, ORGO_POOL.
     Serve {
         /// TOML config file; embedded defaults otherwise.
         #[arg(long)]

@@ -227,6 +227,12 @@ async fn todays_clients_make_change_move_and_scope_computers() {
     if let Some(limit) = cgroups.limit_file(&id, "memory").filter(|f| f.exists()) {
         let bytes = std::fs::read_to_string(&limit).unwrap();
         assert_eq!(bytes.trim(), (3u64 << 30).to_string(), "{}", limit.display());
+        // And inside, where a container sees its own group (v2's files, or v1's).
+        let limits = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+                      cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us";
+        let inside = gw.bash(&key, &c, limits, None).await;
+        let words: Vec<_> = inside["output"].as_str().unwrap().split_whitespace().collect();
+        assert_eq!(words[..2], ["3221225472", "200000"], "{inside}");
     }
     let now = gw.ok("GET", &c, &key, None).await;
     assert_eq!(

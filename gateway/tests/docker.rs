@@ -731,3 +731,67 @@ async fn docker_desktops_resize_live_clone_with_their_files_and_keep_their_scree
         gw.ok("DELETE", computer, &key, None).await;
     }
 }
+
+/// Docker's checked disk limit: a desktop that writes past its `disk_size_gb` is stopped with
+/// the reason in its next answer, starts again with its files, and once under its limit keeps
+/// running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_desktop_over_its_disk_limit_is_stopped_with_the_reason() {
+    let gw = Gateway::with("docker-disk", |c| {
+        c.runtime = orgo_gateway::config::RuntimeKind::Docker;
+        // Three checks' grace after a start: 6 s to delete what put it over.
+        c.disk_check_seconds = 2;
+    })
+    .await;
+    let key = gw.key("disk").await;
+    let ws = gw
+        .ok("POST", "/api/workspaces", &key, Some(json!({"name": "w"})))
+        .await;
+    let made = gw
+        .ok(
+            "POST",
+            "/api/computers",
+            &key,
+            Some(json!({"workspace_id": ws["id"], "name": "full", "ram": 1, "cpu": 1, "disk_size_gb": 1})),
+        )
+        .await;
+    let c = format!("/api/computers/{}", made["id"].as_str().unwrap());
+    let wrote = gw
+        .bash(&key, &c, "head -c 1200M /dev/zero > big && echo written", None)
+        .await;
+    assert_eq!(wrote["output"], "written\n", "{wrote}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let refused = loop {
+        let (status, _, v) = gw
+            .send_raw(
+                "POST",
+                &format!("{c}/bash"),
+                Some(&format!("Bearer {key}")),
+                json!({"command": "true"}).to_string().into_bytes(),
+            )
+            .await;
+        if status == StatusCode::CONFLICT {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running over its limit: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let said = refused["error"].as_str().unwrap();
+    assert!(said.contains("over its disk limit of 1 GB"), "{refused}");
+    let got = gw.ok("GET", &c, &key, None).await;
+    assert_eq!(got["status"], "error", "{got}");
+
+    gw.ok("POST", &format!("{c}/start"), &key, None).await;
+    let freed = gw
+        .bash(&key, &c, "ls -s --block-size=M big && rm big && echo freed", None)
+        .await;
+    assert!(freed["output"].as_str().unwrap().ends_with("freed\n"), "{freed}");
+    // Several checks later it still runs.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let alive = gw.bash(&key, &c, "echo alive", None).await;
+    assert_eq!(alive["output"], "alive\n", "{alive}");
+    gw.ok("DELETE", &c, &key, None).await;
+}

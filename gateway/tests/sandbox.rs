@@ -139,7 +139,9 @@ fn nothing_gets_out_of_a_local_desktop() {
         ("list the checkout", format!("ls {}", env!("CARGO_MANIFEST_DIR"))),
         ("see the host's /home", "ls -A /home | grep -vx user".into()),
         ("list /srv, /opt or /var/lib", "ls /srv || ls /opt || ls /var/lib".into()),
-        ("see /sys", "ls /sys".into()),
+        // Only its own cgroups are there (read-only, where a container sees them).
+        ("see the host's /sys", "ls -A /sys | grep -vx fs || ls -A /sys/fs | grep -vx cgroup".into()),
+        ("see other desktops' cgroups", "ls -d /sys/fs/cgroup/orgo /sys/fs/cgroup/*/orgo".into()),
         ("see the data dir", format!("ls {}", dir.display())),
         ("see another desktop's home", format!("ls {0}/home || grep -r secret /home /tmp", bob_dir.display())),
         (
@@ -171,6 +173,10 @@ fn nothing_gets_out_of_a_local_desktop() {
             "write a cgroup file",
             "for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/pids/cgroup.procs; do echo $$ > $f && exit 0; done; exit 1"
                 .into(),
+        ),
+        (
+            "raise its own memory limit",
+            "echo max > /sys/fs/cgroup/memory.max || echo -1 > /sys/fs/cgroup/memory/memory.limit_in_bytes".into(),
         ),
         ("unshare a user namespace", "unshare -U true".into()),
         ("unshare a network namespace as mapped root", "unshare -rn true".into()),

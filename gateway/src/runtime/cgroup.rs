@@ -20,6 +20,9 @@ pub enum Cgroups {
 #[derive(Debug, Default, Clone)]
 pub struct Groups {
     pub dirs: Vec<PathBuf>,
+    /// Where the desktop sees each of `dirs`, read-only, as a container sees its own group:
+    /// `/sys/fs/cgroup` (v2) or `/sys/fs/cgroup/<controller>` (v1). So a resize shows inside.
+    pub seen_at: Vec<&'static str>,
 }
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
@@ -100,7 +103,15 @@ impl Cgroups {
         }
         self.limit(id, ram_gb, cpu)?;
         write(&self.file(id, "pids")?, &PIDS_MAX.to_string())?;
-        Ok(Groups { dirs })
+        let seen_at = match self {
+            Cgroups::V2(_) => vec!["/sys/fs/cgroup"],
+            _ => vec![
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/pids",
+            ],
+        };
+        Ok(Groups { dirs, seen_at })
     }
 
     /// Sets the memory and CPU limits of a desktop's existing groups (at create, and live on a
@@ -124,6 +135,14 @@ impl Cgroups {
 }
 
 impl Groups {
+    /// Each group directory with where the desktop sees it.
+    pub fn views(&self) -> impl Iterator<Item = (&Path, &'static str)> {
+        self.dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .zip(self.seen_at.iter().copied())
+    }
+
     /// Moves a process (and so everything it starts afterwards) into the groups.
     pub fn join(&self, pid: u32) -> Result<(), String> {
         self.dirs

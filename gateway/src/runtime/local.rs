@@ -85,12 +85,12 @@ impl LocalRuntime {
     /// The bubblewrap command of a desktop, behind a gate: a shell holds it until a line
     /// arrives on its stdin, so the process can be put into its cgroups before it starts
     /// anything.
-    fn command(&self, spec: &DesktopSpec, home: &Path, owner: Owner) -> Command {
+    fn command(&self, spec: &DesktopSpec, home: &Path, owner: Owner, groups: &Groups) -> Command {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", self.sandbox.gate_script(), "sh"])
             .args([self.sandbox.dir(), home, &self.agent_bin])
             .args(self.sandbox.launcher(owner))
-            .args(self.sandbox.args(home, &self.agent_bin))
+            .args(self.sandbox.args(home, &self.agent_bin, groups))
             .arg("/run/orgo-agent")
             .args(["--spawn-xvfb", &format!("{}x{}x24", spec.width, spec.height)])
             .args(["--display", ":1", "--wm", "openbox", "--home", "/home/user"])
@@ -292,7 +292,7 @@ impl Runtime for LocalRuntime {
             tracing::warn!(desktop = %spec.id, "local_sandbox = \"none\": this desktop runs unsandboxed, as the gateway's user with the host's files and network");
         }
         let home = Homes::path(&dir);
-        let mut child = match self.command(spec, &home, owner).spawn() {
+        let mut child = match self.command(spec, &home, owner, &groups).spawn() {
             Ok(child) => child,
             Err(e) => {
                 groups.remove().await;

@@ -39,7 +39,9 @@ pub struct DesktopSpec {
     pub cpu: f64,
     pub width: u32,
     pub height: u32,
-    /// The size limit of the desktop's home, in GiB (the local runtime's).
+    /// The size limit of the desktop's files, in GiB: its home's size (local), what its
+    /// container may write (Docker, checked every `disk_check_seconds`), its volume's request
+    /// (Kubernetes).
     pub disk_gb: u32,
 }
 

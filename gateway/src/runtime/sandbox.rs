@@ -7,8 +7,8 @@
 //! helper); every capability dropped and `no_new_privs`; a read-only allow-list of the system
 //! (`/usr`, the merged-/usr links, chosen `/etc` entries, generated passwd/group/hosts/
 //! resolv.conf); the desktop's own home, and `/tmp` and its run dir on size-limited tmpfs; a
-//! private /proc, a minimal /dev, no /sys; its own network namespace behind slirp4netns with
-//! the host's loopback refused; a seccomp filter from `seccompiler`; a cleared environment.
+//! private /proc, a minimal /dev, a read-only /sys holding only its own cgroups; its own
+//! network namespace behind slirp4netns with the host's loopback refused; a seccomp filter from `seccompiler`; a cleared environment.
 //! What the sandbox gets from the host's data dir (its home, the generated files, the agent)
 //! it gets as file descriptors the gateway opens, so no host path has to be reachable by the
 //! desktop's user. `none` is the old, open mode, allowed only when asked for by name. A machine
@@ -29,6 +29,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::RuntimeError;
+use super::cgroup::Groups;
 use super::home::Owner;
 use super::programs::require;
 use crate::config::LocalSandbox;
@@ -250,7 +251,7 @@ impl Sandbox {
 
     /// The bubblewrap arguments that isolate a desktop whose home is mounted on `home`, ending
     /// where the command starts.
-    pub fn args(&self, home: &Path, agent_bin: &Path) -> Vec<OsString> {
+    pub fn args(&self, home: &Path, agent_bin: &Path, groups: &Groups) -> Vec<OsString> {
         let mut args: Vec<OsString> = match self.mode {
             LocalSandbox::Strict => self.common.clone(),
             LocalSandbox::None => Vec::new(),
@@ -295,6 +296,19 @@ impl Sandbox {
                     &"/run/orgo-agent",
                 ]);
             }
+        }
+        // Its own cgroups, read-only, where a container sees them: its limits (and a resize)
+        // show inside, and nothing in them can be changed from there. Strict: in a /sys of
+        // their own, read-only too, so that no file can be made beside them.
+        let strict = self.mode == LocalSandbox::Strict;
+        if strict {
+            add(&[&"--tmpfs", &"/sys"]);
+        }
+        for (dir, inside) in groups.views() {
+            add(&[&"--ro-bind", &dir, &inside]);
+        }
+        if strict {
+            add(&[&"--remount-ro", &"/sys"]);
         }
         // /tmp and the agent's run dir in memory, which counts against the desktop's memory
         // limit, with a size limit each (1 GiB, as the Docker runtime's /tmp).

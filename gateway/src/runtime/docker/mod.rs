@@ -8,7 +8,10 @@
 //! cannot share the host's filesystem, over TCP on a port published on loopback only, with a
 //! per-desktop token copied into the container before it starts. Stop keeps the
 //! container, so files in `/home/user` survive; containers outlive the gateway and are adopted
-//! again at its next start, and containers no desktop owns are removed.
+//! again at its next start, and containers no desktop owns are removed. The disk limit is a
+//! checked one ([`disk`]).
+
+mod disk;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -153,7 +156,13 @@ fn network_lock() -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
 impl DockerRuntime {
     /// Connects to the engine and checks that the image is there, with sentences that say what
     /// to do when not.
-    pub async fn connect(data_dir: &Path, image: &str, transport: DockerTransport) -> anyhow::Result<Self> {
+    /// Checks the running desktops' files against their limits every `disk_check` ([`disk`]).
+    pub async fn connect(
+        data_dir: &Path,
+        image: &str,
+        transport: DockerTransport,
+        disk_check: Duration,
+    ) -> anyhow::Result<Self> {
         let docker = Docker::connect_with_unix_defaults()
             .map_err(|e| anyhow::anyhow!("cannot reach the Docker engine at /var/run/docker.sock: {e}"))?
             .negotiate_version()
@@ -166,6 +175,12 @@ impl DockerRuntime {
         let cpus = docker.info().await.ok().and_then(|i| i.ncpu);
         let data_dir = std::fs::canonicalize(data_dir)?;
         let owner = data_dir.display().to_string();
+        tokio::spawn(disk::watch(
+            docker.clone(),
+            owner.clone(),
+            data_dir.join("desktops"),
+            disk_check,
+        ));
         Ok(DockerRuntime {
             docker,
             image: image.to_string(),
@@ -178,8 +193,14 @@ impl DockerRuntime {
         })
     }
 
+    /// The gateway's files of a desktop (its agent token, disk limit); `run` beneath it is
+    /// the desktop's.
+    fn desktop_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("desktops").join(id)
+    }
+
     fn run_dir(&self, id: &str) -> PathBuf {
-        self.data_dir.join("desktops").join(id).join("run")
+        self.desktop_dir(id).join("run")
     }
 
     fn config(&self, spec: &DesktopSpec) -> Config<String> {
@@ -243,7 +264,7 @@ impl DockerRuntime {
     }
 
     fn token_file(&self, id: &str) -> PathBuf {
-        self.data_dir.join("desktops").join(id).join("agent.token")
+        self.desktop_dir(id).join("agent.token")
     }
 
     /// For the TCP transport: a new token, kept (0600) in the data dir for adoption after a
@@ -373,6 +394,8 @@ impl Runtime for DockerRuntime {
                 .await;
         }
         let _ = std::fs::remove_file(run.join("agent.sock"));
+        disk::set_limit(&self.desktop_dir(&spec.id), spec.disk_gb)?;
+        disk::clear(&self.desktop_dir(&spec.id));
         self.create(spec).await?;
         self.docker
             .start_container::<String>(&name, None)
@@ -465,7 +488,8 @@ impl Runtime for DockerRuntime {
         self.docker
             .update_container(&container_name(&spec.id), update)
             .await
-            .map_err(engine)
+            .map_err(engine)?;
+        disk::set_limit(&self.desktop_dir(&spec.id), spec.disk_gb)
     }
 
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
@@ -510,7 +534,7 @@ impl Runtime for DockerRuntime {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Ok(());
         }
-        match std::fs::remove_dir_all(self.data_dir.join("desktops").join(id)) {
+        match std::fs::remove_dir_all(self.desktop_dir(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(RuntimeError::Failed(format!("cannot delete desktop files: {e}"))),
@@ -535,7 +559,7 @@ impl Runtime for DockerRuntime {
             }
             Ok(Container::Ended(why)) => {
                 self.pids.lock().await.remove(id);
-                Some(why)
+                Some(disk::stopped_for(&self.desktop_dir(id)).unwrap_or(why))
             }
             // The engine did not answer (busy, restarting): not a sign the desktop is gone.
             Err(e) => {
