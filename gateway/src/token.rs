@@ -1,9 +1,11 @@
 //! Tokens for one desktop: short-lived, signed grants to watch (or also drive) it in the
 //! browser (viewer tokens, the live view's), so the API key never reaches a page, or to make
 //! its gRPC `orgo.agent.v1.Agent` calls in place of the API key (desktop tokens); and download
-//! links of workspace files. A token is `<computer>.<account>.<mode>.<expiry>.<mac>`,
+//! links of workspace files. A token is `<computer>.<account>.<mode>.<expiry>[.<workspace>].<mac>`,
 //! HMAC-SHA256 under a secret kept in the store; nothing is stored per token, and a token
-//! survives a gateway restart until it expires.
+//! survives a gateway restart until it expires. A computer's token names the workspace it was
+//! in, and opens it no more once it has moved to another (a link handed out under a
+//! workspace-scoped key must not follow the computer out of that workspace).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,6 +22,8 @@ pub enum TokenError {
     Invalid,
     #[error("this token has expired; create a new one")]
     Expired,
+    #[error("this token was made before its computer moved to another workspace; create a new one")]
+    Moved,
 }
 
 /// What a token allows.
@@ -65,6 +69,19 @@ pub struct Grant {
     pub mode: Mode,
     /// Unix seconds.
     pub expires_at: i64,
+    /// The workspace the computer was in when the token was made; None for a download link
+    /// (and for tokens made before tokens said it).
+    pub workspace: Option<String>,
+}
+
+impl Grant {
+    /// Whether the grant still opens a computer that is now in `workspace`.
+    pub fn still_in(&self, workspace: &str) -> Result<(), TokenError> {
+        match &self.workspace {
+            Some(w) if w != workspace => Err(TokenError::Moved),
+            _ => Ok(()),
+        }
+    }
 }
 
 pub struct Signer {
@@ -90,13 +107,16 @@ impl Signer {
     }
 
     pub fn issue(&self, grant: &Grant) -> String {
-        let payload = format!(
+        let mut payload = format!(
             "{}.{}.{}.{}",
             grant.computer,
             grant.account,
             grant.mode.as_str(),
             grant.expires_at
         );
+        if let Some(workspace) = &grant.workspace {
+            payload = format!("{payload}.{workspace}");
+        }
         let tag = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
         format!("{payload}.{tag}")
     }
@@ -110,8 +130,13 @@ impl Signer {
         let (payload, tag) = token.rsplit_once('.').ok_or_else(invalid)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
         self.mac(payload).verify_slice(&tag).map_err(|_| invalid())?;
-        let parts: Vec<&str> = payload.split('.').collect();
-        let [computer, account, mode, expires_at] = parts.as_slice() else {
+        let parts: Vec<&str> = payload.splitn(5, '.').collect();
+        // Four fields, and the workspace after them when the token names one.
+        let (fixed, workspace) = match parts.as_slice() {
+            [fixed @ .., workspace] if fixed.len() == 4 => (fixed, Some(workspace.to_string())),
+            fixed => (fixed, None),
+        };
+        let &[computer, account, mode, expires_at] = fixed else {
             return Err(invalid());
         };
         let grant = Grant {
@@ -119,6 +144,7 @@ impl Signer {
             account: account.to_string(),
             mode: Mode::parse(mode).ok_or_else(invalid)?,
             expires_at: expires_at.parse().map_err(|_| invalid())?,
+            workspace,
         };
         if grant.expires_at <= now {
             return Err(TokenError::Expired);
@@ -141,6 +167,7 @@ mod tests {
             account: "acc1".into(),
             mode: Mode::View,
             expires_at: 1000,
+            workspace: Some("ws1".into()),
         }
     }
 
@@ -161,9 +188,25 @@ mod tests {
         assert!(signer().verify(&upgraded, 0).is_err(), "mode changed");
         let longer = token.replacen(".1000.", ".9999.", 1);
         assert!(signer().verify(&longer, 0).is_err(), "expiry changed");
+        let elsewhere = token.replacen(".ws1.", ".ws2.", 1);
+        assert!(signer().verify(&elsewhere, 0).is_err(), "workspace changed");
         for junk in ["", ".", "a.b", "x.y.z.w.v", &"a".repeat(600)] {
             assert!(signer().verify(junk, 0).is_err(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn a_token_opens_its_computer_only_in_the_workspace_it_was_made_in() {
+        let grant = signer().verify(&signer().issue(&grant()), 0).unwrap();
+        assert_eq!(grant.still_in("ws1"), Ok(()));
+        assert_eq!(grant.still_in("ws2"), Err(TokenError::Moved));
+        // A download link, or a token from before tokens named their workspace, names none.
+        let unbound = Grant {
+            workspace: None,
+            ..grant
+        };
+        let read = signer().verify(&signer().issue(&unbound), 0).unwrap();
+        assert_eq!((read.workspace, read.computer), (None, "c0ffee".into()));
     }
 
     #[tokio::test]

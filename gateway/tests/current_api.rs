@@ -383,6 +383,13 @@ async fn todays_clients_make_change_move_and_scope_computers() {
         .ok("POST", "/api/workspaces", &key, Some(json!({"name": "lab"})))
         .await;
     let lab_id = lab["id"].as_str().unwrap().to_string();
+    let viewer = |token: &str| format!("/desktops/{id}/session?token={token}");
+    let before = gw.ok("POST", &format!("{c}/viewer-token"), &key, None).await;
+    let before = before["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        gw.send("GET", &viewer(&before), None, None).await.0,
+        StatusCode::OK
+    );
     let moved = gw
         .ok(
             "PATCH",
@@ -392,6 +399,16 @@ async fn todays_clients_make_change_move_and_scope_computers() {
         )
         .await;
     assert_eq!(moved["project_id"], json!(lab_id));
+    // A token made before the move does not follow the computer into its new workspace.
+    let (status, said) = gw.send("GET", &viewer(&before), None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{said}");
+    assert!(said["error"].as_str().unwrap().contains("moved"), "{said}");
+    let after = gw.ok("POST", &format!("{c}/viewer-token"), &key, None).await;
+    let after = after["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        gw.send("GET", &viewer(&after), None, None).await.0,
+        StatusCode::OK
+    );
     refused(
         &gw,
         "PATCH",

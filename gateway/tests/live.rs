@@ -259,6 +259,7 @@ async fn the_live_view_shows_and_drives_the_desktop_in_a_real_browser() {
         account: gw.state.store.account_by_name("alice").await.unwrap().unwrap().id,
         mode: Mode::Control,
         expires_at: orgo_gateway::store::now() - 1,
+        workspace: None,
     });
     for (token, why) in [
         (expired.as_str(), "expired"),

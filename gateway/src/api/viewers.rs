@@ -67,6 +67,7 @@ pub async fn issue_token(
         account: caller.account.id.clone(),
         mode,
         expires_at: now() + ttl,
+        workspace: Some(computer.project_id.clone()),
     };
     let token = state.links.issue(&grant);
     Ok((computer, grant, token))

@@ -292,6 +292,7 @@ fn link(state: &AppState, file: &StoredFile) -> (String, i64) {
         account: file.account_id.clone(),
         mode: Mode::Download,
         expires_at: now() + LINK_SECONDS,
+        workspace: None,
     };
     let token = state.links.issue(&grant);
     let url = format!(

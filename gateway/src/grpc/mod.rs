@@ -150,6 +150,7 @@ async fn target(state: &AppState, metadata: &MetadataMap) -> Result<Computer, Ap
     // One bucket for all of an account's tokens, so minting more buys no more rate.
     auth::take_rate(state, &format!("desktop-tokens:{}", account.id), &account)?;
     let computer = state.desktops.find(&account.id, &grant.computer).await?;
+    grant.still_in(&computer.project_id)?;
     // Compared with the token's own computer only: a name says nothing of the others.
     if named.is_some_and(|n| n != computer.id && n != computer.name) {
         return Err(ApiError::Forbidden(

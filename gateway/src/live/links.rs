@@ -36,6 +36,7 @@ impl Links {
             account: computer.account_id.clone(),
             mode: Mode::Control,
             expires_at: now() + self.link_seconds,
+            workspace: Some(computer.project_id.clone()),
         };
         self.viewer_url(computer, &self.signer.issue(&grant))
     }

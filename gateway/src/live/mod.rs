@@ -82,6 +82,7 @@ async fn admit(live: &Live, name: &str, token: Option<&str>) -> Result<(Grant, C
         .find(&grant.account, &grant.computer)
         .await
         .map_err(|_| ApiError::NotFound("this desktop no longer exists".into()))?;
+    grant.still_in(&computer.project_id)?;
     if computer.name != name && computer.id != name {
         return Err(ApiError::Forbidden(
             "this viewer token is for another desktop".into(),
