@@ -98,6 +98,8 @@ pub struct Outcome {
 #[derive(Clone)]
 pub struct Runner {
     pub children: Children,
+    /// Kills timed-out runs' trees on a thread that exists already (see [`crate::reaper`]).
+    pub reaper: reaper::Reaper,
     /// Where the pipes of ended runs go while background processes still hold them.
     pub drains: Drains,
     pub display: String,
@@ -277,15 +279,14 @@ impl Runner {
     /// ([`reaper::kill_tree`]), and answers the interpreter's status.
     async fn kill(&self, child: &mut Process) -> ExitStatus {
         if let Some(pid) = child.pid() {
-            let _ = tokio::task::spawn_blocking(move || reaper::kill_tree(pid)).await;
+            self.reaper.kill_tree(pid).await;
         }
         let status = child
             .wait()
             .await
             .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
         // The tree's zombies went to the agent when the interpreter died.
-        let children = self.children.clone();
-        let _ = tokio::task::spawn_blocking(move || children.reap_orphans()).await;
+        self.reaper.reap_orphans().await;
         status
     }
 }

@@ -74,7 +74,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let files =
         Home::open(&home).map_err(|e| anyhow::anyhow!("cannot open the home {}: {e}", home.display()))?;
     let children = Children::default();
-    reaper::start(children.clone());
+    let reaper = reaper::start(children.clone())
+        .map_err(|e| anyhow::anyhow!("cannot start the reaper's thread: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut supervisor = None;
@@ -102,6 +103,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let runner = Runner {
         children,
+        reaper,
         drains: Drains::default(),
         display: display.clone(),
         home,

@@ -3,7 +3,10 @@
 //! their parent dies. Tokio waits for the children the agent spawned itself; this module reaps
 //! every other zombie child, and never one of tokio's: spawning registers the pid under the same
 //! lock the reaper holds while it looks, so a child cannot exit unregistered and be taken by
-//! mistake. It also kills a run's whole tree on timeout ([`kill_tree`]).
+//! mistake. It also kills a run's whole tree on timeout ([`kill_tree`]). Both happen on a
+//! thread of its own, made when the agent starts ([`Reaper`]): when a desktop is out of
+//! processes (a fork bomb at its pids limit) no thread can be made for tokio's blocking pool,
+//! and a kill that needed one panicked there and left the bomb running.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -162,22 +165,69 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
     Some((state, ppid))
 }
 
-/// Makes this process the reaper of its descendants' orphans, and runs the reaping loop on
-/// every SIGCHLD until the runtime stops.
-pub fn start(children: Children) {
+/// What the reaper's thread is asked to do; `done` is told once it is done.
+enum Job {
+    Reap(Option<tokio::sync::oneshot::Sender<()>>),
+    KillTree(i32, tokio::sync::oneshot::Sender<()>),
+}
+
+/// The reaper's thread: reaps orphans and kills timed-out runs' trees, one job at a time.
+#[derive(Clone)]
+pub struct Reaper {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Reaper {
+    /// [`kill_tree`] on the reaper's thread; answers once it is done.
+    pub async fn kill_tree(&self, root: i32) {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if self.jobs.send(Job::KillTree(root, done)).is_ok() {
+            let _ = finished.await;
+        }
+    }
+
+    /// [`Children::reap_orphans`] on the reaper's thread; answers once it is done.
+    pub async fn reap_orphans(&self) {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if self.jobs.send(Job::Reap(Some(done))).is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+/// Makes this process the reaper of its descendants' orphans, starts the reaper's thread, and
+/// has it reap on every SIGCHLD until the runtime stops.
+pub fn start(children: Children) -> std::io::Result<Reaper> {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!(error = %e, "cannot become a child subreaper; orphans go to init");
     }
+    let (jobs, todo) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new().name("reaper".into()).spawn(move || {
+        for job in todo {
+            match job {
+                Job::Reap(done) => {
+                    children.reap_orphans();
+                    done.map(|d| d.send(()));
+                }
+                Job::KillTree(root, done) => {
+                    kill_tree(root);
+                    let _ = done.send(());
+                }
+            }
+        }
+    })?;
+    let reaper = Reaper { jobs };
+    let on_sigchld = reaper.clone();
     tokio::spawn(async move {
         let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) else {
             tracing::warn!("cannot watch SIGCHLD; orphans are not reaped");
             return;
         };
         while sigchld.recv().await.is_some() {
-            let c = children.clone();
-            let _ = tokio::task::spawn_blocking(move || c.reap_orphans()).await;
+            let _ = on_sigchld.jobs.send(Job::Reap(None));
         }
     });
+    Ok(reaper)
 }
 
 #[cfg(test)]

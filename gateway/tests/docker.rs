@@ -43,6 +43,21 @@ async fn desktop(gw: &Gateway, key: &str, ram: u32) -> (String, String, String) 
     )
 }
 
+/// A computer of 1 GB and 1 CPU with the fields of `body`, made as today's clients do (in a
+/// new workspace): (its id, its path).
+async fn computer(gw: &Gateway, key: &str, mut body: Value) -> (String, String) {
+    let ws = gw
+        .ok("POST", "/api/workspaces", key, Some(json!({"name": "w"})))
+        .await;
+    body["workspace_id"] = ws["id"].clone();
+    body["ram"] = json!(1);
+    body["cpu"] = json!(1);
+    let made = gw.ok("POST", "/api/computers", key, Some(body)).await;
+    let id = made["id"].as_str().unwrap().to_string();
+    let path = format!("/api/computers/{id}");
+    (id, path)
+}
+
 /// A second gateway on the same data dir (its start adopts what runs): `cat ~/f` on a computer
 /// through it, as (status, output).
 async fn through_a_second_gateway(gw: &Gateway, key: &str, computer: &str) -> (StatusCode, Value) {
@@ -644,19 +659,7 @@ async fn docker_desktops_resize_live_clone_with_their_files_and_keep_their_scree
     })
     .await;
     let key = gw.key("today").await;
-    let ws = gw
-        .ok("POST", "/api/workspaces", &key, Some(json!({"name": "w"})))
-        .await;
-    let made = gw
-        .ok(
-            "POST",
-            "/api/computers",
-            &key,
-            Some(json!({"workspace_id": ws["id"], "name": "box", "ram": 1, "cpu": 1, "resolution": "1024x768x24"})),
-        )
-        .await;
-    let id = made["id"].as_str().unwrap().to_string();
-    let c = format!("/api/computers/{id}");
+    let (id, c) = computer(&gw, &key, json!({"name": "box", "resolution": "1024x768x24"})).await;
     let screen = gw.bash(&key, &c, "xdpyinfo | grep dimensions", None).await;
     assert!(
         screen["output"].as_str().unwrap().contains("1024x768 pixels"),
@@ -744,18 +747,7 @@ async fn a_docker_desktop_over_its_disk_limit_is_stopped_with_the_reason() {
     })
     .await;
     let key = gw.key("disk").await;
-    let ws = gw
-        .ok("POST", "/api/workspaces", &key, Some(json!({"name": "w"})))
-        .await;
-    let made = gw
-        .ok(
-            "POST",
-            "/api/computers",
-            &key,
-            Some(json!({"workspace_id": ws["id"], "name": "full", "ram": 1, "cpu": 1, "disk_size_gb": 1})),
-        )
-        .await;
-    let c = format!("/api/computers/{}", made["id"].as_str().unwrap());
+    let (_, c) = computer(&gw, &key, json!({"name": "full", "disk_size_gb": 1})).await;
     let wrote = gw
         .bash(&key, &c, "head -c 1200M /dev/zero > big && echo written", None)
         .await;

@@ -197,6 +197,40 @@ fn a_pod_deleted_behind_the_gateways_back_is_noticed_and_start_brings_it_back() 
     rt.block_on(k8s::delete_namespace(&client, &ns));
 }
 
+/// A clone's home is a claim of its own, filled by a short-lived Pod with the source's files
+/// (owners and modes kept) while the source runs; the copy's Pod does not stay.
+#[test]
+fn a_clone_gets_a_copy_of_its_sources_home_in_a_claim_of_its_own() {
+    let _one = k8s::one_at_a_time();
+    let rt = k8s::runtime();
+    let client = rt.block_on(k8s::client());
+    let ns = rt.block_on(k8s::scratch_namespace(&client, "clone"));
+    let gw = Gateway::start("k8s-clone", &ns, "free", "");
+    let c = gw.desktop("ws", "source");
+    let made = "mkdir -p keep && echo carried > keep/f && chmod 640 keep/f && echo dot > .dot && echo made";
+    assert_eq!(gw.bash(&c, made), "made\n");
+    let clone = gw.ok("POST", &format!("{c}/clone"), None);
+    assert_eq!(clone["name"], "source (clone)");
+    assert_eq!(clone["status"], "running", "{clone}");
+    let cc = format!("/computers/{}", clone["id"].as_str().unwrap());
+    assert_eq!(
+        gw.bash(&cc, "cat keep/f .dot; stat -c '%U %a' keep/f"),
+        "carried\ndot\nuser 640\n"
+    );
+    // Two homes: a change to one is not in the other.
+    assert_eq!(gw.bash(&cc, "echo changed > keep/f && echo ok"), "ok\n");
+    assert_eq!(gw.bash(&c, "cat keep/f"), "carried\n");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let copies = kube::api::ListParams::default().labels("orgo.home-copy");
+    until(Duration::from_secs(60), "the copy's Pod gone", || {
+        rt.block_on(pods.list(&copies)).unwrap().items.is_empty()
+    });
+    gw.ok("DELETE", &cc, None);
+    gw.ok("DELETE", &c, None);
+    drop(gw);
+    rt.block_on(k8s::delete_namespace(&client, &ns));
+}
+
 #[test]
 fn a_desktop_killed_for_its_memory_reads_oomkilled_and_starts_again() {
     let _one = k8s::one_at_a_time();

@@ -3,8 +3,9 @@
 //! kube-rs. Objects are applied server-side under one field manager; Pod phases and IPs come
 //! from a watch (a kube-runtime reflector), not polling. Stop deletes the Pod and keeps the
 //! claim and the Secret (so `/home/user` survives; the rest of the Pod's filesystem does not);
-//! start makes the Pod again; remove deletes all three. Pods outlive the gateway and are found
-//! by every replica through their labels.
+//! start makes the Pod again; remove deletes all three. A clone's claim is filled by a
+//! short-lived Pod that copies the source's home. Pods outlive the gateway and are found by
+//! every replica through their labels.
 
 pub mod objects;
 mod state;
@@ -261,6 +262,16 @@ impl KubernetesRuntime {
         }
     }
 
+    /// Deletes a home-copy Pod, if there is one, without waiting for it to go (it holds no
+    /// desktop: a new one has another uid).
+    async fn delete_copy(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.pods.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(kube_error(e)),
+        }
+    }
+
     /// The watched state of a desktop's Pod.
     fn watched_state(&self, id: &str) -> Option<PodState> {
         let pod = self.watched.get(&ObjectRef::new(&objects::pod_name(id)))?;
@@ -368,12 +379,50 @@ impl Runtime for KubernetesRuntime {
         Err(failed)
     }
 
-    async fn copy_home(&self, _from: &str, _to: &DesktopSpec) -> Result<(), RuntimeError> {
-        // A PVC's dataSource clone needs a CSI driver that can clone; the test cluster's
-        // storage cannot, and a copy through a helper Pod is not built yet.
-        Err(RuntimeError::Unsupported(
-            "the Kubernetes runtime cannot clone a desktop yet: its home is a claim that would need a cloning storage class".into(),
-        ))
+    async fn copy_home(&self, from: &str, to: &DesktopSpec) -> Result<(), RuntimeError> {
+        // A claim's `dataSource` clone needs a CSI driver that can clone (the test cluster's
+        // local volumes cannot): a short-lived Pod copies the files instead, on any cluster.
+        let source = objects::claim_name(from);
+        if self.claims.get_opt(&source).await.map_err(kube_error)?.is_none() {
+            return Err(RuntimeError::Failed(format!(
+                "desktop {from} has no home claim to copy"
+            )));
+        }
+        let desktop = self.desktop(to);
+        self.apply(&self.claims, &objects::claim_name(&to.id), &desktop.claim())
+            .await?;
+        let node = self
+            .watched
+            .get(&ObjectRef::new(&objects::pod_name(from)))
+            .and_then(|pod| pod.spec.as_ref()?.node_name.clone());
+        let name = objects::copy_pod_name(&to.id);
+        // One left from a copy that was cut short is made afresh.
+        self.delete_copy(&name).await?;
+        let pod = desktop.home_copy_pod(from, node.as_deref());
+        self.apply(&self.pods, &name, &pod).await?;
+        let ended = await_condition(self.watched_pods.clone(), &name, |pod: Option<&Pod>| {
+            pod.is_some_and(|p| matches!(state::phase(p), "Succeeded" | "Failed"))
+        });
+        let deadline = Duration::from_secs(objects::COPY_DEADLINE_SECONDS as u64 + 30);
+        let outcome = tokio::time::timeout(deadline, ended).await;
+        if let Err(e) = self.delete_copy(&name).await {
+            tracing::warn!(pod = %name, error = %e, "cannot delete a home-copy Pod");
+        }
+        match outcome {
+            Ok(Ok(Some(pod))) if state::phase(&pod) == "Succeeded" => Ok(()),
+            Ok(Ok(Some(pod))) => Err(RuntimeError::Failed(format!(
+                "copying the home failed: {}",
+                state::failure(&pod)
+            ))),
+            Ok(Ok(None)) => Err(RuntimeError::Failed(
+                "the home-copy Pod was deleted while it ran".into(),
+            )),
+            Ok(Err(e)) => Err(RuntimeError::Busy(format!("watching Pod {name}: {e}"))),
+            Err(_) => Err(RuntimeError::Failed(format!(
+                "copying the home took more than {} s",
+                deadline.as_secs()
+            ))),
+        }
     }
 
     async fn resize(&self, _spec: &DesktopSpec) -> Result<(), RuntimeError> {

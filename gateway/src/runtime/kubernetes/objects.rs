@@ -56,6 +56,14 @@ pub fn claim_name(id: &str) -> String {
     format!("orgo-{id}-home")
 }
 
+/// The Pod that copies another desktop's home into a clone's.
+pub fn copy_pod_name(id: &str) -> String {
+    format!("orgo-{id}-home-copy")
+}
+
+/// The label of a home-copy Pod (not a desktop: no [`DESKTOP_LABEL`]), naming its clone.
+pub const COPY_LABEL: &str = "orgo.home-copy";
+
 /// The label selector of every desktop object of an installation.
 pub fn installation_selector(installation: &str) -> String {
     format!("{INSTALLATION_LABEL}={installation}")
@@ -136,13 +144,7 @@ impl Desktop<'_> {
                         "tolerationSeconds": NODE_LOST_SECONDS,
                     },
                 ],
-                "securityContext": {
-                    "runAsNonRoot": true,
-                    "runAsUser": DESKTOP_UID,
-                    "runAsGroup": DESKTOP_UID,
-                    "fsGroup": DESKTOP_UID,
-                    "seccompProfile": { "type": "RuntimeDefault" },
-                },
+                "securityContext": pod_security(),
                 "containers": [{
                     "name": "desktop",
                     "image": self.image,
@@ -162,11 +164,7 @@ impl Desktop<'_> {
                         "failureThreshold": 3,
                     },
                     "resources": { "requests": resources.clone(), "limits": resources },
-                    "securityContext": {
-                        "allowPrivilegeEscalation": false,
-                        "capabilities": { "drop": ["ALL"] },
-                        "runAsNonRoot": true,
-                    },
+                    "securityContext": container_security(),
                     "volumeMounts": [
                         { "name": "home", "mountPath": "/home/user" },
                         { "name": "tmp", "mountPath": "/tmp" },
@@ -185,6 +183,66 @@ impl Desktop<'_> {
         })
     }
 }
+
+impl Desktop<'_> {
+    /// The Pod that copies desktop `from`'s home, as it is now, into this desktop's (a
+    /// clone's) claim, with owners and modes, as the desktop's user: on `node`, where `from`'s
+    /// Pod runs (a ReadWriteOnce claim in use is mounted on its node only), else wherever its
+    /// volume is. Small and short-lived; no network, no token, no privilege.
+    pub fn home_copy_pod(&self, from: &str, node: Option<&str>) -> Value {
+        let mut spec = json!({
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "activeDeadlineSeconds": COPY_DEADLINE_SECONDS,
+            "securityContext": pod_security(),
+            "containers": [{
+                "name": "copy",
+                "image": self.image,
+                // Entry by entry: `cp -a /from/. /to` would also give the claim's root the
+                // source's times and mode, which its owner (root, not the desktop's user) may.
+                "command": ["sh", "-c", COPY_SCRIPT],
+                // cp's complaint becomes the Pod's termination message.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "resources": {
+                    "requests": { "cpu": "50m", "memory": "64Mi" },
+                    "limits": { "cpu": "500m", "memory": "256Mi" },
+                },
+                "securityContext": container_security(),
+                "volumeMounts": [
+                    { "name": "from", "mountPath": "/from", "readOnly": true },
+                    { "name": "to", "mountPath": "/to" },
+                ],
+            }],
+            "volumes": [
+                {
+                    "name": "from",
+                    "persistentVolumeClaim": { "claimName": claim_name(from), "readOnly": true },
+                },
+                { "name": "to", "persistentVolumeClaim": { "claimName": claim_name(&self.spec.id) } },
+            ],
+        });
+        if let Some(node) = node {
+            spec["nodeName"] = json!(node);
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": copy_pod_name(&self.spec.id),
+                "labels": { INSTALLATION_LABEL: self.installation, COPY_LABEL: self.spec.id },
+            },
+            "spec": spec,
+        })
+    }
+}
+
+/// What the home-copy Pod runs: every entry of the source's home, with its owners, modes,
+/// times and links, into the clone's.
+const COPY_SCRIPT: &str = "cd /from && find . -mindepth 1 -maxdepth 1 -exec cp -a -t /to -- {} +";
+
+/// How long a home copy may take before the cluster ends it.
+pub const COPY_DEADLINE_SECONDS: i64 = 600;
 
 /// The installation's NetworkPolicy over its desktop Pods: the agent port reachable only from
 /// the gateway's Pods (and `gateway_cidrs`, for gateways outside the cluster), egress to the
@@ -222,6 +280,26 @@ pub fn network_policy(installation: &str, gateway_cidrs: &[String]) -> Value {
                 },
             ],
         },
+    })
+}
+
+/// Every Pod of a desktop (its own, a home copy's) runs as the desktop's user, unprivileged.
+fn pod_security() -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": DESKTOP_UID,
+        "runAsGroup": DESKTOP_UID,
+        "fsGroup": DESKTOP_UID,
+        "seccompProfile": { "type": "RuntimeDefault" },
+    })
+}
+
+/// And each of its containers without any capability or a way to gain one.
+fn container_security() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": { "drop": ["ALL"] },
+        "runAsNonRoot": true,
     })
 }
 
@@ -343,6 +421,34 @@ mod tests {
             let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
             assert_eq!(typed.spec.unwrap().containers.len(), 1);
         }
+    }
+
+    #[test]
+    fn a_home_copy_pod_mounts_the_source_read_only_beside_the_clones_claim() {
+        let spec = spec(2, 1.0);
+        let pod = desktop(&spec, None).home_copy_pod("5eed", Some("node-a"));
+        assert_eq!(pod["metadata"]["name"], "orgo-c0ffee-home-copy");
+        assert_eq!(pod["metadata"]["labels"][COPY_LABEL], "c0ffee");
+        assert!(
+            pod["metadata"]["labels"].get(DESKTOP_LABEL).is_none(),
+            "not a desktop"
+        );
+        assert_eq!(pod["spec"]["nodeName"], "node-a");
+        assert_eq!(
+            pod["spec"]["volumes"],
+            json!([
+                { "name": "from", "persistentVolumeClaim": { "claimName": "orgo-5eed-home", "readOnly": true } },
+                { "name": "to", "persistentVolumeClaim": { "claimName": "orgo-c0ffee-home" } },
+            ])
+        );
+        assert_eq!(pod["spec"]["securityContext"]["runAsUser"], 1000);
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(c["command"], json!(["sh", "-c", COPY_SCRIPT]));
+        assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        let parsed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+        assert_eq!(parsed.spec.unwrap().active_deadline_seconds, Some(600));
+        let anywhere = desktop(&spec, None).home_copy_pod("5eed", None);
+        assert!(anywhere["spec"].get("nodeName").is_none());
     }
 
     #[test]

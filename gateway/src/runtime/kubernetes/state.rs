@@ -41,6 +41,33 @@ fn ended_because(reason: &str) -> String {
     }
 }
 
+/// The phase of a Pod's status (`Pending` until it has one).
+pub fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// Why a one-off Pod (a home copy) failed: its container's termination message (its last
+/// output, under `FallbackToLogsOnError`) when it has one, else what [`of`] says.
+pub fn failure(pod: &Pod) -> String {
+    let message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+        .map(|m| m.trim().to_string())
+        .find(|m| !m.is_empty());
+    match (message, of(pod)) {
+        (Some(message), _) => message,
+        (None, PodState::Ended(why) | PodState::Pending(why)) => why,
+        (None, other) => format!("{other:?}"),
+    }
+}
+
 pub fn of(pod: &Pod) -> PodState {
     if pod.metadata.deletion_timestamp.is_some() {
         // The gateway's own deletions happen while the desktop is stopping; one that finds a
