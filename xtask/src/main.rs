@@ -149,6 +149,9 @@ fn ci() -> Result<()> {
     // found no room.
     k8s::command(&["down"])?;
     k8s::command(&["up"])?;
+    // The disk is shared and its free space set from outside: a failure for want of it should
+    // show how much there was.
+    run("df", &["-h", "."])?;
     test_workspace()?;
     fuzz::api(fuzz::SHORT, fuzz::Backing::Sqlite)?;
     fuzz::api(fuzz::SHORT, fuzz::Backing::Postgres)?;
