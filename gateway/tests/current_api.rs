@@ -171,6 +171,19 @@ async fn todays_clients_make_change_move_and_scope_computers() {
     )
     .await;
 
+    // Where the machine has the cpuset controller, the desktop's CPUs are its vcpus: `nproc`
+    // inside says 1, not the host's count.
+    let cgroups = Cgroups::detect();
+    let host_cpus = std::thread::available_parallelism().unwrap().get();
+    let cpuset = cgroups.limit_file(&id, "cpuset").filter(|f| f.exists());
+    let nproc = async || {
+        let out = gw.bash(&key, &c, "nproc", None).await;
+        out["output"].as_str().unwrap().trim().parse::<usize>().unwrap()
+    };
+    if cpuset.is_some() {
+        assert_eq!(nproc().await, 1);
+    }
+
     // A live resize: Orgo's names only, within the plan, the home only grows; the memory
     // limit of the running desktop's cgroup changes at once.
     let wrong = refused(
@@ -223,7 +236,13 @@ async fn todays_clients_make_change_move_and_scope_computers() {
         ),
         (json!(3), json!(2), json!(14))
     );
-    let cgroups = Cgroups::detect();
+    if cpuset.is_some() {
+        assert_eq!(
+            nproc().await,
+            host_cpus.min(2),
+            "the new vcpus, seen by a new process"
+        );
+    }
     if let Some(limit) = cgroups.limit_file(&id, "memory").filter(|f| f.exists()) {
         let bytes = std::fs::read_to_string(&limit).unwrap();
         assert_eq!(bytes.trim(), (3u64 << 30).to_string(), "{}", limit.display());

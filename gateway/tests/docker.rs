@@ -648,7 +648,7 @@ async fn a_docker_pool_outlives_its_gateway_and_hands_out_running_containers() {
 }
 
 /// Today's Orgo lifecycle on Docker: a live resize reaches the container (`docker inspect`)
-/// and is seen inside (its cgroup's memory and CPU limits), a clone carries the home's files
+/// and is seen inside (its cgroup's memory and CPU limits, `nproc`), a clone carries the home's files
 /// (owners kept) into a new container, a desktop's own screen size is the X server's, and a
 /// file streams in and out through the agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -684,6 +684,19 @@ async fn docker_desktops_resize_live_clone_with_their_files_and_keep_their_scree
     let inside = gw.bash(&key, &c, limits, None).await;
     let words: Vec<_> = inside["output"].as_str().unwrap().split_whitespace().collect();
     assert_eq!(words[..2], ["2147483648", "200000"], "{inside}");
+    // Its CPUs are its vcpus (as many as the machine has): `nproc` inside follows the resize.
+    let cpus = std::thread::available_parallelism().unwrap().get().min(2);
+    assert_eq!(
+        host["CpusetCpus"].as_str().unwrap().split(',').count(),
+        cpus,
+        "{host}"
+    );
+    let nproc = gw.bash(&key, &c, "nproc", None).await;
+    assert_eq!(
+        nproc["output"].as_str().unwrap().trim(),
+        cpus.to_string(),
+        "{nproc}"
+    );
 
     gw.bash(
         &key,

@@ -1,9 +1,12 @@
 //! Resource limits for local desktops through cgroups, v2 (unified) or v1 (one hierarchy per
 //! controller), whichever the machine has: memory, CPU quota and a pids cap per desktop, in a
-//! group `orgo/<desktop id>`. Where neither can be written the runtime says so once and runs
-//! desktops without limits.
+//! group `orgo/<desktop id>`, and where the machine has the cpuset controller, the CPUs it runs
+//! on (so `nproc` inside says its vcpus). Where neither can be written the runtime says so once
+//! and runs desktops without limits.
 
 use std::path::{Path, PathBuf};
+
+use super::cpus;
 
 /// Most processes one desktop may have: enough for a browser, not for a fork bomb.
 pub const PIDS_MAX: u32 = 1024;
@@ -22,8 +25,11 @@ pub struct Groups {
     pub dirs: Vec<PathBuf>,
     /// Where the desktop sees each of `dirs`, read-only, as a container sees its own group:
     /// `/sys/fs/cgroup` (v2) or `/sys/fs/cgroup/<controller>` (v1). So a resize shows inside.
-    pub seen_at: Vec<&'static str>,
+    pub seen_at: Vec<PathBuf>,
 }
+
+/// The v1 hierarchies a desktop always has a group in; `cpuset` is added where it exists.
+const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
     std::fs::write(path, value).map_err(|e| format!("{}: {e}", path.display()))
@@ -43,9 +49,13 @@ impl Cgroups {
             let enabled = mkdir(&parent)
                 .and_then(|()| write(&root.join("cgroup.subtree_control"), "+memory +cpu +pids"))
                 .and_then(|()| write(&parent.join("cgroup.subtree_control"), "+memory +cpu +pids"));
+            // Optional, and alone so its absence fails nothing else.
+            let _ = write(&root.join("cgroup.subtree_control"), "+cpuset")
+                .and_then(|()| write(&parent.join("cgroup.subtree_control"), "+cpuset"));
             enabled.map(|()| Cgroups::V2(parent))
-        } else if root.join("memory").is_dir() && root.join("cpu").is_dir() && root.join("pids").is_dir() {
-            ["memory", "cpu", "pids"]
+        } else if V1_CONTROLLERS.iter().all(|c| root.join(c).is_dir()) {
+            let _ = prepare_v1_cpuset(root);
+            V1_CONTROLLERS
                 .iter()
                 .try_for_each(|c| mkdir(&root.join(c).join("orgo")))
                 .map(|()| Cgroups::V1(root.to_path_buf()))
@@ -65,16 +75,42 @@ impl Cgroups {
         }
     }
 
-    /// A desktop's group directories: one on v2; memory, cpu and pids on v1.
-    fn dirs(&self, id: &str) -> Vec<PathBuf> {
+    /// A desktop's group directories with where the desktop sees each: one on v2; memory,
+    /// cpu, pids (and cpuset) on v1.
+    fn dirs_seen_at(&self, id: &str) -> Vec<(PathBuf, PathBuf)> {
+        let inside = Path::new("/sys/fs/cgroup");
         match self {
-            Cgroups::V2(parent) => vec![parent.join(id)],
-            Cgroups::V1(root) => ["memory", "cpu", "pids"]
+            Cgroups::V2(parent) => vec![(parent.join(id), inside.to_path_buf())],
+            Cgroups::V1(root) => V1_CONTROLLERS
                 .iter()
-                .map(|c| root.join(c).join("orgo").join(id))
+                .copied()
+                .chain(self.cpuset_cpus().map(|_| "cpuset"))
+                .map(|c| (root.join(c).join("orgo").join(id), inside.join(c)))
                 .collect(),
             Cgroups::Unavailable(_) => Vec::new(),
         }
+    }
+
+    fn dirs(&self, id: &str) -> Vec<PathBuf> {
+        self.dirs_seen_at(id).into_iter().map(|(dir, _)| dir).collect()
+    }
+
+    /// The CPUs desktops may be given, where the cpuset controller is there for their groups:
+    /// the `orgo` group's (v2: effective) list.
+    fn cpuset_cpus(&self) -> Option<Vec<u32>> {
+        let list = match self {
+            Cgroups::V2(parent) => {
+                let control = std::fs::read_to_string(parent.join("cgroup.subtree_control")).ok()?;
+                if !control.split_whitespace().any(|c| c == "cpuset") {
+                    return None;
+                }
+                parent.join("cpuset.cpus.effective")
+            }
+            Cgroups::V1(root) => root.join("cpuset/orgo/cpuset.cpus"),
+            Cgroups::Unavailable(_) => return None,
+        };
+        let cpus = cpus::parse_list(&std::fs::read_to_string(list).ok()?);
+        (!cpus.is_empty()).then_some(cpus)
     }
 
     /// Where one limit of a desktop is written, for tests and operators to read back.
@@ -86,6 +122,8 @@ impl Cgroups {
             (Cgroups::V1(r), "memory") => r.join("memory/orgo").join(id).join("memory.limit_in_bytes"),
             (Cgroups::V1(r), "cpu") => r.join("cpu/orgo").join(id).join("cpu.cfs_quota_us"),
             (Cgroups::V1(r), "pids") => r.join("pids/orgo").join(id).join("pids.max"),
+            (Cgroups::V2(p), "cpuset") => p.join(id).join("cpuset.cpus"),
+            (Cgroups::V1(r), "cpuset") => r.join("cpuset/orgo").join(id).join("cpuset.cpus"),
             _ => return None,
         };
         Some(file)
@@ -96,26 +134,23 @@ impl Cgroups {
         if let Cgroups::Unavailable(why) = self {
             return Err(why.clone());
         }
-        let dirs = self.dirs(id);
+        let (dirs, seen_at): (Vec<_>, Vec<_>) = self.dirs_seen_at(id).into_iter().unzip();
         dirs.iter().try_for_each(|d| mkdir(d))?;
-        if let Cgroups::V1(_) = self {
+        if let Cgroups::V1(root) = self {
             write(&dirs[1].join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            // A v1 cpuset group starts with no memory nodes and takes no process until given some.
+            if let Some(cpuset) = dirs.get(V1_CONTROLLERS.len()) {
+                copy(&root.join("cpuset/orgo"), cpuset, "cpuset.mems")?;
+            }
         }
         self.limit(id, ram_gb, cpu)?;
         write(&self.file(id, "pids")?, &PIDS_MAX.to_string())?;
-        let seen_at = match self {
-            Cgroups::V2(_) => vec!["/sys/fs/cgroup"],
-            _ => vec![
-                "/sys/fs/cgroup/memory",
-                "/sys/fs/cgroup/cpu",
-                "/sys/fs/cgroup/pids",
-            ],
-        };
         Ok(Groups { dirs, seen_at })
     }
 
-    /// Sets the memory and CPU limits of a desktop's existing groups (at create, and live on a
-    /// resize: the kernel applies them to the processes already inside).
+    /// Sets the memory and CPU limits (and CPUs, where the machine has cpuset) of a desktop's
+    /// existing groups: at create, and live on a resize, when the kernel applies them to the
+    /// processes already inside (a cpuset change resets each one's affinity mask).
     pub fn limit(&self, id: &str, ram_gb: u32, cpu: f64) -> Result<(), String> {
         let memory = (u64::from(ram_gb) << 30).to_string();
         let quota = ((cpu * CPU_PERIOD_US as f64) as u64).max(1000);
@@ -125,7 +160,11 @@ impl Cgroups {
             Cgroups::Unavailable(why) => return Err(why.clone()),
         };
         write(&self.file(id, "memory")?, &memory)?;
-        write(&self.file(id, "cpu")?, &cpu_value)
+        write(&self.file(id, "cpu")?, &cpu_value)?;
+        match self.cpuset_cpus().and_then(|all| cpus::pick(id, cpu, &all)) {
+            Some(list) => write(&self.file(id, "cpuset")?, &list),
+            None => Ok(()),
+        }
     }
 
     fn file(&self, id: &str, what: &str) -> Result<PathBuf, String> {
@@ -134,13 +173,30 @@ impl Cgroups {
     }
 }
 
+/// Gives the v1 `orgo` cpuset group the machine's CPUs and memory nodes (it starts with none,
+/// and its children can have only what it has).
+fn prepare_v1_cpuset(root: &Path) -> Result<(), String> {
+    let (machine, parent) = (root.join("cpuset"), root.join("cpuset/orgo"));
+    mkdir(&parent)?;
+    ["cpuset.cpus", "cpuset.mems"]
+        .iter()
+        .try_for_each(|file| copy(&machine, &parent, file))
+}
+
+/// Copies one of a group's settings to another group.
+fn copy(from: &Path, to: &Path, file: &str) -> Result<(), String> {
+    let value = std::fs::read_to_string(from.join(file))
+        .map_err(|e| format!("{}: {e}", from.join(file).display()))?;
+    write(&to.join(file), value.trim())
+}
+
 impl Groups {
     /// Each group directory with where the desktop sees it.
-    pub fn views(&self) -> impl Iterator<Item = (&Path, &'static str)> {
+    pub fn views(&self) -> impl Iterator<Item = (&Path, &Path)> {
         self.dirs
             .iter()
             .map(PathBuf::as_path)
-            .zip(self.seen_at.iter().copied())
+            .zip(self.seen_at.iter().map(PathBuf::as_path))
     }
 
     /// Moves a process (and so everything it starts afterwards) into the groups.

@@ -2,6 +2,7 @@
 //! where the runtime says (a Unix socket, or TCP with a token). A runtime owns no HTTP code.
 
 pub mod cgroup;
+mod cpus;
 pub mod docker;
 pub mod home;
 pub mod kubernetes;

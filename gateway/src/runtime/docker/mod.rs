@@ -27,6 +27,7 @@ use bollard::network::{CreateNetworkOptions, ListNetworksOptions};
 use tokio::sync::Mutex;
 
 use super::cgroup::PIDS_MAX;
+use super::cpus;
 use orgo_proto::connect::Target;
 
 use super::RuntimeError;
@@ -72,6 +73,14 @@ pub struct DockerRuntime {
     pids: Mutex<HashMap<String, u32>>,
     /// The engine's CPUs: a desktop may not ask for more (the engine refuses it).
     cpus: Option<i64>,
+}
+
+/// Memory, CPU time and CPUs of a desktop, as the engine takes them at create and update.
+struct Limits {
+    memory: i64,
+    nano_cpus: i64,
+    /// `None` where the engine did not say how many CPUs it has.
+    cpuset_cpus: Option<String>,
 }
 
 fn engine(e: bollard::errors::Error) -> RuntimeError {
@@ -203,12 +212,29 @@ impl DockerRuntime {
         self.desktop_dir(id).join("run")
     }
 
-    fn config(&self, spec: &DesktopSpec) -> Config<String> {
-        let memory = i64::from(spec.ram_gb) << 30;
+    /// A desktop's limits, or why the engine cannot give them: more vcpus than it has CPUs.
+    /// Its CPUs are numbered 0 to `NCPU` − 1, as on a machine with none offline.
+    fn limits(&self, spec: &DesktopSpec) -> Result<Limits, RuntimeError> {
+        if let Some(cpus) = self.cpus.filter(|&n| spec.cpu > n as f64) {
+            return Err(RuntimeError::Unavailable(format!(
+                "this machine's Docker engine has {cpus} CPUs: a desktop of {} cannot run on it; ask for at most {cpus}",
+                spec.cpu
+            )));
+        }
+        let all: Vec<u32> = (0..self.cpus.unwrap_or(0).max(0) as u32).collect();
+        Ok(Limits {
+            memory: i64::from(spec.ram_gb) << 30,
+            nano_cpus: (spec.cpu * 1e9) as i64,
+            cpuset_cpus: cpus::pick(&spec.id, spec.cpu, &all),
+        })
+    }
+
+    fn config(&self, spec: &DesktopSpec, limits: Limits) -> Config<String> {
         let mut host = HostConfig {
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            nano_cpus: Some((spec.cpu * 1e9) as i64),
+            memory: Some(limits.memory),
+            memory_swap: Some(limits.memory),
+            nano_cpus: Some(limits.nano_cpus),
+            cpuset_cpus: limits.cpuset_cpus,
             pids_limit: Some(i64::from(PIDS_MAX)),
             init: Some(true),
             tmpfs: Some(HashMap::from([(
@@ -306,7 +332,7 @@ impl DockerRuntime {
             platform: None,
         };
         self.docker
-            .create_container(Some(options), self.config(spec))
+            .create_container(Some(options), self.config(spec, self.limits(spec)?))
             .await
             .map_err(engine)?;
         if self.transport == DockerTransport::Tcp {
@@ -368,12 +394,8 @@ impl DockerRuntime {
 #[tonic::async_trait]
 impl Runtime for DockerRuntime {
     async fn start(&self, spec: &DesktopSpec) -> Result<Target, RuntimeError> {
-        if let Some(cpus) = self.cpus.filter(|&n| spec.cpu > n as f64) {
-            return Err(RuntimeError::Unavailable(format!(
-                "this machine's Docker engine has {cpus} CPUs: a desktop of {} cannot start on it; ask for at most {cpus}",
-                spec.cpu
-            )));
-        }
+        // Refused before anything is made.
+        self.limits(spec)?;
         let run = self.run_dir(&spec.id);
         std::fs::create_dir_all(&run).map_err(|e| RuntimeError::Failed(format!("desktop dir: {e}")))?;
         std::os::unix::fs::chown(&run, Some(DESKTOP_UID), Some(DESKTOP_UID))
@@ -478,11 +500,12 @@ impl Runtime for DockerRuntime {
     }
 
     async fn resize(&self, spec: &DesktopSpec) -> Result<(), RuntimeError> {
-        let memory = i64::from(spec.ram_gb) << 30;
+        let limits = self.limits(spec)?;
         let update = bollard::container::UpdateContainerOptions::<String> {
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            nano_cpus: Some((spec.cpu * 1e9) as i64),
+            memory: Some(limits.memory),
+            memory_swap: Some(limits.memory),
+            nano_cpus: Some(limits.nano_cpus),
+            cpuset_cpus: limits.cpuset_cpus,
             ..Default::default()
         };
         self.docker

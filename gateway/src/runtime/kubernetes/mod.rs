@@ -438,6 +438,8 @@ impl Runtime for KubernetesRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.delete_pod(id).await?;
+        // A home-copy Pod too: one a gateway that died mid-clone left behind.
+        self.delete_copy(&objects::copy_pod_name(id)).await?;
         for result in [
             self.claims
                 .delete(&objects::claim_name(id), &DeleteParams::default())
