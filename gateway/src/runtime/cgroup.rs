@@ -161,9 +161,41 @@ impl Cgroups {
         };
         write(&self.file(id, "memory")?, &memory)?;
         write(&self.file(id, "cpu")?, &cpu_value)?;
-        match self.cpuset_cpus().and_then(|all| cpus::pick(id, cpu, &all)) {
+        let chosen = self
+            .cpuset_cpus()
+            .and_then(|all| cpus::pick(id, cpu, &all, &self.placement(id)));
+        match chosen {
             Some(list) => write(&self.file(id, "cpuset")?, &list),
             None => Ok(()),
+        }
+    }
+
+    /// A desktop's CPUs now and, for every other desktop on the machine that has processes
+    /// (whichever gateway made it), the CPUs it has: read from the groups beside its own.
+    fn placement(&self, id: &str) -> cpus::Placement {
+        let Some(own) = self.limit_file(id, "cpuset") else {
+            return cpus::Placement::default();
+        };
+        let read = |file: &Path| cpus::parse_list(&std::fs::read_to_string(file).unwrap_or_default());
+        let mut taken = std::collections::HashMap::new();
+        let siblings = own.parent().and_then(Path::parent).map(std::fs::read_dir);
+        for dir in siblings
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+        {
+            let busy = std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty());
+            if busy && !dir.ends_with(id) {
+                for cpu in read(&dir.join("cpuset.cpus")) {
+                    *taken.entry(cpu).or_insert(0) += 1;
+                }
+            }
+        }
+        cpus::Placement {
+            current: read(&own),
+            taken,
         }
     }
 
@@ -273,5 +305,49 @@ mod tests {
         );
         cgroups.sweep([theirs]);
         assert!(cgroups.dirs(theirs).iter().all(|d| !d.exists()));
+    }
+
+    /// With the cpuset controller, a one-vcpu desktop goes to a CPU the fewest busy desktops
+    /// have (a desktop with a process counts, on every CPU it has), and a process inside sees
+    /// one CPU; a resize gives it more.
+    #[tokio::test]
+    async fn desktops_get_cpus_of_their_own_as_far_as_there_are() {
+        let cgroups = Cgroups::detect();
+        let Some(all) = cgroups.cpuset_cpus().filter(|all| all.len() >= 2) else {
+            eprintln!("skipped: no cpuset controller with two CPUs here");
+            return;
+        };
+        let (first, second) = ("cpuset-test-first", "cpuset-test-second");
+        let held = cgroups.create(first, 1, 1.0).unwrap();
+        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        held.join(sleeper.id()).unwrap();
+        let read = |id| {
+            let list = cgroups.limit_file(id, "cpuset").unwrap();
+            cpus::parse_list(&std::fs::read_to_string(list).unwrap())
+        };
+        let before = cgroups.placement(second);
+        let taken = |cpu: &u32| before.taken.get(cpu).copied().unwrap_or(0);
+        assert!(read(first).iter().all(|cpu| taken(cpu) >= 1), "{before:?}");
+        let other = cgroups.create(second, 1, 1.0).unwrap();
+        let least = all.iter().map(taken).min();
+        assert_eq!(read(second).iter().map(taken).max(), least, "{before:?}");
+        let nproc = |groups: &Groups| {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "read go; nproc"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            groups.join(child.id()).unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"\n").unwrap();
+            String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+        };
+        assert_eq!(nproc(&other).trim(), "1");
+        cgroups.limit(second, 1, all.len() as f64).unwrap();
+        assert_eq!(nproc(&other).trim(), all.len().to_string());
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        held.remove().await;
+        other.remove().await;
     }
 }

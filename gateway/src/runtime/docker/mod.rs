@@ -225,7 +225,8 @@ impl DockerRuntime {
         Ok(Limits {
             memory: i64::from(spec.ram_gb) << 30,
             nano_cpus: (spec.cpu * 1e9) as i64,
-            cpuset_cpus: cpus::pick(&spec.id, spec.cpu, &all),
+            // No record of the other containers' CPUs is read: their ids spread them.
+            cpuset_cpus: cpus::pick(&spec.id, spec.cpu, &all, &cpus::Placement::default()),
         })
     }
 
