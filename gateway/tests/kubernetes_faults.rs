@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::k8s::{self, Gateway};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -141,20 +142,37 @@ fn restart_nodes() {
     );
 }
 
-/// Waits (bounded) until every node of the cluster reads Ready.
+/// Waits until every node is Ready and has renewed its lease (a kubelet does every 10 s) at
+/// least 10 s after the wait began. A Ready condition alone is up to 40 s stale: right after
+/// the API server's test the kubelets may still be failing to reach the restarted, still slow,
+/// API server, and a node that then misses its heartbeat beside the stopped one sends the
+/// controller into full-disruption mode, where it lifts the eviction taints and evicts nothing.
 async fn every_node_ready(client: &kube::Client) {
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), "kube-node-lease");
+    let since = jiff::Timestamp::now() + Duration::from_secs(10);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let list = nodes.list(&Default::default()).await.unwrap();
-        let ready = |n: &Node| {
-            let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
-            conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        };
-        if !list.items.is_empty() && list.items.iter().all(ready) {
+        let mut settled = !list.items.is_empty();
+        for node in &list.items {
+            let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+            let ready =
+                conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            let lease = leases.get_opt(name).await.ok().flatten();
+            let renewed = lease
+                .and_then(|l| l.spec?.renew_time)
+                .is_some_and(|t| t.0 >= since);
+            settled &= ready && renewed;
+        }
+        if settled {
             return;
         }
-        assert!(Instant::now() < deadline, "the cluster's nodes are not all Ready");
+        assert!(
+            Instant::now() < deadline,
+            "the cluster's nodes are not all Ready and renewing their leases"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
